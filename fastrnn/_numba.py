@@ -1,0 +1,25 @@
+"""Numba compilation flags, in one place for the whole package.
+
+``exact`` kernels (clip, Adagrad, sampling's inverse CDF) compile without
+fastmath, so the Adagrad update is bit-identical to numpy. ``fast`` kernels may
+reassociate and contract sums (that is what lets the dot products vectorise and
+use FMA); they never assume away NaN or Inf (no ``nnan``/``ninf``), so a
+diverging run still shows up as NaN.
+"""
+from __future__ import annotations
+
+import numba
+
+FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
+
+_COMMON = dict(cache=True, nogil=True, error_model="numpy")
+
+
+def exact(fn):
+    """Compile ``fn`` with IEEE-exact arithmetic."""
+    return numba.njit(**_COMMON)(fn)
+
+
+def fast(fn):
+    """Compile ``fn`` allowing reassociation and FMA contraction."""
+    return numba.njit(fastmath=set(FASTMATH), **_COMMON)(fn)

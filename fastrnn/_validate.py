@@ -1,0 +1,99 @@
+"""Argument checks shared by the fast path and the reference twin (numpy only).
+
+Every public entry point normalises its arguments here before any kernel runs,
+so a bad call fails with a ``ValueError`` that says what is wrong, and a stray
+int32 or Fortran-ordered array never reaches (and recompiles) a kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .params import PARAM_NAMES, Params
+
+ID_DTYPE = np.int64
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_params(params, dtype=None) -> Params:
+    """Return ``params`` as a :class:`Params` of C-contiguous arrays with 1-D biases.
+
+    Arrays already in that form are returned as they are (no copy), so in-place
+    updates reach the caller's arrays.
+    """
+    if not isinstance(params, Params):
+        if isinstance(params, dict):
+            missing = [k for k in PARAM_NAMES if k not in params]
+            if missing:
+                raise ValueError(f"params is missing {', '.join(missing)}")
+            params = Params(*(params[k] for k in PARAM_NAMES))
+        elif isinstance(params, (tuple, list)) and len(params) == 5:
+            params = Params(*params)
+        else:
+            raise ValueError("params must be a fastrnn.Params (Wxh, Whh, Why, bh, by)")
+    arrays = []
+    for name, a in zip(PARAM_NAMES, params):
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
+        if a.dtype not in FLOAT_DTYPES:
+            raise ValueError(f"{name} must be float32 or float64, got {a.dtype}")
+        if name in ("bh", "by") and a.ndim == 2 and a.shape[1] == 1:
+            a = a.reshape(-1)
+        arrays.append(a)
+    Wxh, Whh, Why, bh, by = arrays
+    if Whh.ndim != 2 or Whh.shape[0] != Whh.shape[1] or Whh.shape[0] < 1:
+        raise ValueError(f"Whh must be square (H, H), got shape {Whh.shape}")
+    H = Whh.shape[0]
+    if Why.ndim != 2 or Why.shape[1] != H or Why.shape[0] < 1:
+        raise ValueError(f"Why must have shape (V, {H}), got {Why.shape}")
+    V = Why.shape[0]
+    expected = {"Wxh": (H, V), "bh": (H,), "by": (V,)}
+    for name, a in zip(PARAM_NAMES, arrays):
+        if name in expected and a.shape != expected[name]:
+            raise ValueError(f"{name} must have shape {expected[name]}, got {a.shape}")
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) != 1:
+        raise ValueError(f"all parameters must share one dtype, got {sorted(map(str, dtypes))}")
+    if dtype is not None and Whh.dtype != np.dtype(dtype):
+        raise ValueError(f"expected {np.dtype(dtype)} parameters, got {Whh.dtype}")
+    for name, a in zip(PARAM_NAMES, arrays):
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
+    return Params(*arrays)
+
+
+def check_ids(ids, vocab_size, name="ids") -> np.ndarray:
+    """Return ``ids`` as a non-empty 1-D C-contiguous int64 array of values in [0, vocab_size)."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of integer ids, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: a sequence needs at least one id")
+    if arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "b" or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}")
+        raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name} holds id {bad}, outside the vocabulary [0, {vocab_size})")
+    return np.ascontiguousarray(arr, dtype=ID_DTYPE)
+
+
+def check_sequence_pair(inputs, targets, vocab_size):
+    inputs = check_ids(inputs, vocab_size, "inputs")
+    targets = check_ids(targets, vocab_size, "targets")
+    if inputs.shape != targets.shape:
+        raise ValueError(
+            f"inputs and targets must have the same length, got {inputs.size} and {targets.size}"
+        )
+    return inputs, targets
+
+
+def check_hidden(h, hidden_size, dtype=np.float64) -> np.ndarray:
+    """Return a hidden state of shape (H,) or (H, 1) as a fresh 1-D array of ``dtype``."""
+    arr = np.asarray(h)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"hprev must be a float array, got dtype {arr.dtype}")
+    if arr.shape not in ((hidden_size,), (hidden_size, 1)):
+        raise ValueError(f"hprev must have shape ({hidden_size},) or ({hidden_size}, 1), got {arr.shape}")
+    return np.array(arr.reshape(-1), dtype=dtype)

@@ -1,0 +1,182 @@
+"""The fast path's public functions: validate, allocate, call the Numba kernels.
+
+Every function here has a twin of the same name, arguments and meaning in
+:mod:`fastrnn.reference`; the tests run both on the same data.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from ._validate import check_hidden, check_ids, check_params, check_sequence_pair
+from .params import Params
+
+CLIP = 5.0
+ADAGRAD_EPS = 1e-8
+
+
+class Workspace:
+    """Scratch arrays for sequences of up to ``seq_length`` steps, allocated once and reused.
+
+    hs (T+1, H), probs (T, V), dhs (T, H), dhnext (H,), WhhT (H, H) and one
+    gradient buffer per parameter, all of ``dtype``.
+    """
+
+    def __init__(self, vocab_size, hidden_size, seq_length, dtype=np.float64):
+        H, V, T = int(hidden_size), int(vocab_size), int(seq_length)
+        dtype = np.dtype(dtype)
+        self.shape = (V, H, T, dtype)
+        self.hs = np.zeros((T + 1, H), dtype)
+        self.probs = np.zeros((T, V), dtype)
+        self.dhs = np.zeros((T, H), dtype)
+        self.dhnext = np.zeros(H, dtype)
+        self.WhhT = np.zeros((H, H), dtype)
+        self.grads = Params(
+            np.zeros((H, V), dtype), np.zeros((H, H), dtype), np.zeros((V, H), dtype),
+            np.zeros(H, dtype), np.zeros(V, dtype),
+        )
+
+    def fits(self, params: Params, length: int) -> bool:
+        V, H, T, dtype = self.shape
+        return (params.vocab_size, params.hidden_size, params.dtype) == (V, H, dtype) and length <= T
+
+    def views(self, length):
+        """The workspace arrays cut to a sequence of ``length`` steps (C-contiguous views)."""
+        return self.hs[: length + 1], self.probs[:length], self.dhs[:length]
+
+
+def _workspace(params, length, workspace):
+    if workspace is None:
+        return Workspace(params.vocab_size, params.hidden_size, length, params.dtype)
+    if not workspace.fits(params, length):
+        raise ValueError("workspace does not fit these parameters and sequence length")
+    return workspace
+
+
+def _scalar(value, dtype, name, positive=True):
+    value = float(value)
+    if not np.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return np.dtype(dtype).type(value)
+
+
+def _clip_value(clip, dtype):
+    # clip=None means unclipped: clipping to the largest finite value is a no-op.
+    if clip is None:
+        return np.finfo(dtype).max
+    return _scalar(clip, dtype, "clip")
+
+
+def loss_and_grads(params, inputs, targets, hprev, clip=CLIP, workspace=None):
+    """Loss, clipped gradients and last hidden state of one sequence (Numba path).
+
+    params: :class:`Params` (float32 or float64); inputs, targets: integer ids,
+    length T >= 1; hprev: (H,) or (H, 1). Returns ``(loss, grads, h_last)``:
+    the cross-entropy summed over the T steps as a Python float (nats), a
+    :class:`Params` of fresh gradient arrays clipped to [-clip, clip]
+    (``clip=None``: unclipped) with 1-D biases, and ``h_last`` (H,).
+    """
+    params = check_params(params)
+    inputs, targets = check_sequence_pair(inputs, targets, params.vocab_size)
+    dtype = params.dtype
+    hprev = check_hidden(hprev, params.hidden_size, dtype)
+    clip = _clip_value(clip, dtype)
+    ws = _workspace(params, inputs.size, workspace)
+    hs, probs, dhs = ws.views(inputs.size)
+    hs[0] = hprev
+    loss = kernels.rnn_forward(hs, probs, inputs, targets, *params)
+    grads = ws.grads
+    kernels.zero_grads(*grads)
+    kernels.rnn_backward(*grads, dhs, ws.dhnext, ws.WhhT, hs, probs, inputs, targets,
+                         params.Whh, params.Why)
+    for g in grads:
+        kernels.clip_inplace(g, clip)
+    return float(loss), grads.copy(), hs[-1].copy()
+
+
+def sequence_loss(params, inputs, targets, hprev):
+    """Forward pass only: ``(loss, h_last)`` of a sequence of any length, without storing states."""
+    params = check_params(params)
+    inputs, targets = check_sequence_pair(inputs, targets, params.vocab_size)
+    h = check_hidden(hprev, params.hidden_size, params.dtype)
+    h_next = np.empty_like(h)
+    logits = np.empty(params.vocab_size, params.dtype)
+    loss = kernels.sequence_loss(h, h_next, logits, inputs, targets, *params)
+    return float(loss), h
+
+
+def log_probs(params, inputs, targets, hprev):
+    """Per-step log-probabilities ``log p(targets[t])`` (T,) float64, and h_last."""
+    params = check_params(params)
+    inputs, targets = check_sequence_pair(inputs, targets, params.vocab_size)
+    h = check_hidden(hprev, params.hidden_size, params.dtype)
+    out = np.empty(inputs.size, np.float64)
+    kernels.sequence_log_probs(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
+                               inputs, targets, *params)
+    return out, h
+
+
+def _check_same_layout(params, other, name):
+    other = check_params(other)
+    for n, a, b in zip(params._fields, params, other):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            raise ValueError(f"{name}.{n} has shape {b.shape} {b.dtype}, expected {a.shape} {a.dtype}")
+    return other
+
+
+def adagrad_update(params, grads, memory, learning_rate):
+    """The seed's Adagrad, in place on ``params`` and ``memory`` (both :class:`Params`).
+
+    ``mem += dparam * dparam; param += -learning_rate * dparam / np.sqrt(mem + 1e-8)``,
+    in the same operation order as numpy, so float64 is bit-identical to the reference.
+    """
+    params = check_params(params)
+    grads = _check_same_layout(params, grads, "grads")
+    memory = _check_same_layout(params, memory, "memory")
+    lr = _scalar(learning_rate, params.dtype, "learning_rate")
+    eps = params.dtype.type(ADAGRAD_EPS)
+    for p, g, m in zip(params, grads, memory):
+        kernels.adagrad_update(p, g, m, lr, eps)
+
+
+def train_step(params, memory, inputs, targets, hprev, learning_rate, clip=CLIP, workspace=None):
+    """One training step (loss, grads, clip, Adagrad) in one kernel call; ``(loss, h_last)``.
+
+    ``params`` and ``memory`` are updated in place. Pass a :class:`Workspace`
+    to reuse scratch arrays across steps.
+    """
+    params = check_params(params)
+    memory = _check_same_layout(params, memory, "memory")
+    inputs, targets = check_sequence_pair(inputs, targets, params.vocab_size)
+    dtype = params.dtype
+    hprev = check_hidden(hprev, params.hidden_size, dtype)
+    lr = _scalar(learning_rate, dtype, "learning_rate")
+    clip = _clip_value(clip, dtype)
+    ws = _workspace(params, inputs.size, workspace)
+    hs, probs, dhs = ws.views(inputs.size)
+    hs[0] = hprev
+    loss = kernels.train_step(*params, *memory, *ws.grads, hs, probs, dhs, ws.dhnext, ws.WhhT,
+                              inputs, targets, lr, clip, dtype.type(ADAGRAD_EPS))
+    return float(loss), hs[-1].copy()
+
+
+def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
+    """Sample ``n`` ids from the model, as an int64 array (Numba path).
+
+    hprev (H,) or (H, 1); seed_ix the id fed at the first step. Draw t uses the
+    t-th ``numpy.random.default_rng(seed).random()`` value through the inverse
+    CDF of ``softmax(logits / temperature)``, exactly as the reference does, so
+    one seed gives the same ids in both paths. ``argmax=True``: greedy.
+    """
+    params = check_params(params)
+    (seed_ix,) = check_ids([seed_ix], params.vocab_size, "seed_ix")
+    h = check_hidden(hprev, params.hidden_size, params.dtype)
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    temperature = _scalar(temperature, params.dtype, "temperature")
+    uniforms = np.random.default_rng(seed).random(n)
+    out = np.empty(n, np.int64)
+    kernels.sample_ids(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
+                       np.int64(seed_ix), uniforms, *params, params.dtype.type(1) / temperature, bool(argmax))
+    return out
