@@ -13,9 +13,11 @@ How they differ from the seed (:mod:`fastrnn.reference` is the twin):
   sequential time loop. The output layer, its gradients, ``Why.T @ dy`` and
   ``dWhh`` do not feed the recurrence and are done once per sequence, after
   (forward) or before/after (backward) the recurrent loop.
-- Every matrix product is written as contiguous row dot products, which
-  vectorise under ``reassoc``; ``Whh.T @ dhraw`` reads a transposed copy of
-  ``Whh`` made once per sequence so it is a row dot product too.
+- The hoisted products are matrix-matrix work done by BLAS (``np.dot`` with
+  ``out=``: (T, H) @ (H, V) and friends). The two sequential matrix-vector
+  products are hand-blocked loops over four rows of ``Whh`` at a time, which
+  vectorise under ``reassoc`` and stream ``Whh`` row by row in both directions
+  (no transposed copy).
 - Softmax subtracts the row maximum (no overflow for large logits).
 """
 from __future__ import annotations
@@ -28,15 +30,58 @@ from ._numba import exact, fast
 # --- building blocks (inlined into the kernels below by LLVM) ---------------
 
 @fast
+def recurrent_matvec_add(out, W, x):
+    """out (H,) += W (H, H) @ x (H,), four rows at a time so each x[j] load feeds four FMAs."""
+    H = W.shape[0]
+    H4 = H - H % 4
+    for i in range(0, H4, 4):
+        w0, w1, w2, w3 = W[i], W[i + 1], W[i + 2], W[i + 3]
+        a0, a1, a2, a3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+        for j in range(H):
+            xj = x[j]
+            a0 += w0[j] * xj
+            a1 += w1[j] * xj
+            a2 += w2[j] * xj
+            a3 += w3[j] * xj
+        out[i], out[i + 1], out[i + 2], out[i + 3] = a0, a1, a2, a3
+    for i in range(H4, H):
+        w = W[i]
+        acc = out[i]
+        for j in range(H):
+            acc += w[j] * x[j]
+        out[i] = acc
+
+
+@fast
+def recurrent_matvec_t(out, W, g):
+    """out (H,) = W.T (H, H) @ g (H,), as row updates over four rows of W at a time.
+
+    Reads W row by row (contiguous), so no transposed copy is needed.
+    """
+    H = W.shape[0]
+    H4 = H - H % 4
+    out[:] = 0
+    for i in range(0, H4, 4):
+        w0, w1, w2, w3 = W[i], W[i + 1], W[i + 2], W[i + 3]
+        g0, g1, g2, g3 = g[i], g[i + 1], g[i + 2], g[i + 3]
+        for j in range(H):
+            out[j] += g0 * w0[j] + g1 * w1[j] + g2 * w2[j] + g3 * w3[j]
+    for i in range(H4, H):
+        w = W[i]
+        gi = g[i]
+        for j in range(H):
+            out[j] += gi * w[j]
+
+
+@fast
 def hidden_step(h_out, h_in, ix, Wxh, Whh, bh):
     """h_out (H,) = tanh(Wxh[:, ix] + Whh @ h_in + bh); h_in (H,) must not alias h_out."""
     H = Whh.shape[0]
     for i in range(H):
-        w = Whh[i]
-        acc = Wxh[i, ix] + bh[i]
-        for j in range(H):
-            acc += w[j] * h_in[j]
-        h_out[i] = np.tanh(acc)
+        h_out[i] = Wxh[i, ix] + bh[i]
+    recurrent_matvec_add(h_out, Whh, h_in)
+    for i in range(H):
+        h_out[i] = np.tanh(h_out[i])
 
 
 @fast
@@ -83,10 +128,13 @@ def rnn_forward(hs, probs, inputs, targets, Wxh, Whh, Why, bh, by):
     T = inputs.shape[0]
     for t in range(T):  # the recurrence: only Whh @ h is sequential
         hidden_step(hs[t + 1], hs[t], inputs[t], Wxh, Whh, bh)
+    # Output layer for all steps at once, off the sequential path: (T, H) @ (H, V).
+    np.dot(hs[1:], Why.T, probs)
     loss = 0.0
-    for t in range(T):  # output layer, off the sequential path
+    for t in range(T):
         p = probs[t]
-        output_logits(p, hs[t + 1], Why, by)
+        for v in range(p.shape[0]):
+            p[v] += by[v]
         target_logit = p[targets[t]]
         m, log_sum = softmax_inplace(p)
         loss += log_sum - (target_logit - m)
@@ -94,60 +142,45 @@ def rnn_forward(hs, probs, inputs, targets, Wxh, Whh, Why, bh, by):
 
 
 @fast
-def rnn_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, WhhT, hs, probs, inputs, targets, Whh, Why):
+def add_into(acc, x):
+    """acc += x, element-wise (same shape, C-contiguous)."""
+    a = acc.reshape(acc.size)
+    b = x.reshape(x.size)
+    for k in range(a.size):
+        a[k] += b[k]
+
+
+@fast
+def rnn_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets, Whh, Why):
     """Backprop through time; *adds* the gradients into dWxh..dby (zeroed by the caller).
 
-    dhs (T, H), dhnext (H,), WhhT (H, H): workspaces. hs (T+1, H), probs (T, V):
-    saved by :func:`rnn_forward` (``probs`` is turned into dy in place).
+    dhs (T, H), dhnext (H,), tmp_hh (H, H), tmp_vh (V, H): workspaces.
+    hs (T+1, H), probs (T, V): saved by :func:`rnn_forward` (``probs`` is
+    turned into dy = p - onehot(target) in place).
     """
     T, H = dhs.shape
-    V = Why.shape[0]
     one = hs.dtype.type(1)
-    for t in range(T):  # dy = p - onehot(target)
+    for t in range(T):
         probs[t, targets[t]] -= one
     dy = probs
-    # Output layer, off the sequential path: dWhy += dy.T @ hs[1:], dby += sum(dy),
-    # dhs = dy @ Why (the part of dh that comes from the outputs).
-    for v in range(V):
-        row = dWhy[v]
-        for t in range(T):
-            g = dy[t, v]
-            dby[v] += g
-            h = hs[t + 1]
-            for j in range(H):
-                row[j] += g * h[j]
+    # Output layer, off the sequential path, as three matrix products:
+    # dWhy += dy.T @ hs[1:], dby += sum_t dy, dhs = dy @ Why (dh from the outputs).
+    np.dot(dy.T, hs[1:], tmp_vh)
+    add_into(dWhy, tmp_vh)
     for t in range(T):
-        d = dhs[t]
-        d[:] = 0
-        for v in range(V):
-            g = dy[t, v]
-            w = Why[v]
-            for j in range(H):
-                d[j] += g * w[j]
+        add_into(dby, dy[t])
+    np.dot(dy, Why, dhs)
     # The recurrence: dhraw_t = (1 - h_t^2) * (dh_t + dhnext); dhnext = Whh.T @ dhraw_t.
-    for i in range(H):
-        for j in range(H):
-            WhhT[j, i] = Whh[i, j]
     dhnext[:] = 0
     for t in range(T - 1, -1, -1):
         h = hs[t + 1]
         d = dhs[t]
         for i in range(H):
             d[i] = (one - h[i] * h[i]) * (d[i] + dhnext[i])
-        for i in range(H):
-            w = WhhT[i]
-            acc = w[0] * d[0]
-            for j in range(1, H):
-                acc += w[j] * d[j]
-            dhnext[i] = acc
+        recurrent_matvec_t(dhnext, Whh, d)
     # Off the sequential path again: dWhh += dhraw.T @ hs[:-1], dbh, dWxh scatter-add.
-    for i in range(H):
-        row = dWhh[i]
-        for t in range(T):
-            g = dhs[t, i]
-            h = hs[t]
-            for j in range(H):
-                row[j] += g * h[j]
+    np.dot(dhs.T, hs[:-1], tmp_hh)
+    add_into(dWhh, tmp_hh)
     for t in range(T):
         ix = inputs[t]
         d = dhs[t]
@@ -200,7 +233,7 @@ def zero_grads(dWxh, dWhh, dWhy, dbh, dby):
 
 @exact
 def train_step(Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
-               dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, WhhT,
+               dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, tmp_hh, tmp_vh,
                inputs, targets, learning_rate, clip, eps):
     """One training step on one sequence: forward, BPTT, clip, Adagrad, all in place.
 
@@ -210,7 +243,7 @@ def train_step(Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
     """
     loss = rnn_forward(hs, probs, inputs, targets, Wxh, Whh, Why, bh, by)
     zero_grads(dWxh, dWhh, dWhy, dbh, dby)
-    rnn_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, WhhT, hs, probs, inputs, targets, Whh, Why)
+    rnn_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets, Whh, Why)
     clip_inplace(dWxh, clip)
     clip_inplace(dWhh, clip)
     clip_inplace(dWhy, clip)
@@ -222,6 +255,29 @@ def train_step(Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
     adagrad_update(bh, dbh, mbh, learning_rate, eps)
     adagrad_update(by, dby, mby, learning_rate, eps)
     return loss
+
+
+@exact
+def train_sequences(losses, Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                    dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, tmp_hh, tmp_vh,
+                    hprev, data, starts, resets, learning_rate, clip, eps):
+    """Many consecutive :func:`train_step` calls in one kernel call (the trainer's loop).
+
+    Step s trains on inputs ``data[starts[s] : starts[s] + T]`` and targets one
+    character later, T = hs.shape[0] - 1; if ``resets[s]`` the hidden state is
+    zeroed first. hprev (H,) carries the hidden state in and out; losses (k,)
+    float64 receives each step's summed loss. data: int64 ids.
+    """
+    T = hs.shape[0] - 1
+    for s in range(starts.shape[0]):
+        if resets[s]:
+            hprev[:] = 0
+        hs[0] = hprev
+        p = starts[s]
+        losses[s] = train_step(Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                               dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, tmp_hh, tmp_vh,
+                               data[p:p + T], data[p + 1:p + T + 1], learning_rate, clip, eps)
+        hprev[:] = hs[T]
 
 
 # --- forward only: validation and sampling ----------------------------------

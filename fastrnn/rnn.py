@@ -18,8 +18,9 @@ ADAGRAD_EPS = 1e-8
 class Workspace:
     """Scratch arrays for sequences of up to ``seq_length`` steps, allocated once and reused.
 
-    hs (T+1, H), probs (T, V), dhs (T, H), dhnext (H,), WhhT (H, H) and one
-    gradient buffer per parameter, all of ``dtype``.
+    hs (T+1, H), probs (T, V), dhs (T, H), dhnext (H,), the product buffers
+    tmp_hh (H, H) and tmp_vh (V, H), and one gradient buffer per parameter
+    (``grads``, a :class:`Params`), all of ``dtype``.
     """
 
     def __init__(self, vocab_size, hidden_size, seq_length, dtype=np.float64):
@@ -30,7 +31,8 @@ class Workspace:
         self.probs = np.zeros((T, V), dtype)
         self.dhs = np.zeros((T, H), dtype)
         self.dhnext = np.zeros(H, dtype)
-        self.WhhT = np.zeros((H, H), dtype)
+        self.tmp_hh = np.zeros((H, H), dtype)
+        self.tmp_vh = np.zeros((V, H), dtype)
         self.grads = Params(
             np.zeros((H, V), dtype), np.zeros((H, H), dtype), np.zeros((V, H), dtype),
             np.zeros(H, dtype), np.zeros(V, dtype),
@@ -87,7 +89,7 @@ def loss_and_grads(params, inputs, targets, hprev, clip=CLIP, workspace=None):
     loss = kernels.rnn_forward(hs, probs, inputs, targets, *params)
     grads = ws.grads
     kernels.zero_grads(*grads)
-    kernels.rnn_backward(*grads, dhs, ws.dhnext, ws.WhhT, hs, probs, inputs, targets,
+    kernels.rnn_backward(*grads, dhs, ws.dhnext, ws.tmp_hh, ws.tmp_vh, hs, probs, inputs, targets,
                          params.Whh, params.Why)
     for g in grads:
         kernels.clip_inplace(g, clip)
@@ -155,9 +157,51 @@ def train_step(params, memory, inputs, targets, hprev, learning_rate, clip=CLIP,
     ws = _workspace(params, inputs.size, workspace)
     hs, probs, dhs = ws.views(inputs.size)
     hs[0] = hprev
-    loss = kernels.train_step(*params, *memory, *ws.grads, hs, probs, dhs, ws.dhnext, ws.WhhT,
+    loss = kernels.train_step(*params, *memory, *ws.grads, hs, probs, dhs, ws.dhnext, ws.tmp_hh, ws.tmp_vh,
                               inputs, targets, lr, clip, dtype.type(ADAGRAD_EPS))
     return float(loss), hs[-1].copy()
+
+
+def train_steps(params, memory, data, starts, resets, hprev, learning_rate, workspace, clip=CLIP):
+    """Run ``len(starts)`` training steps in one kernel call; returns their losses (k,) float64.
+
+    Step s trains on ``data[starts[s] : starts[s] + T]`` -> one character later,
+    with T the workspace's ``seq_length``; where ``resets[s]`` is true the hidden
+    state is zeroed first (the seed's reset at the end of the data). ``hprev``
+    (H,) of the parameters' dtype carries the hidden state in and out (updated in
+    place); ``params``, ``memory`` and ``workspace.grads`` are updated in place.
+    Arithmetic is exactly that of repeated :func:`train_step` calls.
+    """
+    params = check_params(params)
+    memory = _check_same_layout(params, memory, "memory")
+    dtype = params.dtype
+    if not isinstance(workspace, Workspace) or not workspace.fits(params, 1):
+        raise ValueError("workspace must be a fastrnn.Workspace for these parameters")
+    T = workspace.shape[2]
+    data = np.asarray(data)
+    if data.ndim != 1 or data.dtype != np.int64 or not data.flags.c_contiguous:
+        raise ValueError("data must be a 1-D C-contiguous int64 id array")
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    resets = np.ascontiguousarray(resets, dtype=np.bool_)
+    if starts.ndim != 1 or resets.shape != starts.shape:
+        raise ValueError("starts and resets must be 1-D of the same length")
+    if starts.size and (starts.min() < 0 or starts.max() + T + 1 > data.size):
+        raise ValueError(f"every start must leave {T + 1} ids of data (0 <= start <= {data.size - T - 1})")
+    if starts.size:
+        touched = data[starts[:, None] + np.arange(T + 1)]
+        if touched.min() < 0 or touched.max() >= params.vocab_size:
+            raise ValueError(f"data holds ids outside the vocabulary [0, {params.vocab_size})")
+    if not (isinstance(hprev, np.ndarray) and hprev.shape == (params.hidden_size,)
+            and hprev.dtype == dtype and hprev.flags.c_contiguous):
+        raise ValueError(f"hprev must be a C-contiguous ({params.hidden_size},) {dtype} array")
+    lr = _scalar(learning_rate, dtype, "learning_rate")
+    clip = _clip_value(clip, dtype)
+    ws = workspace
+    losses = np.zeros(starts.size, np.float64)
+    kernels.train_sequences(losses, *params, *memory, *ws.grads, ws.hs, ws.probs, ws.dhs, ws.dhnext,
+                            ws.tmp_hh, ws.tmp_vh, hprev, data, starts, resets, lr, clip,
+                            dtype.type(ADAGRAD_EPS))
+    return losses
 
 
 def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
