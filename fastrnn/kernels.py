@@ -158,6 +158,22 @@ def rnn_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, pr
     hs (T+1, H), probs (T, V): saved by :func:`rnn_forward` (``probs`` is
     turned into dy = p - onehot(target) in place).
     """
+    rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets,
+                      Whh, Why, True)
+
+
+@fast
+def rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets,
+                      Whh, Why, accumulate):
+    """:func:`rnn_backward`; with ``accumulate=False`` the gradients are overwritten instead.
+
+    Overwriting lets the fused step write the two big products straight into
+    dWhh and dWhy, skipping a zeroing pass and an addition pass over each.
+    """
+    if not accumulate:
+        dWxh[:] = 0
+        dbh[:] = 0
+        dby[:] = 0
     T, H = dhs.shape
     one = hs.dtype.type(1)
     for t in range(T):
@@ -165,8 +181,11 @@ def rnn_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, pr
     dy = probs
     # Output layer, off the sequential path, as three matrix products:
     # dWhy += dy.T @ hs[1:], dby += sum_t dy, dhs = dy @ Why (dh from the outputs).
-    np.dot(dy.T, hs[1:], tmp_vh)
-    add_into(dWhy, tmp_vh)
+    if accumulate:
+        np.dot(dy.T, hs[1:], tmp_vh)
+        add_into(dWhy, tmp_vh)
+    else:
+        np.dot(dy.T, hs[1:], dWhy)
     for t in range(T):
         add_into(dby, dy[t])
     np.dot(dy, Why, dhs)
@@ -179,8 +198,11 @@ def rnn_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, pr
             d[i] = (one - h[i] * h[i]) * (d[i] + dhnext[i])
         recurrent_matvec_t(dhnext, Whh, d)
     # Off the sequential path again: dWhh += dhraw.T @ hs[:-1], dbh, dWxh scatter-add.
-    np.dot(dhs.T, hs[:-1], tmp_hh)
-    add_into(dWhh, tmp_hh)
+    if accumulate:
+        np.dot(dhs.T, hs[:-1], tmp_hh)
+        add_into(dWhh, tmp_hh)
+    else:
+        np.dot(dhs.T, hs[:-1], dWhh)
     for t in range(T):
         ix = inputs[t]
         d = dhs[t]
@@ -220,6 +242,29 @@ def adagrad_update(param, grad, memory, learning_rate, eps):
         p[k] += neg_lr * g[k] / np.sqrt(m[k] + eps)
 
 
+@exact
+def clip_adagrad_update(param, grad, memory, learning_rate, clip, eps):
+    """:func:`clip_inplace` then :func:`adagrad_update` in one pass over the arrays.
+
+    grad receives the clipped gradient; the arithmetic is exactly that of the
+    two separate kernels.
+    """
+    p = param.reshape(param.size)
+    g = grad.reshape(grad.size)
+    m = memory.reshape(memory.size)
+    neg_lr = -learning_rate
+    lo = -clip
+    for k in range(p.size):
+        x = g[k]
+        if x < lo:
+            x = lo
+        elif x > clip:
+            x = clip
+        g[k] = x
+        m[k] += x * x
+        p[k] += neg_lr * x / np.sqrt(m[k] + eps)
+
+
 # --- fused kernels -----------------------------------------------------------
 
 @fast
@@ -242,18 +287,13 @@ def train_step(Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
     hs[T] is h_last on return. Returns the summed loss (float64).
     """
     loss = rnn_forward(hs, probs, inputs, targets, Wxh, Whh, Why, bh, by)
-    zero_grads(dWxh, dWhh, dWhy, dbh, dby)
-    rnn_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets, Whh, Why)
-    clip_inplace(dWxh, clip)
-    clip_inplace(dWhh, clip)
-    clip_inplace(dWhy, clip)
-    clip_inplace(dbh, clip)
-    clip_inplace(dby, clip)
-    adagrad_update(Wxh, dWxh, mWxh, learning_rate, eps)
-    adagrad_update(Whh, dWhh, mWhh, learning_rate, eps)
-    adagrad_update(Why, dWhy, mWhy, learning_rate, eps)
-    adagrad_update(bh, dbh, mbh, learning_rate, eps)
-    adagrad_update(by, dby, mby, learning_rate, eps)
+    rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets,
+                      Whh, Why, False)
+    clip_adagrad_update(Wxh, dWxh, mWxh, learning_rate, clip, eps)
+    clip_adagrad_update(Whh, dWhh, mWhh, learning_rate, clip, eps)
+    clip_adagrad_update(Why, dWhy, mWhy, learning_rate, clip, eps)
+    clip_adagrad_update(bh, dbh, mbh, learning_rate, clip, eps)
+    clip_adagrad_update(by, dby, mby, learning_rate, clip, eps)
     return loss
 
 
