@@ -416,17 +416,22 @@ def test_adagrad_update_bit_identical(lr):
         assert np.array_equal(a, b), f"memory {name}: max rel err {max_rel_err(a, b):.3g}"
 
 
-def test_adagrad_accepts_column_biases_in_place():
-    """The seed's (H, 1) bias columns are accepted, and the update reaches the caller's arrays."""
+def test_adagrad_accepts_column_biases(impl):
+    """Params with the seed's (H, 1) / (V, 1) bias columns are accepted by both paths (the API
+    says so), with the 1-D bias gradients that loss_and_grads returns; the update reaches the
+    caller's arrays in place."""
     V, H = 5, 3
     p = tiny_params(V, H, seed=63)
     col = Params(p.Wxh.copy(), p.Whh.copy(), p.Why.copy(), np.ones((H, 1)), np.ones((V, 1)))
     mem = Params(*(np.zeros_like(a) for a in col))
-    grads = Params(*(np.full(a.shape, 0.5) for a in col))
-    fastrnn.adagrad_update(col, grads, mem, 0.1)
-    expected_b = 1.0 + (-0.1 * 0.5 / np.sqrt(0.25 + 1e-8))
-    assert np.array_equal(col.bh, np.full((H, 1), expected_b))
+    _, grads, _ = impl.loss_and_grads(col, [0, 1], [1, 2], np.zeros((H, 1)))
+    assert grads.bh.shape == (H,) and grads.by.shape == (V,)
+    grads = Params(*(np.full(g.shape, 0.5) for g in grads))
+    impl.adagrad_update(col, grads, mem, 0.1)
+    expected = 1.0 + (-0.1 * 0.5 / np.sqrt(0.25 + 1e-8))
+    assert col.bh.shape == (H, 1) and np.array_equal(col.bh, np.full((H, 1), expected))
     assert np.array_equal(mem.by, np.full((V, 1), 0.25))
+    assert np.array_equal(col.Whh, p.Whh + (-0.1 * 0.5 / np.sqrt(0.25 + 1e-8)))
 
 
 # --- kernel contracts ---------------------------------------------------------------
