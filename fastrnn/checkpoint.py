@@ -1,0 +1,236 @@
+"""Checkpoints: one ``.npz`` file that continues a run exactly; atomic writes; loads that say what is wrong.
+
+Contents (numpy arrays; no pickles): the seed's ``Wxh, Whh, Why, bh, by`` and
+Adagrad memories ``mWxh, mWhh, mWhy, mbh, mby``; ``hprev``; scalars ``p``, ``n``,
+``smooth_loss``; ``vocab`` (code points, or byte values, in id order) and
+``bytes_mode``; ``config`` (the hyperparameters) and ``rng_state`` (the
+sampling generator's ``bit_generator.state``) as JSON strings; the corpus
+fingerprint ``corpus_length`` + ``corpus_sha256`` and ``corpus_path`` ("" for
+the embedded corpus); ``format`` and ``format_version``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import Corpus, Fingerprint
+from .params import PARAM_NAMES, Params
+from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState
+from .vocab import Vocab
+
+FORMAT = "fastrnn-checkpoint"
+FORMAT_VERSION = 1
+MEMORY_NAMES = tuple("m" + name for name in PARAM_NAMES)
+_SCALARS = ("p", "n", "smooth_loss", "bytes_mode", "format_version", "corpus_length")
+_STRINGS = ("format", "config", "rng_state", "corpus_sha256", "corpus_path")
+REQUIRED = PARAM_NAMES + MEMORY_NAMES + ("hprev", "vocab") + _SCALARS + _STRINGS
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, not ours, or does not fit what it is used with."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: hyperparameters, vocabulary, training state, and the corpus it was trained on."""
+
+    path: str
+    config: TrainConfig
+    vocab: Vocab
+    state: TrainState
+    corpus_fingerprint: Fingerprint
+    corpus_path: str | None  # None: the embedded corpus
+
+    @property
+    def model(self) -> CharModel:
+        return CharModel(self.state.params, self.vocab)
+
+    @property
+    def corpus_name(self) -> str:
+        return self.corpus_path if self.corpus_path is not None else "the embedded corpus"
+
+    def check_corpus(self, corpus: Corpus):
+        """Refuse a corpus other than the one this checkpoint was trained on."""
+        if corpus.vocab.bytes_mode != self.vocab.bytes_mode:
+            mode = "raw bytes (--bytes)" if self.vocab.bytes_mode else "characters (no --bytes)"
+            raise CheckpointError(f"checkpoint {self.path!r} was trained on {mode}")
+        if corpus.fingerprint != self.corpus_fingerprint:
+            raise CheckpointError(
+                f"{corpus.name!r} ({corpus.fingerprint}) is not the text checkpoint {self.path!r} was trained "
+                f"on ({self.corpus_name}: {self.corpus_fingerprint})")
+        if corpus.vocab != self.vocab:  # same bytes give the same vocabulary; guards against a damaged file
+            raise CheckpointError(f"the vocabulary of {corpus.name!r} differs from checkpoint {self.path!r}")
+
+    def trainer(self, corpus: Corpus) -> Trainer:
+        """A :class:`Trainer` that continues this run exactly on ``corpus`` (which must be the same text)."""
+        self.check_corpus(corpus)
+        try:
+            return Trainer(corpus, self.config, self.state)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {self.path!r} does not fit its corpus: {e}") from None
+
+
+def _version():
+    from . import __version__  # at call time: the package may still be importing this module
+    return __version__
+
+
+def checkpoint_arrays(trainer: Trainer) -> dict:
+    """The arrays a checkpoint of ``trainer`` holds, by name."""
+    corpus = trainer.corpus
+    arrays = dict(zip(PARAM_NAMES, trainer.params))
+    arrays.update(zip(MEMORY_NAMES, trainer.memory))
+    arrays.update(
+        hprev=trainer.hprev, p=np.int64(trainer.p), n=np.int64(trainer.n),
+        smooth_loss=np.float64(trainer.smooth_loss),
+        vocab=trainer.vocab.codes, bytes_mode=np.bool_(trainer.vocab.bytes_mode),
+        config=np.str_(json.dumps(trainer.config.to_dict())),
+        rng_state=np.str_(json.dumps(trainer.rng.bit_generator.state)),
+        corpus_length=np.int64(corpus.fingerprint.length), corpus_sha256=np.str_(corpus.fingerprint.sha256),
+        corpus_path=np.str_(corpus.path or ""),
+        format=np.str_(FORMAT), format_version=np.int64(FORMAT_VERSION), fastrnn_version=np.str_(_version()),
+    )
+    return arrays
+
+
+def _file_mode(path):
+    """The mode a plain ``open(path, 'w')`` would give (mkstemp's files are private)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def save_checkpoint(path, trainer: Trainer) -> Path:
+    """Write ``trainer``'s checkpoint to ``path`` atomically; returns the path.
+
+    The file is written to a temporary file in the same folder, flushed and
+    fsynced, then renamed over ``path``: a crash at any moment leaves either the
+    old checkpoint or the new one, never a partial file.
+    """
+    path = Path(path)
+    if not trainer.is_finite():
+        raise CheckpointError("refusing to checkpoint parameters that are not finite")
+    arrays = checkpoint_arrays(trainer)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        os.fchmod(fd, _file_mode(path))
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def _bad(path, why):
+    return CheckpointError(f"{str(path)!r} is not a usable fastrnn checkpoint: {why}")
+
+
+def _read_npz(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a file")
+    if not zipfile.is_zipfile(path):
+        raise _bad(path, "not an .npz file (truncated, or some other kind of file)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise _bad(path, f"cannot read it ({e})") from None
+
+
+def _scalar(arrays, name, path, kind):
+    a = arrays[name]
+    if a.shape != () or a.dtype.kind not in kind:
+        raise _bad(path, f"{name} must be a scalar")
+    return a.item()
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read and validate a checkpoint; every problem is a :class:`CheckpointError` that says what is wrong."""
+    arrays = _read_npz(path)
+    path = str(path)
+    if "format" not in arrays or arrays["format"].shape != () or str(arrays["format"]) != FORMAT:
+        raise _bad(path, "it has no fastrnn format marker")
+    version = arrays.get("format_version")
+    if version is None or version.shape != () or version.dtype.kind not in "iu":
+        raise _bad(path, "it has no format version")
+    if int(version) != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path!r} has format version {int(version)}; this fastrnn "
+                              f"({_version()}) reads version {FORMAT_VERSION}")
+    missing = [name for name in REQUIRED if name not in arrays]
+    if missing:
+        raise _bad(path, f"missing {', '.join(missing)}")
+    for name in _STRINGS:
+        if arrays[name].shape != () or arrays[name].dtype.kind != "U":
+            raise _bad(path, f"{name} must be a string")
+    try:
+        config_dict = json.loads(str(arrays["config"]))
+        rng_state = json.loads(str(arrays["rng_state"]))
+    except json.JSONDecodeError as e:
+        raise _bad(path, f"damaged JSON ({e})") from None
+    known = {f.name for f in fields(TrainConfig)}
+    if not isinstance(config_dict, dict) or set(config_dict) != known:
+        raise _bad(path, "its hyperparameters are incomplete")
+    try:
+        config = TrainConfig(**config_dict).validate()
+        if config.seed is None:
+            raise ConfigError("no seed recorded")
+    except ConfigError as e:
+        raise _bad(path, f"bad hyperparameters ({e})") from None
+    try:
+        vocab = Vocab(arrays["vocab"], bool(_scalar(arrays, "bytes_mode", path, "b")))
+    except ValueError as e:
+        raise _bad(path, f"bad vocabulary ({e})") from None
+    dtype = np.dtype(config.dtype)
+    H, V = config.hidden_size, len(vocab)
+    shapes = dict(zip(PARAM_NAMES, ((H, V), (H, H), (V, H), (H,), (V,))))
+    shapes.update({"m" + k: v for k, v in shapes.items()}, hprev=(H,))
+    for name, shape in shapes.items():
+        a = arrays[name]
+        if a.shape != shape or a.dtype != dtype:
+            raise _bad(path, f"{name} has shape {a.shape} {a.dtype}, expected {shape} {dtype}")
+        if not np.isfinite(a).all():
+            raise _bad(path, f"{name} holds NaN or infinite values")
+    smooth_loss = _scalar(arrays, "smooth_loss", path, "f")
+    if not np.isfinite(smooth_loss):
+        raise _bad(path, "smooth_loss is not finite")
+    p, n = _scalar(arrays, "p", path, "iu"), _scalar(arrays, "n", path, "iu")
+    if p < 0 or n < 0 or p % config.seq_length:
+        raise _bad(path, f"bad data pointer p={p} or step n={n}")
+    try:
+        np.random.default_rng().bit_generator.state = rng_state
+    except (TypeError, ValueError, KeyError) as e:
+        raise _bad(path, f"bad random generator state ({e})") from None
+    length, sha = _scalar(arrays, "corpus_length", path, "iu"), str(arrays["corpus_sha256"])
+    if len(sha) != 64:
+        raise _bad(path, "bad corpus fingerprint")
+    state = TrainState(Params(*(arrays[k] for k in PARAM_NAMES)), Params(*(arrays[k] for k in MEMORY_NAMES)),
+                       arrays["hprev"], int(p), int(n), float(smooth_loss), rng_state)
+    return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), str(arrays["corpus_path"]) or None)

@@ -1,0 +1,461 @@
+"""The ``fastrnn`` command: ``train``, ``sample`` and ``eval``, a thin layer over the Python API.
+
+Bad input (a missing or broken file, an impossible option, a checkpoint that
+does not fit) prints one line on stderr and exits with status 2 before anything
+is written. Ctrl-C during training saves a checkpoint and exits 130; a loss that
+becomes NaN or infinite stops training, keeps the last good checkpoint and
+exits 1.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, embedded_corpus_path, load_corpus, read_bytes
+from .trainer import LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged
+from .vocab import UnknownSymbolsError
+
+EXIT_DIVERGED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_STEPS = 100_000
+HYPERPARAMETERS = ("hidden_size", "seq_length", "learning_rate", "seed", "dtype", "val_fraction")
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + error
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastrnn", description="Train min-char-rnn's character RNN fast on a CPU.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval}", parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model on a text file (default: the embedded tiny shakespeare)",
+                       description="Train a vanilla tanh RNN with min-char-rnn's loop (truncated BPTT, "
+                                   "clip to [-5, 5], Adagrad). Ctrl-C saves a checkpoint.")
+    t.add_argument("corpus", nargs="?", metavar="CORPUS",
+                   help=f"UTF-8 text file (default: the embedded {EMBEDDED_NAME}; "
+                        "when resuming: the checkpoint's corpus)")
+    t.add_argument("--hidden-size", type=int, help=f"hidden units (default {DEFAULTS['hidden_size']})")
+    t.add_argument("--seq-length", type=int, help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
+    t.add_argument("--learning-rate", type=float, help=f"Adagrad learning rate (default {DEFAULTS['learning_rate']})")
+    t.add_argument("--steps", type=int, help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
+    t.add_argument("--seed", type=int, help="seed of the initial weights and of samples (default: drawn, then recorded)")
+    t.add_argument("--dtype", choices=("float64", "float32"), help="float type (default float64)")
+    t.add_argument("--val-fraction", type=float,
+                   help=f"fraction of the text, at its end, held out for validation (default {DEFAULTS['val_fraction']}; "
+                        "0 trains on all of it, as min-char-rnn does)")
+    t.add_argument("--eval-every", type=int, default=10_000, help="validation every N steps, 0: only at the end (10,000)")
+    t.add_argument("--sample-every", type=int, default=10_000, help="print a sample every N steps, 0: never (10,000)")
+    t.add_argument("--sample-length", type=int, default=200, help="characters per sample (200)")
+    t.add_argument("--log-every", type=int, default=1_000,
+                   help="log line every N steps when output is not a terminal (1,000)")
+    t.add_argument("--checkpoint", metavar="PATH",
+                   help="where to save (default: CORPUS-NAME.ckpt.npz in the current folder, or the --resume file)")
+    t.add_argument("--checkpoint-every", type=int, default=10_000, help="save every N steps, 0: only at the end (10,000)")
+    t.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="let a new run replace an existing checkpoint file")
+    t.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
+    t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    t.set_defaults(run=cmd_train)
+
+    s = sub.add_parser("sample", help="sample text from a checkpoint", description="Sample text from a checkpoint.")
+    s.add_argument("checkpoint", metavar="CHECKPOINT")
+    s.add_argument("--length", type=int, default=200, help="characters to sample (200)")
+    s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, > 0 (1.0)")
+    s.add_argument("--prime", metavar="TEXT", help="text to continue (warms the hidden state)")
+    s.add_argument("--seed", type=int, help="seed of the draws (default: random)")
+    s.add_argument("--argmax", action="store_true", help="always take the most likely character")
+    s.set_defaults(run=cmd_sample)
+
+    e = sub.add_parser("eval", help="loss of a text under a checkpoint, in nats and bits per character",
+                       description="Score a text under a model: nats/char and bits/char. Without FILE, "
+                                   "the held-out split of the training corpus.")
+    e.add_argument("checkpoint", metavar="CHECKPOINT")
+    e.add_argument("file", nargs="?", metavar="FILE", help="text to score (default: the held-out split)")
+    e.add_argument("--per-char", action="store_true", help="print each character's probability")
+    e.set_defaults(run=cmd_eval)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError) as e:
+        print(f"fastrnn {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"fastrnn {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `fastrnn sample ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+# --- argument checks ---------------------------------------------------------
+
+def _positive(args, *names):
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def _non_negative(args, *names):
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+
+
+def _check_train_args(args):
+    _positive(args, "hidden_size", "seq_length", "steps", "sample_length")
+    _non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed")
+    lr = args.learning_rate
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"--learning-rate must be a positive number, got {lr}")
+    vf = args.val_fraction
+    if vf is not None and not (0 <= vf < 1):
+        raise UsageError(f"--val-fraction must be in [0, 1), got {vf}")
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _resume_config(args, ckpt: Checkpoint) -> TrainConfig:
+    """The checkpoint's hyperparameters; any flag given that says otherwise is an error."""
+    stored = ckpt.config
+    clashes = []
+    for name in HYPERPARAMETERS:
+        given = getattr(args, name)
+        if given is not None and given != getattr(stored, name):
+            clashes.append(f"{_flag(name)} {given} (checkpoint: {getattr(stored, name)})")
+    if args.bytes and not ckpt.vocab.bytes_mode:
+        clashes.append("--bytes (checkpoint trained on characters)")
+    if clashes:
+        raise UsageError(f"--resume {args.resume}: {'; '.join(clashes)} contradict the checkpoint; "
+                         f"drop {'it' if len(clashes) == 1 else 'them'} to resume")
+    return stored
+
+
+def _checkpoint_path(args, corpus_path) -> Path:
+    if args.checkpoint:
+        path = Path(args.checkpoint)
+    elif args.resume:
+        path = Path(args.resume)
+    else:
+        stem = Path(corpus_path).stem if corpus_path else Path(EMBEDDED_NAME).stem
+        path = Path(f"{stem}.ckpt.npz")
+    if path.is_dir():
+        raise UsageError(f"checkpoint path {str(path)!r} is a directory")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"cannot save checkpoints to {str(path)!r}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot save checkpoints to {str(path)!r}: folder {str(folder)!r} is not writable")
+    if corpus_path and path.exists() and os.path.samefile(path, corpus_path):
+        raise UsageError(f"the checkpoint path {str(path)!r} is the corpus itself")
+    resuming_here = args.resume and path.exists() and os.path.samefile(path, args.resume)
+    if path.exists() and not resuming_here and not args.overwrite:
+        raise UsageError(f"{str(path)!r} already exists; continue it with --resume {path}, choose another "
+                         f"--checkpoint, or pass --overwrite to replace it")
+    return path
+
+
+# --- train -------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    _check_train_args(args)
+    ckpt = load_checkpoint(args.resume) if args.resume else None
+    if ckpt is not None:
+        config = _resume_config(args, ckpt)
+        bytes_mode = ckpt.vocab.bytes_mode
+        corpus_path = args.corpus or ckpt.corpus_path
+        if args.corpus is None and corpus_path is not None and not Path(corpus_path).exists():
+            raise UsageError(f"the checkpoint's corpus {corpus_path!r} is gone; pass it as CORPUS")
+    else:
+        given = {name: getattr(args, name) for name in HYPERPARAMETERS if getattr(args, name) is not None}
+        config = TrainConfig(**given).validate()
+        bytes_mode, corpus_path = args.bytes, args.corpus
+    total = args.steps if args.steps is not None else DEFAULT_STEPS
+    if ckpt is not None and total < ckpt.state.n:
+        raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
+    corpus = load_corpus(corpus_path, bytes_mode=bytes_mode)
+    trainer = ckpt.trainer(corpus) if ckpt is not None else Trainer(corpus, config)
+    path = _checkpoint_path(args, corpus.path)
+    report = _reporter(args, total, trainer)
+    report.header(trainer, corpus, path, ckpt)
+    if trainer.n >= total:
+        report.close()
+        report.line(f"the checkpoint is already at step {trainer.n:,} (--steps {total:,}); nothing to do")
+        return 0
+    return _train_loop(trainer, args, total, path, report)
+
+
+def _next_at(s, every, offset=0):
+    """The smallest step count t > s with t = offset (mod every)."""
+    return s + (offset - s - 1) % every + 1
+
+
+def _train_loop(trainer: Trainer, args, total, path, report) -> int:
+    saved = [None]  # step of the last checkpoint this run wrote
+
+    def save():
+        save_checkpoint(path, trainer)
+        saved[0] = trainer.n
+
+    def on_sigint(signum, frame):
+        if trainer.stop_requested:  # a second Ctrl-C: stop now (the checkpoint file stays intact)
+            raise KeyboardInterrupt
+        trainer.request_stop()
+
+    trainer.warm_up()  # so the first chars/s figure is not a compile or cache load
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    val_done_at = None
+    try:
+        while trainer.n < total:
+            s = trainer.n
+            if args.sample_every and s % args.sample_every == 0:
+                report.sample(trainer.sample(args.sample_length))
+            stops = [total]
+            for every, offset in ((args.sample_every, 0), (args.log_every, 1), (args.eval_every, 0),
+                                  (args.checkpoint_every, 0), (report.every, 0)):
+                if every:
+                    stops.append(_next_at(s, every, offset))
+            if not trainer.train(min(stops) - s):
+                return _interrupted(trainer, path, report, save)
+            s = trainer.n
+            if args.eval_every and s % args.eval_every == 0:
+                report.validation(trainer, trainer.validation_loss())
+                val_done_at = s
+            if args.log_every and (s - 1) % args.log_every == 0:
+                report.log(trainer)
+            if args.checkpoint_every and s % args.checkpoint_every == 0:
+                save()
+            report.progress(trainer)
+        if val_done_at != trainer.n:
+            report.validation(trainer, trainer.validation_loss())
+        save()
+    except TrainingDiverged as e:
+        report.close()
+        kept = (f"the last good checkpoint is {str(path)!r} (step {saved[0]:,})" if saved[0] is not None else
+                f"no checkpoint was saved by this run" + (f"; {str(path)!r} is unchanged" if path.exists() else ""))
+        print(f"fastrnn train: error: {e}; stopped; {kept}", file=sys.stderr)
+        return EXIT_DIVERGED
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        report.close()
+    report.finish(trainer, path)
+    return 0
+
+
+def _interrupted(trainer, path, report, save) -> int:
+    report.close()
+    if trainer.is_finite():
+        save()
+        print(f"fastrnn train: interrupted at step {trainer.n:,}; saved checkpoint {path} "
+              f"(continue with: fastrnn train --resume {path})", file=sys.stderr)
+    else:
+        print(f"fastrnn train: interrupted at step {trainer.n:,}; parameters are not finite, not saved",
+              file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+# --- progress output -----------------------------------------------------------
+
+def _reporter(args, total, trainer):
+    if args.quiet:
+        return _Quiet(args, total, trainer)
+    if sys.stdout.isatty() and sys.stderr.isatty():
+        return _Bar(args, total, trainer)
+    return _Lines(args, total, trainer)
+
+
+class _Quiet:
+    every = 0
+
+    def __init__(self, args, total, trainer):
+        self.args, self.total = args, total
+        self.val = None
+        self._mark = (trainer.n, trainer.train_seconds)
+
+    def header(self, trainer, corpus, path, ckpt): pass
+    def sample(self, text): pass
+    def log(self, trainer): pass
+    def progress(self, trainer): pass
+    def line(self, text): pass
+    def close(self): pass
+    def finish(self, trainer, path): pass
+
+    def validation(self, trainer, score):
+        self.val = score
+
+    def chars_per_second(self, trainer):
+        """Training throughput since the previous call."""
+        n0, t0 = self._mark
+        self._mark = (trainer.n, trainer.train_seconds)
+        dt = trainer.train_seconds - t0
+        return (trainer.n - n0) * trainer.config.seq_length / dt if dt > 0 else 0.0
+
+
+def _text(text):
+    return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+
+
+class _Lines(_Quiet):
+    """Plain lines on stdout (output is not a terminal): the seed's log, plus per-char losses and speed."""
+
+    def line(self, text):
+        print(text, flush=True)
+
+    def header(self, trainer, corpus, path, ckpt):
+        c, unit = trainer.config, ("bytes" if trainer.vocab.bytes_mode else "characters")
+        split = (f"training on {trainer.train_ids.size:,}, validating on {trainer.val_targets.size:,} "
+                 f"(val-fraction {c.val_fraction})" if trainer.val_targets.size else "training on all of it")
+        self.line(f"corpus {corpus.name}: {len(corpus):,} {unit}, {len(trainer.vocab)} distinct; {split}")
+        start = f"resuming {ckpt.path} at step {trainer.n:,}" if ckpt else "new model"
+        self.line(f"{start}: hidden-size {c.hidden_size}, seq-length {c.seq_length}, learning-rate "
+                  f"{c.learning_rate}, {c.dtype}, seed {c.seed}; {self.total:,} steps; checkpoint {path}")
+
+    def sample(self, text):
+        self.line(f"----\n {_text(text)} \n----")
+
+    def log(self, trainer):
+        per_char = trainer.smooth_loss_per_char
+        val = f" | val {self.val.bits_per_char:.3f} bits/char" if self.val else ""
+        self.line(f"iter {trainer.n - 1}, loss: {trainer.smooth_loss:.2f} | {per_char:.3f} nats/char, "
+                  f"{per_char / LN2:.3f} bits/char{val} | {self.chars_per_second(trainer):,.0f} chars/s")
+
+    def validation(self, trainer, score):
+        self.val = score
+        if score is not None:
+            self.line(f"step {trainer.n:,}: validation {score.nats_per_char:.4f} nats/char, "
+                      f"{score.bits_per_char:.4f} bits/char ({score.count:,} held out)")
+
+    def finish(self, trainer, path):
+        self.line(f"done: {trainer.n:,} steps, smoothed loss {trainer.smooth_loss_per_char / LN2:.3f} bits/char; "
+                  f"saved checkpoint {path}")
+
+
+class _Bar(_Lines):
+    """A tqdm bar on stderr (terminal): steps, smoothed loss, validation bits/char, chars/s, ETA."""
+
+    every = 50  # steps between bar updates
+
+    def __init__(self, args, total, trainer):
+        super().__init__(args, total, trainer)
+        from tqdm import tqdm
+        self._tqdm = tqdm
+        self.bar = tqdm(total=total, initial=trainer.n, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def line(self, text):
+        if self.bar is None:
+            print(text, flush=True)
+        else:
+            self._tqdm.write(text, file=sys.stdout)
+
+    def log(self, trainer):
+        pass
+
+    def progress(self, trainer):
+        if self.bar is None:
+            return
+        self.bar.update(trainer.n - self.bar.n)
+        post = f"loss {trainer.smooth_loss_per_char / LN2:.3f} bpc"
+        if self.val:
+            post += f", val {self.val.bits_per_char:.3f} bpc"
+        cps = self.chars_per_second(trainer)
+        self.bar.set_postfix_str(f"{post}, {cps:,.0f} chars/s", refresh=False)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# --- sample and eval -------------------------------------------------------------
+
+def _utf8_stdout():
+    try:
+        sys.stdout.reconfigure(errors="backslashreplace")
+    except (AttributeError, ValueError):
+        pass
+
+
+def cmd_sample(args) -> int:
+    if args.length < 1:
+        raise UsageError(f"--length must be a positive integer, got {args.length}")
+    if not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise UsageError(f"--temperature must be a positive number, got {args.temperature}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.model
+    prime = args.prime or ""
+    try:
+        text = model.sample(args.length, prime=prime, temperature=args.temperature, seed=args.seed,
+                            argmax=args.argmax)
+    except UnknownSymbolsError as e:
+        raise UsageError(f"--prime has {e}") from None
+    if ckpt.vocab.bytes_mode:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(prime.encode("utf-8") + text + b"\n")
+        sys.stdout.buffer.flush()
+    else:
+        _utf8_stdout()
+        sys.stdout.write(prime + text + "\n")
+    return 0
+
+
+def _held_out(ckpt: Checkpoint):
+    if ckpt.config.val_fraction == 0:
+        raise UsageError(f"{ckpt.path} was trained with --val-fraction 0: there is no held-out split; pass FILE")
+    path = ckpt.corpus_path
+    if path is not None and not Path(path).exists():
+        raise UsageError(f"the training corpus {path!r} is gone, so its held-out split cannot be rebuilt; pass FILE")
+    corpus = load_corpus(path, bytes_mode=ckpt.vocab.bytes_mode)
+    trainer = ckpt.trainer(corpus)
+    return f"held-out split of {corpus.name}", trainer.val_inputs, trainer.val_targets
+
+
+def cmd_eval(args) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    model = ckpt.model
+    if args.file is None:
+        name, inputs, targets = _held_out(ckpt)
+    else:
+        data = read_bytes(args.file, "file")
+        text = data if ckpt.vocab.bytes_mode else decode_utf8(data, f"file {args.file!r}")
+        try:
+            ids = model.encode(text)
+        except UnknownSymbolsError as e:
+            raise UsageError(f"{args.file} has {e}") from None
+        if ids.size < 2:
+            raise UsageError(f"{args.file} is too short to score: it needs at least 2 characters")
+        name, inputs, targets = args.file, ids[:-1], ids[1:]
+    score = model.score_ids(inputs, targets, per_char=args.per_char)
+    _utf8_stdout()
+    if args.per_char:
+        print("position\tcharacter\tprobability\tbits")
+        offset = 1 if args.file is not None else 0
+        for i, (ix, lp) in enumerate(zip(targets.tolist(), score.log_probs.tolist())):
+            print(f"{i + offset}\t{model.vocab.symbol(ix)}\t{math.exp(lp):.6f}\t{-lp / LN2:.3f}")
+    unit = "bytes" if ckpt.vocab.bytes_mode else "characters"
+    print(f"{name}: {score.count:,} {unit}, {score.nats_per_char:.4f} nats/char, "
+          f"{score.bits_per_char:.4f} bits/char")
+    return 0

@@ -1,0 +1,363 @@
+"""The seed's training loop over a corpus, made fast: :class:`Trainer`, :class:`TrainConfig`, :class:`CharModel`.
+
+With the defaults this is min-char-rnn's loop step for step, on the training
+split: the data pointer ``p`` advances by ``seq_length``; the hidden state is
+carried from one step to the next; both are reset to the start of the data when
+``p + seq_length + 1 >= len(train)`` (and at ``n == 0``); each step is one
+sequence with the seed's clip and Adagrad; ``smooth_loss`` starts at
+``-log(1/V) * seq_length`` and decays by 0.999.
+
+One difference of bookkeeping, not of arithmetic: the reset is applied right
+after a step instead of at the top of the next one, so the state between steps
+(what a checkpoint holds) is always ready for step ``n``.
+
+The hot loop hands the kernels blocks of steps (``starts``/``resets``), so the
+per-step Python overhead is a few slices at most; see :meth:`Trainer._advance`.
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from . import rnn
+from .corpus import Corpus, held_out_count
+from .params import Params, init_params
+from .vocab import Vocab
+
+LN2 = math.log(2.0)
+BLOCK_STEPS = 256  # steps per kernel call: amortises the call, keeps Ctrl-C latency ~ tens of ms
+
+
+class ConfigError(ValueError):
+    """Hyperparameters that are invalid, or that do not fit the corpus."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; ``step`` is the 1-based step that produced it."""
+
+    def __init__(self, step, loss):
+        super().__init__(f"training diverged: the loss of step {step:,} is {loss} "
+                         f"(a lower learning rate may help)")
+        self.step, self.loss = step, loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters; the checkpoint stores them and a resumed run must match them.
+
+    ``seed=None`` draws one (recorded, so the run can be repeated). ``val_fraction``:
+    the last fraction of the corpus is held out for validation (0: train on all).
+    """
+
+    hidden_size: int = 100
+    seq_length: int = 25
+    learning_rate: float = 0.1
+    seed: int | None = None
+    dtype: str = "float64"
+    val_fraction: float = 0.05
+    clip: float = 5.0
+
+    def validate(self) -> "TrainConfig":
+        for name in ("hidden_size", "seq_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("learning_rate", "clip"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value!r}")
+        if self.dtype not in ("float64", "float32"):
+            raise ConfigError(f"dtype must be float64 or float32, got {self.dtype!r}")
+        vf = self.val_fraction
+        if not (isinstance(vf, (int, float, np.floating)) and 0 <= vf < 1):
+            raise ConfigError(f"val-fraction must be in [0, 1), got {vf!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
+                                      or self.seed < 0):
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        return self
+
+    def with_seed(self) -> "TrainConfig":
+        """This config with a drawn seed if it had none."""
+        return self if self.seed is not None else replace(self, seed=secrets.randbelow(2**31))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_split(length: int, config: TrainConfig, unit="characters"):
+    """``(n_train, n_val)`` for a corpus of ``length`` symbols, or a :class:`ConfigError`."""
+    n_val = held_out_count(length, config.val_fraction)
+    if config.val_fraction > 0 and n_val == 0:
+        raise ConfigError(f"val-fraction {config.val_fraction} of {length:,} {unit} holds out nothing; "
+                          f"use a larger fraction, or 0 for no validation")
+    n_train = length - n_val
+    need = config.seq_length + 2
+    if n_train < need:
+        where = (f"after holding out {n_val:,} (val-fraction {config.val_fraction}), {n_train:,} {unit} are "
+                 f"left to train on" if n_val else f"the corpus has {n_train:,} {unit}")
+        raise ConfigError(f"{where}; seq-length {config.seq_length} needs at least {need} "
+                          f"(lower --seq-length or --val-fraction, or use a longer text)")
+    return n_train, n_val
+
+
+@dataclass
+class Score:
+    """Loss of a text under a model: ``nats`` summed over ``count`` predicted symbols."""
+
+    nats: float
+    count: int
+    log_probs: np.ndarray | None = None  # (count,) natural-log probability of each symbol, when asked for
+
+    @property
+    def nats_per_char(self) -> float:
+        return self.nats / self.count
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / LN2
+
+
+class CharModel:
+    """A trained model with its vocabulary: sample text from it, score text under it."""
+
+    def __init__(self, params: Params, vocab: Vocab):
+        self.params, self.vocab = params, vocab
+
+    def _zeros(self):
+        return np.zeros(self.params.hidden_size, self.params.dtype)
+
+    def encode(self, text) -> np.ndarray:
+        """Ids of ``text`` (str, or bytes in bytes mode); unknown symbols raise a ``ValueError`` listing them."""
+        return self.vocab.encode(text)
+
+    def score(self, text, per_char=False) -> Score:
+        """Loss of ``text`` (or of an id array): each symbol after the first predicted from those before it.
+
+        The hidden state starts from zeros. ``per_char=True`` also returns each
+        symbol's log-probability.
+        """
+        ids = text if isinstance(text, np.ndarray) else self.encode(text)
+        if ids.size < 2:
+            raise ValueError("scoring needs a text of at least 2 characters")
+        return self.score_ids(ids[:-1], ids[1:], per_char)
+
+    def score_ids(self, inputs, targets, per_char=False) -> Score:
+        """Loss of ``targets`` given ``inputs`` (the symbol before each target), from a zero hidden state."""
+        if per_char:
+            lp, _ = rnn.log_probs(self.params, inputs, targets, self._zeros())
+            return Score(float(-lp.sum()), int(lp.size), lp)
+        nats, _ = rnn.sequence_loss(self.params, inputs, targets, self._zeros())
+        return Score(nats, int(np.asarray(targets).size))
+
+    def sample(self, length, prime=None, temperature=1.0, seed=None, argmax=False):
+        """Sample ``length`` symbols; returns the new text only (str, or bytes in bytes mode).
+
+        ``prime``: text to continue. The hidden state is warmed on all of it but its
+        last symbol (forward only), then sampling is seeded with the last symbol.
+        Without a prime: zero state, seeded with a newline (or, if the vocabulary
+        has none, a random symbol). ``seed`` (int, Generator or None) fixes the draws.
+        """
+        temperature = float(temperature)
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        length = int(length)
+        if length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
+        rng = np.random.default_rng(seed)
+        h = self._zeros()
+        if prime:
+            ids = self.encode(prime)
+            if ids.size > 1:
+                _, h = rnn.sequence_loss(self.params, ids[:-1], ids[1:], h)
+            seed_ix = int(ids[-1])
+        else:
+            newline = np.searchsorted(self.vocab.codes, 10)
+            if newline < len(self.vocab) and self.vocab.codes[newline] == 10:
+                seed_ix = int(newline)
+            else:
+                seed_ix = int(rng.integers(len(self.vocab)))
+        out = rnn.sample(self.params, h, seed_ix, length, seed=rng, temperature=temperature, argmax=argmax)
+        return self.vocab.decode(out)
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training (what a checkpoint stores besides config and vocabulary)."""
+
+    params: Params
+    memory: Params
+    hprev: np.ndarray  # (H,)
+    p: int  # data pointer into the training split, a multiple of seq_length
+    n: int  # steps done
+    smooth_loss: float
+    rng_state: dict = field(default_factory=dict)  # numpy Generator bit_generator.state of the sampling RNG
+
+
+def _sampling_rng(seed):
+    # A stream of its own, so samples drawn during training never touch the init's stream.
+    return np.random.default_rng([int(seed), 1])
+
+
+class Trainer:
+    """Trains a :class:`CharModel` on a :class:`Corpus` with the seed's loop.
+
+    ``Trainer(corpus, config)`` starts fresh (init_params with ``config.seed``);
+    ``state`` (a :class:`TrainState`, e.g. from a checkpoint) continues a run exactly.
+    """
+
+    def __init__(self, corpus: Corpus, config: TrainConfig | None = None, state: TrainState | None = None):
+        config = (config or TrainConfig()).validate().with_seed()
+        unit = "bytes" if corpus.vocab.bytes_mode else "characters"
+        n_train, n_val = check_split(len(corpus), config, unit)
+        self.corpus, self.config, self.vocab = corpus, config, corpus.vocab
+        self.train_ids = np.ascontiguousarray(corpus.ids[:n_train], np.int64)
+        self.val_inputs = np.ascontiguousarray(corpus.ids[n_train - 1:-1] if n_val else corpus.ids[:0], np.int64)
+        self.val_targets = np.ascontiguousarray(corpus.ids[n_train:], np.int64)
+        T, V, H = config.seq_length, len(self.vocab), config.hidden_size
+        self.num_starts = -(-(n_train - T - 1) // T)  # positions p = j*T with p + T + 1 < n_train
+        dtype = np.dtype(config.dtype)
+        if state is None:
+            params = init_params(V, H, seed=config.seed, dtype=dtype)
+            rng = _sampling_rng(config.seed)
+            state = TrainState(params, params.zeros_like(), np.zeros(H, dtype), 0, 0,
+                               -math.log(1.0 / V) * T, rng.bit_generator.state)
+        self._load_state(state, V, H, dtype)
+        self.workspace = rnn.Workspace(V, H, T, dtype)
+        self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
+        self._stop = False
+
+    def _load_state(self, state, V, H, dtype):
+        T = self.config.seq_length
+        for name, group in (("params", state.params), ("memory", state.memory)):
+            for field_name, a, shape in zip(Params._fields, group, ((H, V), (H, H), (V, H), (H,), (V,))):
+                if a.shape != shape or a.dtype != dtype:
+                    raise ValueError(f"{name}.{field_name} has shape {a.shape} {a.dtype}, expected {shape} {dtype}")
+        if state.hprev.shape != (H,) or state.hprev.dtype != dtype:
+            raise ValueError(f"hprev has shape {state.hprev.shape} {state.hprev.dtype}, expected ({H},) {dtype}")
+        p, n = int(state.p), int(state.n)
+        if n < 0 or p < 0 or p % T or p // T >= self.num_starts:
+            raise ValueError(f"data pointer p={p} (step n={n}) is not a position of this training split")
+        self.params = Params(*(np.ascontiguousarray(a) for a in state.params))
+        self.memory = Params(*(np.ascontiguousarray(a) for a in state.memory))
+        self.hprev = np.ascontiguousarray(state.hprev).copy()
+        self.p, self.n, self.smooth_loss = p, n, float(state.smooth_loss)
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state.rng_state  # raises ValueError if it is not a PCG64 state
+
+    @property
+    def state(self) -> TrainState:
+        """The current state (the arrays themselves, not copies)."""
+        return TrainState(self.params, self.memory, self.hprev, self.p, self.n, self.smooth_loss,
+                          self.rng.bit_generator.state)
+
+    @property
+    def model(self) -> CharModel:
+        return CharModel(self.params, self.vocab)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    def request_stop(self):
+        """Ask :meth:`train` to return at the end of the current block of steps (safe from a signal handler)."""
+        self._stop = True
+
+    def train(self, steps, callback=None, every=None) -> bool:
+        """Run ``steps`` more steps; True if all ran, False if :meth:`request_stop` cut them short.
+
+        ``callback(trainer)`` runs whenever ``trainer.n`` reaches a multiple of
+        ``every`` (default: only at the end) and after the last step. Raises
+        :class:`TrainingDiverged` on a NaN or infinite loss.
+        """
+        target = self.n + int(steps)
+        while self.n < target:
+            if self._stop:
+                self._stop = False
+                return False
+            k = min(target - self.n, BLOCK_STEPS)
+            if every:
+                k = min(k, every - self.n % every)
+            self._advance(k)
+            if callback is not None and ((every and self.n % every == 0) or self.n == target):
+                callback(self)
+        return True
+
+    def _advance(self, k):
+        """Run exactly ``k`` steps in one kernel call; update p, n, hprev, smooth_loss."""
+        T = self.config.seq_length
+        j = (self.p // T + np.arange(k)) % self.num_starts  # the seed's pointer walk, wrapped
+        starts = j * T
+        resets = j == 0  # p == 0 only ever follows a reset (or n == 0)
+        t0 = time.perf_counter()
+        losses = _train_block(self, starts, resets)
+        self.train_seconds += time.perf_counter() - t0
+        smooth = self.smooth_loss
+        for loss in losses.tolist():
+            smooth = smooth * 0.999 + loss * 0.001
+        n0 = self.n
+        self.smooth_loss = smooth
+        self.n += k
+        self.p = int((j[-1] + 1) % self.num_starts) * T
+        if self.p == 0:
+            self.hprev[:] = 0  # the seed's reset, applied eagerly
+        bad = ~np.isfinite(losses)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise TrainingDiverged(n0 + i + 1, float(losses[i]))
+
+    def warm_up(self):
+        """Load (or compile) the training kernel for this dtype, on scratch copies: the state is unchanged."""
+        scratch = Trainer.__new__(Trainer)
+        scratch.__dict__.update(self.__dict__)
+        scratch.params, scratch.memory, scratch.hprev = self.params.copy(), self.memory.copy(), self.hprev.copy()
+        _train_block(scratch, np.zeros(1, np.int64), np.ones(1, bool))
+
+    def is_finite(self) -> bool:
+        """True if every parameter and Adagrad memory is finite (safe to checkpoint)."""
+        return all(np.isfinite(a).all() for a in (*self.params, *self.memory, self.hprev))
+
+    def validation_loss(self) -> Score | None:
+        """Loss over the whole held-out split from a zero hidden state; None without a split."""
+        if self.val_targets.size == 0:
+            return None
+        return self.model.score_ids(self.val_inputs, self.val_targets)
+
+    def sample(self, length) -> str:
+        """The seed's in-training sample: from the current hidden state, seeded by the next input.
+
+        Draws come from the trainer's own RNG (stored in checkpoints), so a resumed
+        run prints the same samples as an uninterrupted one.
+        """
+        ix = int(self.train_ids[self.p])
+        out = rnn.sample(self.params, self.hprev, ix, int(length), seed=self.rng)
+        return self.vocab.decode(out)
+
+    @property
+    def smooth_loss_per_char(self) -> float:
+        return self.smooth_loss / self.config.seq_length
+
+
+def _train_block(trainer, starts, resets):
+    """Losses (k,) of k steps at ``starts``; the one place that calls the training kernel."""
+    t = trainer
+    if _TRAIN_STEPS is not None:
+        return _TRAIN_STEPS(t.params, t.memory, t.train_ids, starts, resets, t.hprev,
+                            t.config.learning_rate, t.workspace, clip=t.config.clip)
+    # Fallback: one validated call per step (slower per step, same arithmetic).
+    T = t.config.seq_length
+    losses = np.empty(starts.size)
+    for i, (s, reset) in enumerate(zip(starts.tolist(), resets.tolist())):
+        if reset:
+            t.hprev[:] = 0
+        losses[i], h = rnn.train_step(t.params, t.memory, t.train_ids[s:s + T], t.train_ids[s + 1:s + T + 1],
+                                      t.hprev, t.config.learning_rate, clip=t.config.clip,
+                                      workspace=t.workspace)
+        t.hprev[:] = h
+    return losses
+
+
+_TRAIN_STEPS = getattr(rnn, "train_steps", None)
