@@ -607,3 +607,44 @@ def test_hidden_one_sequence_one():
     assert not compare_results(fast, slow)
     fast, slow = _both(params, [3], [0], np.array([[0.3]]))  # (H, 1) hprev
     assert not compare_results(fast, slow)
+
+
+# --- many steps in one kernel call ------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_train_steps_equals_repeated_train_step(dtype, corpus_ids):
+    """train_steps claims the arithmetic of repeated train_step calls: bit for bit, with the
+    hidden state carried between steps and zeroed where resets[s] is true."""
+    ids, V = corpus_ids
+    H, T, lr = 40, 25, 0.1
+    start = tiny_params(V, H, seed=111, dtype=dtype)
+    starts = np.array([0, 25, 50, 75, 0, 25, 300], np.int64)
+    resets = np.array([True, False, False, False, True, False, False])
+    p1, m1 = start.copy(), start.zeros_like()
+    h1 = np.zeros(H, dtype)
+    ws = fastrnn.Workspace(V, H, T, dtype)
+    losses = fastrnn.train_steps(p1, m1, ids, starts, resets, h1, lr, ws)
+    p2, m2 = start.copy(), start.zeros_like()
+    p3, m3 = start.copy(), start.zeros_like()
+    h2 = np.zeros(H, dtype)
+    h3 = np.zeros(H)
+    expected, ref_losses = [], []
+    for s, r in zip(starts, resets):
+        if r:
+            h2 = np.zeros(H, dtype)
+            h3 = np.zeros(H)
+        inputs, targets = ids[s:s + T], ids[s + 1:s + T + 1]
+        loss, h2 = fastrnn.train_step(p2, m2, inputs, targets, h2, lr)
+        expected.append(loss)
+        if dtype == np.float64:
+            loss, h3 = ref.train_step(p3, m3, inputs, targets, h3, lr)
+            ref_losses.append(loss)
+    assert losses.shape == (len(starts),) and losses.dtype == np.float64
+    assert np.array_equal(losses, expected)
+    assert np.array_equal(h1, h2)
+    for a, b in zip((*p1, *m1), (*p2, *m2)):
+        assert np.array_equal(a, b)
+    if dtype == np.float64:  # 7 steps at H=40 stay within the rounding-noise regime
+        assert allclose_report(losses, ref_losses, rtol=1e-9)[0]
+        assert_params_close(p1, p3, rtol=1e-9)
+        assert_params_close(m1, m3, rtol=1e-9)
