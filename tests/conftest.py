@@ -153,6 +153,9 @@ def _warm(dtype):
     fastrnn.adagrad_update(p.copy(), p.zeros_like(), p.zeros_like(), 0.1)
     fastrnn.sample(p, h, 0, 3, seed=0)
     fastrnn.sample(p, h, 0, 3, seed=0, argmax=True)
+    data = np.array([0, 1, 2, 0, 1], np.int64)
+    fastrnn.train_steps(p.copy(), p.zeros_like(), data, [0, 1], [True, False], np.zeros(H, dtype), 0.1,
+                        fastrnn.Workspace(V, H, T, dtype))
 
 
 @pytest.fixture(scope="session", autouse=True)
