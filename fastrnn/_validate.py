@@ -97,3 +97,23 @@ def check_hidden(h, hidden_size, dtype=np.float64) -> np.ndarray:
     if arr.shape not in ((hidden_size,), (hidden_size, 1)):
         raise ValueError(f"hprev must have shape ({hidden_size},) or ({hidden_size}, 1), got {arr.shape}")
     return np.array(arr.reshape(-1), dtype=dtype)
+
+
+def check_positive(value, name) -> float:
+    """Return ``value`` as a float, or raise unless it is a positive finite number."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+def check_count(value, name) -> int:
+    """Return ``value`` as an int, or raise unless it is a non-negative integer."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)

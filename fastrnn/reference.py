@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_ids, check_hidden, check_params, check_sequence_pair
+from ._validate import (
+    check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair,
+)
 from .params import Params
 
 CLIP = 5.0
@@ -92,7 +94,12 @@ def adagrad_update(params, grads, memory, learning_rate):
     For each array: ``mem += dparam * dparam``;
     ``param += -learning_rate * dparam / np.sqrt(mem + 1e-8)``.
     """
+    learning_rate = check_positive(learning_rate, "learning_rate")
     for param, dparam, mem in zip(params, grads, memory):
+        # Biases may be (H, 1) columns as in the seed or 1-D: follow the parameter's shape.
+        dparam = np.reshape(dparam, param.shape)
+        if np.shape(mem) != param.shape:
+            raise ValueError(f"memory shapes must match the parameters', got {np.shape(mem)} for {param.shape}")
         mem += dparam * dparam
         param += -learning_rate * dparam / np.sqrt(mem + ADAGRAD_EPS)
 
@@ -114,10 +121,14 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
     step. Draw t uses the t-th value of ``numpy.random.default_rng(seed).random()``
     through the inverse CDF of the softmax of ``logits / temperature`` (what
     ``np.random.choice(p=...)`` does); ``argmax=True`` takes the most likely id.
+    Unlike the seed, the logits are shifted by their maximum before ``exp``, so
+    low temperatures do not overflow.
     """
     params = check_params(params)
     (seed_ix,) = check_ids([seed_ix], params.vocab_size, "seed_ix")
     h = _column(check_hidden(hprev, params.hidden_size))
+    n = check_count(n, "n")
+    temperature = check_positive(temperature, "temperature")
     rng = np.random.default_rng(seed)
     Wxh, Whh, Why = (np.asarray(a, dtype=np.float64) for a in params[:3])
     bh, by = _column(params.bh), _column(params.by)
@@ -125,9 +136,10 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
     x = np.zeros((vocab_size, 1))
     x[seed_ix] = 1
     ixes = []
-    for t in range(int(n)):
+    for t in range(n):
         h = np.tanh(np.dot(Wxh, x) + np.dot(Whh, h) + bh)
         y = (np.dot(Why, h) + by) / temperature
+        y -= np.max(y)  # the seed's softmax overflows at low temperatures; shifting changes nothing else
         p = np.exp(y) / np.sum(np.exp(y))
         u = rng.random()
         if argmax:

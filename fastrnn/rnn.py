@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
-from ._validate import check_hidden, check_ids, check_params, check_sequence_pair
+from ._validate import (
+    check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair,
+)
 from .params import Params
 
 CLIP = 5.0
@@ -55,11 +57,8 @@ def _workspace(params, length, workspace):
     return workspace
 
 
-def _scalar(value, dtype, name, positive=True):
-    value = float(value)
-    if not np.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return np.dtype(dtype).type(value)
+def _scalar(value, dtype, name):
+    return np.dtype(dtype).type(check_positive(value, name))
 
 
 def _clip_value(clip, dtype):
@@ -215,9 +214,7 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
     params = check_params(params)
     (seed_ix,) = check_ids([seed_ix], params.vocab_size, "seed_ix")
     h = check_hidden(hprev, params.hidden_size, params.dtype)
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    n = check_count(n, "n")
     temperature = _scalar(temperature, params.dtype, "temperature")
     uniforms = np.random.default_rng(seed).random(n)
     out = np.empty(n, np.int64)
