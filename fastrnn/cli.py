@@ -361,7 +361,8 @@ class _Bar(_Lines):
         super().__init__(args, total, trainer)
         from tqdm import tqdm
         self._tqdm = tqdm
-        self.bar = tqdm(total=total, initial=trainer.n, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.bar = None  # opened at the first progress report, when training is under way
+        self._closed = False
 
     def line(self, text):
         if self.bar is None:
@@ -373,8 +374,11 @@ class _Bar(_Lines):
         pass
 
     def progress(self, trainer):
-        if self.bar is None:
+        if self._closed:
             return
+        if self.bar is None:
+            self.bar = self._tqdm(total=self.total, initial=self._mark[0], unit="step", dynamic_ncols=True,
+                                  file=sys.stderr)
         self.bar.update(trainer.n - self.bar.n)
         post = f"loss {trainer.smooth_loss_per_char / LN2:.3f} bpc"
         if self.val:
@@ -383,6 +387,7 @@ class _Bar(_Lines):
         self.bar.set_postfix_str(f"{post}, {cps:,.0f} chars/s", refresh=False)
 
     def close(self):
+        self._closed = True
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -440,7 +445,8 @@ def cmd_eval(args) -> int:
         name, inputs, targets = _held_out(ckpt)
     else:
         data = read_bytes(args.file, "file")
-        text = data if ckpt.vocab.bytes_mode else decode_utf8(data, f"file {args.file!r}")
+        text = data if ckpt.vocab.bytes_mode else decode_utf8(data, f"file {args.file!r}",
+                                                                   "this model reads UTF-8 text")
         try:
             ids = model.encode(text)
         except UnknownSymbolsError as e:

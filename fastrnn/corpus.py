@@ -59,8 +59,8 @@ def read_bytes(path, what="corpus") -> bytes:
     return data
 
 
-def decode_utf8(data: bytes, name="corpus") -> str:
-    """Strict UTF-8 decoding; an error says at which byte offset and suggests ``--bytes``."""
+def decode_utf8(data: bytes, name="corpus", hint="use --bytes to train on raw bytes") -> str:
+    """Strict UTF-8 decoding; an error says at which byte offset (and, by default, suggests ``--bytes``)."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -68,7 +68,7 @@ def decode_utf8(data: bytes, name="corpus") -> str:
         bad = data[e.start:e.end][:4]
         raise CorpusError(
             f"{name} is not UTF-8 text: byte {bad[0]:#04x} at byte offset {e.start:,} (line {line}) "
-            f"is {e.reason}; use --bytes to train on raw bytes") from None
+            f"is {e.reason}; {hint}") from None
 
 
 @dataclass

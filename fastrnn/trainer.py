@@ -37,11 +37,17 @@ class ConfigError(ValueError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; ``step`` is the 1-based step that produced it."""
+    """The loss, or the parameters, became NaN or infinite.
 
-    def __init__(self, step, loss):
-        super().__init__(f"training diverged: the loss of step {step:,} is {loss} "
-                         f"(a lower learning rate may help)")
+    ``step``: the 1-based step whose loss is ``loss`` (NaN or inf); or, when the
+    loss stayed finite but an update overflowed, the step count by which the
+    parameters were found non-finite (``loss`` is then the last finite loss).
+    """
+
+    def __init__(self, step, loss, params_only=False):
+        what = (f"the parameters overflowed to NaN or infinity by step {step:,}" if params_only
+                else f"the loss of step {step:,} is {loss}")
+        super().__init__(f"training diverged: {what} (a lower learning rate may help)")
         self.step, self.loss = step, loss
 
 
@@ -308,6 +314,8 @@ class Trainer:
         if bad.any():
             i = int(np.argmax(bad))
             raise TrainingDiverged(n0 + i + 1, float(losses[i]))
+        if not self.is_finite():  # ~H*H checks per block of steps: cheap
+            raise TrainingDiverged(self.n, float(losses[-1]), params_only=True)
 
     def warm_up(self):
         """Load (or compile) the training kernel for this dtype, on scratch copies: the state is unchanged."""
