@@ -244,3 +244,21 @@ def test_char_model_alone():
     corpus = Corpus.from_text("abcabc")
     model = CharModel(init_params(3, 4, seed=0), corpus.vocab)
     assert len(model.sample(7, prime="ab", seed=0)) == 7
+
+
+def test_overflowing_parameters_stop_training_even_with_a_finite_loss():
+    # lr 1e308: the first update's -lr * 5 overflows to -inf, while that step's loss was finite.
+    trainer = Trainer(Corpus.from_text(TEXT), TrainConfig(hidden_size=6, seq_length=5, seed=0, learning_rate=1e308))
+    with pytest.raises(TrainingDiverged, match="parameters overflowed") as info:
+        trainer.train(10)
+    assert info.value.step == 1 and math.isfinite(info.value.loss)
+
+
+def test_warm_up_leaves_the_state_alone():
+    trainer = Trainer(Corpus.from_text(TEXT), TrainConfig(hidden_size=6, seq_length=5, seed=0))
+    trainer.train(7)
+    before = [a.copy() for a in (*trainer.params, *trainer.memory, trainer.hprev)]
+    trainer.warm_up()
+    for a, b in zip(before, (*trainer.params, *trainer.memory, trainer.hprev)):
+        np.testing.assert_array_equal(a, b)
+    assert trainer.n == 7
