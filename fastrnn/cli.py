@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, embedded_corpus_path, load_corpus, read_bytes
+from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
 from .trainer import LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged
 from .vocab import UnknownSymbolsError
 

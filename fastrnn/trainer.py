@@ -350,22 +350,11 @@ class Trainer:
 
 
 def _train_block(trainer, starts, resets):
-    """Losses (k,) of k steps at ``starts``; the one place that calls the training kernel."""
+    """Losses (k,) of k steps at ``starts`` in one kernel call; the one place that calls the training kernel.
+
+    ``rnn.train_steps`` checks its arguments once per block (cheap next to k steps), then runs the
+    fused kernel k times with the hidden state carried in ``trainer.hprev``.
+    """
     t = trainer
-    if _TRAIN_STEPS is not None:
-        return _TRAIN_STEPS(t.params, t.memory, t.train_ids, starts, resets, t.hprev,
-                            t.config.learning_rate, t.workspace, clip=t.config.clip)
-    # Fallback: one validated call per step (slower per step, same arithmetic).
-    T = t.config.seq_length
-    losses = np.empty(starts.size)
-    for i, (s, reset) in enumerate(zip(starts.tolist(), resets.tolist())):
-        if reset:
-            t.hprev[:] = 0
-        losses[i], h = rnn.train_step(t.params, t.memory, t.train_ids[s:s + T], t.train_ids[s + 1:s + T + 1],
-                                      t.hprev, t.config.learning_rate, clip=t.config.clip,
-                                      workspace=t.workspace)
-        t.hprev[:] = h
-    return losses
-
-
-_TRAIN_STEPS = getattr(rnn, "train_steps", None)
+    return rnn.train_steps(t.params, t.memory, t.train_ids, starts, resets, t.hprev, t.config.learning_rate,
+                           t.workspace, clip=t.config.clip)
