@@ -49,23 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("corpus", nargs="?", metavar="CORPUS",
                    help=f"UTF-8 text file (default: the embedded {EMBEDDED_NAME}; "
                         "when resuming: the checkpoint's corpus)")
-    t.add_argument("--hidden-size", type=int, help=f"hidden units (default {DEFAULTS['hidden_size']})")
-    t.add_argument("--seq-length", type=int, help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
-    t.add_argument("--learning-rate", type=float, help=f"Adagrad learning rate (default {DEFAULTS['learning_rate']})")
-    t.add_argument("--steps", type=int, help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
-    t.add_argument("--seed", type=int, help="seed of the initial weights and of samples (default: drawn, then recorded)")
+    t.add_argument("--hidden-size", type=int, metavar="N", help=f"hidden units (default {DEFAULTS['hidden_size']})")
+    t.add_argument("--seq-length", type=int, metavar="N", help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
+    t.add_argument("--learning-rate", type=float, metavar="LR", help=f"Adagrad learning rate (default {DEFAULTS['learning_rate']})")
+    t.add_argument("--steps", type=int, metavar="N", help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
+    t.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights and of samples (default: drawn, then recorded)")
     t.add_argument("--dtype", choices=("float64", "float32"), help="float type (default float64)")
-    t.add_argument("--val-fraction", type=float,
+    t.add_argument("--val-fraction", type=float, metavar="F",
                    help=f"fraction of the text, at its end, held out for validation (default {DEFAULTS['val_fraction']}; "
                         "0 trains on all of it, as min-char-rnn does)")
-    t.add_argument("--eval-every", type=int, default=10_000, help="validation every N steps, 0: only at the end (10,000)")
-    t.add_argument("--sample-every", type=int, default=10_000, help="print a sample every N steps, 0: never (10,000)")
-    t.add_argument("--sample-length", type=int, default=200, help="characters per sample (200)")
-    t.add_argument("--log-every", type=int, default=1_000,
+    t.add_argument("--eval-every", type=int, metavar="N", default=10_000, help="validation every N steps, 0: only at the end (10,000)")
+    t.add_argument("--sample-every", type=int, metavar="N", default=10_000, help="print a sample every N steps, 0: never (10,000)")
+    t.add_argument("--sample-length", type=int, metavar="N", default=200, help="characters per sample (200)")
+    t.add_argument("--log-every", type=int, metavar="N", default=1_000,
                    help="log line every N steps when output is not a terminal (1,000)")
     t.add_argument("--checkpoint", metavar="PATH",
                    help="where to save (default: CORPUS-NAME.ckpt.npz in the current folder, or the --resume file)")
-    t.add_argument("--checkpoint-every", type=int, default=10_000, help="save every N steps, 0: only at the end (10,000)")
+    t.add_argument("--checkpoint-every", type=int, metavar="N", default=10_000, help="save every N steps, 0: only at the end (10,000)")
     t.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
     t.add_argument("--overwrite", action="store_true", help="let a new run replace an existing checkpoint file")
     t.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
@@ -74,10 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample text from a checkpoint", description="Sample text from a checkpoint.")
     s.add_argument("checkpoint", metavar="CHECKPOINT")
-    s.add_argument("--length", type=int, default=200, help="characters to sample (200)")
-    s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature, > 0 (1.0)")
+    s.add_argument("--length", type=int, metavar="N", default=200, help="characters to sample (200)")
+    s.add_argument("--temperature", type=float, metavar="T", default=1.0, help="softmax temperature, > 0 (1.0)")
     s.add_argument("--prime", metavar="TEXT", help="text to continue (warms the hidden state)")
-    s.add_argument("--seed", type=int, help="seed of the draws (default: random)")
+    s.add_argument("--seed", type=int, metavar="N", help="seed of the draws (default: random)")
     s.add_argument("--argmax", action="store_true", help="always take the most likely character")
     s.set_defaults(run=cmd_sample)
 
