@@ -148,8 +148,9 @@ def _resume_config(args, ckpt: Checkpoint) -> TrainConfig:
     if args.bytes and not ckpt.vocab.bytes_mode:
         clashes.append("--bytes (checkpoint trained on characters)")
     if clashes:
-        raise UsageError(f"--resume {args.resume}: {'; '.join(clashes)} contradict the checkpoint; "
-                         f"drop {'it' if len(clashes) == 1 else 'them'} to resume")
+        one = len(clashes) == 1
+        raise UsageError(f"--resume {args.resume}: {'; '.join(clashes)} contradict{'s' if one else ''} the "
+                         f"checkpoint; drop {'it' if one else 'them'} to resume")
     return stored
 
 
