@@ -1,0 +1,479 @@
+"""Report of a benchmark run: markdown tables, pass/miss bars and a plot, all from the JSON.
+
+    python -m benchmarks.report [RUN.json] [--compare OLD.json] [--out-dir DIR] [--no-plot]
+
+RUN.json is what ``pytest benchmarks --benchmark-only --benchmark-json=...``
+wrote (default: the newest ``*.json`` in bench_results/). Writes
+``report.md`` and ``chars_per_second.png`` into the output folder (default
+bench_results/). ``--compare OLD.json`` also prints and writes ``compare.md``:
+chars/s of OLD (before) and RUN (after) and their ratio.
+
+Every figure comes from the JSON: chars/s = ``extra_info.chars_per_step`` /
+median seconds per call; fraction of peak = chars/s x ``flops_per_char`` /
+GEMM flops/s of the same dtype and thread count, measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench_results"
+
+KIND_TITLES = {
+    "train_step": "Training step (loss, grads, clip, Adagrad)",
+    "forward_backward": "Forward + BPTT only (no update)",
+    "sample": "Sampling 1,000 characters",
+    "validation": "Validation: forward-only loss over a long sequence",
+}
+IMPLEMENTATION_ORDER = ("reference", "pytorch", "numba")
+
+
+@dataclass(frozen=True)
+class Bar:
+    """``implementation``/``dtype`` must be >= ``factor`` x ``baseline``/``baseline_dtype`` at H."""
+
+    implementation: str
+    dtype: str
+    baseline: str
+    baseline_dtype: str
+    hidden_size: int
+    factor: float
+    kind: str = "train_step"
+    batch_size: int = 1
+    threads: int = 1
+
+    def label(self):
+        return (f"{self.implementation} {self.dtype} >= {self.factor:g}x {self.baseline} "
+                f"{self.baseline_dtype}, H={self.hidden_size}, B={self.batch_size}, "
+                f"{self.threads} thread{'s' if self.threads > 1 else ''}")
+
+
+#: Issue 4's bars: single sequence, one thread, same run.
+BARS = (
+    Bar("numba", "float64", "reference", "float64", 100, 15),
+    Bar("numba", "float64", "reference", "float64", 256, 8),
+    Bar("numba", "float64", "reference", "float64", 512, 8),
+    Bar("numba", "float32", "reference", "float64", 100, 30),
+    Bar("numba", "float64", "pytorch", "float64", 100, 10),
+)
+
+
+@dataclass
+class Row:
+    kind: str
+    implementation: str
+    dtype: str
+    hidden_size: int
+    vocab_size: int
+    batch_size: int
+    threads: int
+    chars_per_step: int
+    flops_per_char: int
+    median: float
+    rounds: int
+    iterations: int
+
+    @property
+    def key(self):
+        return (self.kind, self.implementation, self.dtype, self.batch_size, self.threads,
+                self.hidden_size)
+
+    @property
+    def series(self):
+        return (self.implementation, self.dtype, self.batch_size, self.threads)
+
+    @property
+    def chars_per_second(self):
+        return self.chars_per_step / self.median
+
+
+@dataclass
+class Run:
+    path: Path
+    rows: list
+    gemm: dict  # (dtype, threads) -> (flops/s, matrix size, median s)
+    meta: dict
+
+    def find(self, kind, implementation, dtype, batch_size, threads, hidden_size):
+        for row in self.rows:
+            if row.key == (kind, implementation, dtype, batch_size, threads, hidden_size):
+                return row
+        return None
+
+    def peak(self, dtype, threads):
+        entry = self.gemm.get((dtype, threads))
+        return entry[0] if entry else None
+
+
+def load(path) -> Run:
+    path = Path(path)
+    data = json.loads(path.read_text())
+    rows, gemm = [], {}
+    for bench in data.get("benchmarks", []):
+        info, stats = bench.get("extra_info", {}), bench["stats"]
+        kind = info.get("kind")
+        if kind == "gemm":
+            gemm[(info["dtype"], info["threads"])] = (
+                info["flops_per_call"] / stats["median"], info["matrix_size"], stats["median"])
+        elif kind is not None:
+            rows.append(Row(kind, info["implementation"], info["dtype"], info["hidden_size"],
+                            info["vocab_size"], info["batch_size"], info["threads"],
+                            info["chars_per_step"], info["flops_per_char"], stats["median"],
+                            stats["rounds"], stats.get("iterations", 1)))
+    rows.sort(key=lambda r: (r.kind, _impl_rank(r.implementation), r.dtype != "float64",
+                             r.batch_size, r.threads, r.hidden_size))
+    quick = any(b.get("extra_info", {}).get("quick") for b in data.get("benchmarks", []))
+    threads_seen = [{"name": b.get("name"), "threads": b["extra_info"].get("threads") or 1,
+                     "blas": b["extra_info"].get("blas_threads"),
+                     "numba": b["extra_info"].get("numba_threads")}
+                    for b in data.get("benchmarks", []) if "extra_info" in b]
+    meta = {
+        "threads_seen": threads_seen,
+        "datetime": data.get("datetime"),
+        "commit": data.get("commit_info", {}),
+        "machine": data.get("machine_info", {}),
+        "quick": quick,
+    }
+    return Run(path, rows, gemm, meta)
+
+
+def _impl_rank(name):
+    return IMPLEMENTATION_ORDER.index(name) if name in IMPLEMENTATION_ORDER else len(IMPLEMENTATION_ORDER)
+
+
+def newest_json(folder=BENCH_RESULTS) -> Path:
+    candidates = sorted(Path(folder).glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise SystemExit(f"no *.json in {folder}: run the benchmarks first (see bench_results/README.md)")
+    return candidates[-1]
+
+
+# --- formatting ------------------------------------------------------------------
+
+def _rate(x):
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def _times(x):
+    return "—" if x is None else f"{x:.1f}x"
+
+
+def _percent(x):
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _series_label(series):
+    implementation, dtype, batch_size, threads = series
+    label = f"{implementation} {dtype}"
+    if batch_size != 1:
+        label += f" B={batch_size}"
+    if threads != 1:
+        label += f" {threads} threads"
+    return label
+
+
+# --- derived figures ---------------------------------------------------------------
+
+def speedup(run, row, implementation, dtype="float64"):
+    """row's chars/s over ``implementation``/``dtype``'s at the same kind, B, threads and H."""
+    base = run.find(row.kind, implementation, dtype, row.batch_size, row.threads, row.hidden_size)
+    if base is None or base is row:
+        return None
+    return row.chars_per_second / base.chars_per_second
+
+
+def fraction_of_peak(run, row):
+    peak = run.peak(row.dtype, row.threads)
+    if peak is None:
+        return None
+    return row.chars_per_second * row.flops_per_char / peak
+
+
+def evaluate_bar(run, bar):
+    """(measured factor or None, "PASS" / "MISS" / "NOT MEASURED", why-not-measured)."""
+    row = run.find(bar.kind, bar.implementation, bar.dtype, bar.batch_size, bar.threads, bar.hidden_size)
+    base = run.find(bar.kind, bar.baseline, bar.baseline_dtype, bar.batch_size, bar.threads,
+                    bar.hidden_size)
+    if row is None or base is None:
+        missing = [f"{i} {d}" for r, i, d in ((row, bar.implementation, bar.dtype),
+                                             (base, bar.baseline, bar.baseline_dtype)) if r is None]
+        return None, "NOT MEASURED", f"no {' and no '.join(missing)} row in this run"
+    factor = row.chars_per_second / base.chars_per_second
+    return factor, ("PASS" if factor >= bar.factor else "MISS"), ""
+
+
+# --- report ------------------------------------------------------------------------
+
+def _header(run):
+    commit = run.meta["commit"] or {}
+    machine = run.meta["machine"] or {}
+    cpu = machine.get("cpu", {}) or {}
+    libs = machine.get("fastrnn_bench", {}) or {}
+    lines = [
+        "# fastrnn benchmark report",
+        "",
+        f"Generated by `python -m benchmarks.report` from `{run.path.name}` "
+        f"(run {run.meta['datetime'] or 'of unknown date'}, commit {str(commit.get('id', '?'))[:12]}"
+        f"{' + uncommitted changes' if commit.get('dirty') else ''}).",
+        "",
+        f"Machine: {cpu.get('brand_raw', machine.get('processor', '?'))}, "
+        f"{cpu.get('count', '?')} logical CPUs ({_cache_summary(run)}); "
+        f"Python {machine.get('python_version', '?')}, "
+        f"numpy {libs.get('numpy', '?')}, numba {libs.get('numba', '?')}, "
+        f"torch {libs.get('torch') or 'not installed'}.",
+        "",
+        "chars/s = characters per timed call / median seconds per call. "
+        "Speed-ups are ratios of chars/s in this run. \"% of GEMM peak\" = chars/s x flops per "
+        "character / the numpy matmul flops/s of the same dtype and thread count measured in this "
+        "run (training: 6H^2+6VH+9H+5V flops per character; forward only: 2H^2+2VH+3H+3V).",
+    ]
+    lines += _thread_warnings(run, run.meta["threads_seen"])
+    if run.meta["quick"]:
+        lines += ["", "**Quick run (FASTRNN_BENCH_QUICK=1): few rounds, for checking the pipeline; "
+                      "do not publish these numbers.**"]
+    return lines
+
+
+def _cache(value):
+    if value in (None, ""):
+        return "?"
+    if isinstance(value, (int, float)):
+        return f"{value / 1024:.0f} KiB" if value < 1 << 20 else f"{value / (1 << 20):.0f} MiB"
+    return str(value)
+
+
+def _gemm_section(run):
+    if not run.gemm:
+        return ["## Machine peak (GEMM)", "", "No GEMM benchmark in this run: no fraction of peak."]
+    rows = [(dtype, threads, f"{n}^2", f"{median * 1e3:.1f}", f"{flops / 1e9:.1f}")
+            for (dtype, threads), (flops, n, median) in sorted(run.gemm.items())]
+    return ["## Machine peak (GEMM, numpy matmul)", "",
+            _table(["dtype", "threads", "size", "median ms", "GFLOP/s"], rows)]
+
+
+def _kind_section(run, kind):
+    rows = [r for r in run.rows if r.kind == kind]
+    if not rows:
+        return []
+    title = KIND_TITLES.get(kind, kind)
+    sizes = sorted({r.hidden_size for r in rows})
+    series = list(dict.fromkeys(r.series for r in rows))
+    by_key = {(r.series, r.hidden_size): r for r in rows}
+    summary = [[_series_label(s)] + [_rate(by_key[(s, h)].chars_per_second) if (s, h) in by_key else "—"
+                                     for h in sizes] for s in series]
+    has_torch = any(r.implementation == "pytorch" for r in rows)
+    header = ["implementation", "dtype", "B", "threads", "H", "chars/call", "median ms", "chars/s",
+              "x reference f64"] + (["x PyTorch (same dtype)"] if has_torch else []) + ["% of GEMM peak"]
+    detail = []
+    for r in rows:
+        cells = [r.implementation, r.dtype, r.batch_size, r.threads, r.hidden_size, f"{r.chars_per_step:,}",
+                 f"{r.median * 1e3:.3f}", _rate(r.chars_per_second), _times(speedup(run, r, "reference"))]
+        if has_torch:
+            cells.append(_times(speedup(run, r, "pytorch", r.dtype)))
+        cells.append(_percent(fraction_of_peak(run, r)))
+        detail.append(cells)
+    return [f"## {title}", "", "chars/s by hidden size:", "",
+            _table(["implementation"] + [f"H={h}" for h in sizes], summary), "",
+            _table(header, detail)]
+
+
+def _bars_section(run):
+    lines = ["## Bars (issue 4: batch 1, one thread, same run)", ""]
+    rows, missed, unmeasured = [], [], []
+    for bar in BARS:
+        factor, verdict, why = evaluate_bar(run, bar)
+        rows.append([bar.label(), _times(factor), f">= {bar.factor:g}x", f"**{verdict}**" + (f" ({why})" if why else "")])
+        if verdict == "MISS":
+            missed.append((bar, factor))
+        elif verdict == "NOT MEASURED":
+            unmeasured.append(bar)
+    lines.append(_table(["target", "measured", "required", "result"], rows))
+    lines.append("")
+    if not missed and not unmeasured:
+        lines.append("All bars pass in this run.")
+    if missed:
+        lines.append(f"**Missed: {len(missed)} of {len(BARS)} bars.**")
+        lines.append("")
+        for bar, factor in missed:
+            lines.append(f"- {bar.label()}: measured {factor:.1f}x. {_limit_note(run, bar)}")
+    if unmeasured:
+        lines.append("")
+        lines.append("Not measured in this run: " + "; ".join(b.label() for b in unmeasured) + ".")
+    return lines
+
+
+def _limit_note(run, bar):
+    """What the numbers say about the missed bar: its share of the GEMM peak, Whh against L2."""
+    row = run.find(bar.kind, bar.implementation, bar.dtype, bar.batch_size, bar.threads, bar.hidden_size)
+    base = run.find(bar.kind, bar.baseline, bar.baseline_dtype, bar.batch_size, bar.threads,
+                    bar.hidden_size)
+    parts = []
+    frac = fraction_of_peak(run, row)
+    if frac is not None:
+        parts.append(f"{bar.implementation} {bar.dtype} runs at {_percent(frac)} of the GEMM peak")
+    base_frac = fraction_of_peak(run, base)
+    if base_frac is not None:
+        parts.append(f"the {bar.baseline} at {_percent(base_frac)}")
+    H = bar.hidden_size
+    whh = H * H * (8 if bar.dtype == "float64" else 4)
+    l2 = l2_per_core(run)
+    if l2:
+        if whh > l2:
+            parts.append(f"Whh ({whh / (1 << 20):.1f} MiB in {bar.dtype}) is larger than one core's "
+                         f"L2 ({_cache(l2)}), so every time step reads it from L3: at batch 1 the "
+                         "recurrent matrix-vector product is likely bound by L3 bandwidth rather than by flops")
+        else:
+            parts.append(f"Whh ({whh / 1024:.0f} KiB in {bar.dtype}) fits in one core's L2 "
+                         f"({_cache(l2)}), so cache capacity does not explain the gap")
+    return ("; ".join(parts) + ".") if parts else ""
+
+
+def l2_per_core(run):
+    """Bytes of level-2 cache of one core, from the caches the suite read from sysfs (or None)."""
+    caches = (run.meta["machine"].get("fastrnn_bench", {}) or {}).get("caches") or []
+    sizes = [c["size_bytes"] for c in caches if c.get("level") == 2 and c.get("type") != "Instruction"]
+    return sizes[0] if sizes else None
+
+
+def _cache_summary(run):
+    caches = (run.meta["machine"].get("fastrnn_bench", {}) or {}).get("caches") or []
+    parts = [f"L{c['level']}{'d' if c['type'] == 'Data' else ''} {_cache(c['size_bytes'])}"
+             + (" shared" if ("," in c["shared_cpu_list"] or "-" in c["shared_cpu_list"]) else " per core")
+             for c in caches if c.get("type") != "Instruction"]
+    return ", ".join(parts) if parts else "caches unknown"
+
+
+def _thread_warnings(run, data_rows):
+    """Rows whose BLAS pools or numba ran with more threads than the row claims."""
+    bad = [f"{r['name']} (claims {r['threads']}, BLAS {r['blas']}, numba {r['numba']})" for r in data_rows
+           if (r["blas"] is not None and r["blas"] > r["threads"])
+           or (r["numba"] is not None and r["numba"] > r["threads"])]
+    if not bad:
+        return []
+    return ["", "**Warning: threads were not pinned in: " + "; ".join(bad) + ".**"]
+
+
+def render(run, plot_name=None):
+    lines = _header(run) + [""]
+    if plot_name:
+        lines += [f"![chars/s against hidden size]({plot_name})", ""]
+    lines += _bars_section(run) + [""]
+    lines += _gemm_section(run) + [""]
+    for kind in list(KIND_TITLES) + sorted({r.kind for r in run.rows} - set(KIND_TITLES)):
+        section = _kind_section(run, kind)
+        if section:
+            lines += section + [""]
+    return "\n".join(lines)
+
+
+def plot(run, path, kind="train_step"):
+    """chars/s against hidden size, one line per implementation/dtype/B/threads, log y."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("the plot needs matplotlib (pip install -e '.[bench]'), or pass --no-plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in run.rows if r.kind == kind]
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    series = list(dict.fromkeys(r.series for r in rows))
+    for s in series:
+        points = sorted((r.hidden_size, r.chars_per_second) for r in rows if r.series == s)
+        style = "--" if s[0] == "reference" else ":" if s[0] == "pytorch" else "-"
+        ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=_series_label(s))
+    sizes = sorted({r.hidden_size for r in rows})
+    for (dtype, threads), (flops, _n, _m) in sorted(run.gemm.items()):
+        vocab = rows[0].vocab_size if rows else None
+        if vocab is None or threads != 1:
+            continue
+        flops_per_char = [next((r.flops_per_char for r in rows if r.hidden_size == h), None) for h in sizes]
+        ceiling = [flops / f for f in flops_per_char if f]
+        if len(ceiling) == len(sizes):
+            ax.plot(sizes, ceiling, color="grey", alpha=0.6, linewidth=1,
+                    linestyle="-." if dtype == "float64" else (0, (1, 3)),
+                    label=f"GEMM-peak ceiling {dtype} (1 thread)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(sizes)
+    ax.set_xticklabels([str(h) for h in sizes])
+    ax.set_xlabel("hidden size H")
+    ax.set_ylabel("characters per second (log)")
+    title = f"fastrnn, {KIND_TITLES.get(kind, kind)}: T=25, V={rows[0].vocab_size if rows else '?'}"
+    if run.meta["quick"]:
+        title += " (QUICK RUN)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def compare(old, new):
+    """Markdown table: chars/s (GFLOP/s for GEMM) before and after, and after/before."""
+    rows = []
+    old_rows = {r.key: r for r in old.rows}
+    for r in new.rows:
+        o = old_rows.get(r.key)
+        if o is None:
+            continue
+        rows.append([r.kind, _series_label(r.series), r.hidden_size, _rate(o.chars_per_second),
+                     _rate(r.chars_per_second), f"{r.chars_per_second / o.chars_per_second:.2f}"])
+    for key, (flops, _n, _m) in sorted(new.gemm.items()):
+        if key in old.gemm:
+            rows.append(["gemm", f"numpy-matmul {key[0]} {key[1]} thread", "—",
+                         f"{old.gemm[key][0] / 1e9:.1f} GFLOP/s", f"{flops / 1e9:.1f} GFLOP/s",
+                         f"{flops / old.gemm[key][0]:.2f}"])
+    only_old = sorted({r.key for r in old.rows} - {r.key for r in new.rows})
+    only_new = sorted({r.key for r in new.rows} - {r.key for r in old.rows})
+    lines = [f"# Benchmark comparison: `{old.path.name}` (before) -> `{new.path.name}` (after)", "",
+             "after/before > 1 means faster after. Runs on different machines or under different "
+             "load are not comparable.", "",
+             _table(["kind", "implementation", "H", "before chars/s", "after chars/s", "after/before"], rows)]
+    for label, keys in (("Only in before", only_old), ("Only in after", only_new)):
+        if keys:
+            lines += ["", f"{label}: " + "; ".join(f"{k[0]} {k[1]} {k[2]} B={k[3]} t={k[4]} H={k[5]}" for k in keys)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", nargs="?", help="pytest-benchmark JSON (default: newest in bench_results/)")
+    parser.add_argument("--compare", metavar="OLD.json", help="an earlier run: write a before/after table")
+    parser.add_argument("--out-dir", default=str(BENCH_RESULTS), help="where report.md and the PNG go")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    args = parser.parse_args(argv)
+
+    run = load(args.run or newest_json())
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_name = None if args.no_plot else "chars_per_second.png"
+    if plot_name:
+        plot(run, out_dir / plot_name)
+    report_path = out_dir / "report.md"
+    report_path.write_text(render(run, plot_name) + "\n")
+    print(f"wrote {report_path}" + (f" and {out_dir / plot_name}" if plot_name else ""))
+    for bar in BARS:
+        factor, verdict, why = evaluate_bar(run, bar)
+        print(f"  {verdict:<12} {bar.label()}: {_times(factor)}" + (f" ({why})" if why else ""))
+    if args.compare:
+        text = compare(load(args.compare), run)
+        (out_dir / "compare.md").write_text(text)
+        print(text)
+        print(f"wrote {out_dir / 'compare.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
