@@ -1,0 +1,319 @@
+"""Numba kernels of the minibatched tanh RNN: B streams trained together in one step.
+
+The twin of one batched step is :func:`fastrnn.reference.loss_and_grads` run on
+each stream separately, the unclipped gradients summed and divided by B, then
+clipped and applied with Adagrad; the tests check exactly that.
+
+Layout. The B streams of a step are cut into ``n`` contiguous *chunks* of
+streams (``bounds[c] : bounds[c + 1]``); a chunk is the unit of parallel work.
+Chunk c of Bc streams keeps its states in ``hs[c]`` as rows ``t * Bc + j``
+(time-major, stream j of the chunk), so the Bc states of one time step are one
+contiguous (Bc, H) block and all T * Bc states are one (T * Bc, H) matrix:
+- forward: per step one (Bc, H) @ (H, H) GEMM into the next block (the
+  recurrence), then ``tanh(. + Wxh[:, ix] + bh)``; the output layer for all rows
+  at once, (T * Bc, H) @ (H, V), then a softmax per row (max subtracted);
+- backward: dWhy, dby and dh from the outputs as three GEMMs over all rows;
+  per step ``dhraw = (1 - h^2) * (dh + dhnext)`` and ``dhnext = dhraw @ Whh``
+  (the only sequential product); then dWhh = dhraw_all.T @ hs_prev_all as one
+  (H, T * Bc) @ (T * Bc, H) GEMM, dbh and the dWxh scatter-add.
+A chunk of one stream runs the batch-1 kernels of :mod:`fastrnn.kernels`
+unchanged, so a batch of one is bit-identical to :func:`fastrnn.train_step`.
+
+Each chunk writes its own gradient buffers (``cWxh[c]`` ...). The step then
+reduces them element by element in chunk order, scales by 1/B, clips and (if
+asked) applies Adagrad, with IEEE-exact arithmetic. Results therefore depend on
+the chunking, never on how many threads run the chunks: the serial and the
+``prange`` variant of a step are bit-identical for the same chunks.
+
+Argument order: outputs and workspaces first, then inputs, then weights, then
+scalars. Float arrays are all float32 or all float64; ids are int64.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from ._numba import exact, fast
+from .kernels import add_into, rnn_backward_impl, rnn_forward, softmax_inplace
+
+_PARALLEL = dict(cache=True, nogil=True, error_model="numpy", parallel=True)
+
+
+def parallel(fn):
+    """Compile ``fn`` with ``parallel=True`` (its ``prange`` loops run on Numba's threads), exact arithmetic.
+
+    Kept here until it moves to :mod:`fastrnn._numba` beside ``exact`` and ``fast``.
+    """
+    return numba.njit(**_PARALLEL)(fn)
+
+
+REDUCE_BLOCK = 16384  # elements per work item of the parallel gradient reduction
+
+
+# --- one chunk of streams: forward and backward ---------------------------------
+
+@fast
+def chunk_forward(hs, probs, inputs, targets, WhhT, WhyT, xb, by):
+    """Forward pass of a chunk of Bc >= 2 streams; returns the loss summed over its T * Bc rows (float64).
+
+    hs ((T+1) * Bc, H): rows 0..Bc-1 hold hprev on entry; row t * Bc + j
+    receives h_t of stream j. probs (T * Bc, V) receives the softmax of each row.
+    inputs, targets (Bc, T) int64. WhhT (H, H) = Whh.T and WhyT (H, V) = Why.T
+    as C-contiguous copies (that orientation is the faster GEMM for small Bc);
+    xb (V, H) = Wxh.T + bh, the input term of each id, read as a contiguous row.
+    """
+    Bc, T = inputs.shape
+    H = WhhT.shape[0]
+    for t in range(T):  # the recurrence: only the (Bc, H) @ (H, H) product is sequential
+        h_out = hs[(t + 1) * Bc:(t + 2) * Bc]
+        np.dot(hs[t * Bc:(t + 1) * Bc], WhhT, h_out)
+        for j in range(Bc):
+            row = h_out[j]
+            x = xb[inputs[j, t]]
+            for i in range(H):
+                row[i] = np.tanh(row[i] + x[i])
+    # Output layer for all T * Bc rows at once: (T * Bc, H) @ (H, V).
+    np.dot(hs[Bc:], WhyT, probs)
+    loss = 0.0
+    for t in range(T):
+        for j in range(Bc):
+            p = probs[t * Bc + j]
+            for v in range(p.shape[0]):
+                p[v] += by[v]
+            target_logit = p[targets[j, t]]
+            m, log_sum = softmax_inplace(p)
+            loss += log_sum - (target_logit - m)
+    return loss
+
+
+@fast
+def chunk_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, dxb, hs, probs, inputs, targets, Whh, Why):
+    """Backprop through time for a chunk of Bc >= 2 streams; *overwrites* dWxh..dby with its summed gradients.
+
+    dhs (T * Bc, H), dhnext (Bc, H), dxb (V, H): workspaces. hs, probs: as left
+    by :func:`chunk_forward` (probs becomes dy = p - onehot(target) in place).
+    """
+    Bc, T = inputs.shape
+    H = Whh.shape[0]
+    one = hs.dtype.type(1)
+    for t in range(T):
+        for j in range(Bc):
+            probs[t * Bc + j, targets[j, t]] -= one
+    dy = probs
+    # Output layer, off the sequential path: dWhy = dy.T @ hs[Bc:], dby, dh = dy @ Why.
+    np.dot(dy.T, hs[Bc:], dWhy)
+    dby[:] = 0
+    for r in range(T * Bc):
+        add_into(dby, dy[r])
+    np.dot(dy, Why, dhs)
+    # The recurrence: dhraw_t = (1 - h_t^2) * (dh_t + dhnext); dhnext = dhraw_t @ Whh.
+    for t in range(T - 1, -1, -1):
+        h = hs[(t + 1) * Bc:(t + 2) * Bc]
+        d = dhs[t * Bc:(t + 1) * Bc]
+        for j in range(Bc):
+            hj, dj = h[j], d[j]
+            if t == T - 1:
+                for i in range(H):
+                    dj[i] = (one - hj[i] * hj[i]) * dj[i]
+            else:
+                nj = dhnext[j]
+                for i in range(H):
+                    dj[i] = (one - hj[i] * hj[i]) * (dj[i] + nj[i])
+        if t > 0:
+            np.dot(d, Whh, dhnext)
+    # Off the sequential path again: dWhh = dhraw_all.T @ hs_prev_all, dbh, dWxh.
+    np.dot(dhs.T, hs[:T * Bc], dWhh)
+    dxb[:] = 0  # dWxh.T, so the scatter-add reads and writes contiguous rows
+    dbh[:] = 0
+    for t in range(T):
+        for j in range(Bc):
+            d = dhs[t * Bc + j]
+            add_into(dxb[inputs[j, t]], d)
+            add_into(dbh, d)
+    V = dWxh.shape[1]
+    for i in range(H):
+        for v in range(V):
+            dWxh[i, v] = dxb[v, i]
+
+
+@fast
+def chunk_loss_and_grads(dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, dxb, hprev, h_last,
+                         inputs, targets, Wxh, Whh, Why, bh, by, WhhT, WhyT, xb):
+    """Forward and backward of one chunk; returns its summed loss (float64).
+
+    hprev (Bc, H) is read, h_last (Bc, H) receives the final states (may alias
+    hprev). Gradients are overwritten, summed over the chunk's streams. Workspace
+    arrays are at least as large as the chunk needs; only their leading rows
+    are used. A chunk of one stream runs the batch-1 kernels.
+    """
+    Bc, T = inputs.shape
+    if Bc == 1:
+        h1, p1, d1 = hs[:T + 1], probs[:T], dhs[:T]
+        h1[0] = hprev[0]
+        loss = rnn_forward(h1, p1, inputs[0], targets[0], Wxh, Whh, Why, bh, by)
+        rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, d1, dhnext[0], dWhh, dWhy, h1, p1, inputs[0], targets[0],
+                          Whh, Why, False)  # the two tmp buffers are unused when not accumulating
+        h_last[0] = h1[T]
+        return loss
+    h, p, d = hs[:(T + 1) * Bc], probs[:T * Bc], dhs[:T * Bc]
+    h[:Bc] = hprev
+    loss = chunk_forward(h, p, inputs, targets, WhhT, WhyT, xb, by)
+    chunk_backward(dWxh, dWhh, dWhy, dbh, dby, d, dhnext[:Bc], dxb, h, p, inputs, targets, Whh, Why)
+    h_last[:] = h[T * Bc:]
+    return loss
+
+
+# --- reduction over chunks, clip, Adagrad (exact arithmetic) ------------------------
+
+@exact
+def reduce_clip_update(chunk_grads, param, memory, lo, hi, inv_batch, learning_rate, clip, eps, update):
+    """Elements lo..hi-1 of one parameter: g = (sum of the chunks' gradients, in chunk order) * inv_batch,
+    clipped to [-clip, clip], written to chunk_grads[0]; then Adagrad on param and memory if ``update``.
+
+    chunk_grads (n, size); param, memory (size,): flat views. The Adagrad step
+    is the seed's expression in the seed's order.
+    """
+    n = chunk_grads.shape[0]
+    g0 = chunk_grads[0]
+    neg_lr = -learning_rate
+    lo_clip = -clip
+    for k in range(lo, hi):
+        g = g0[k]
+        for c in range(1, n):
+            g += chunk_grads[c, k]
+        g *= inv_batch
+        if g < lo_clip:
+            g = lo_clip
+        elif g > clip:
+            g = clip
+        g0[k] = g
+        if update:
+            memory[k] += g * g
+            param[k] += neg_lr * g / np.sqrt(memory[k] + eps)
+
+
+@fast
+def prepare_weights(WhhT, WhyT, xb, Wxh, Whh, Why, bh):
+    """The step's read-only weight copies shared by all chunks: WhhT = Whh.T, WhyT = Why.T, xb = Wxh.T + bh."""
+    H, V = Wxh.shape
+    for i in range(H):
+        for j in range(H):
+            WhhT[j, i] = Whh[i, j]
+    for v in range(V):
+        for i in range(H):
+            WhyT[i, v] = Why[v, i]
+    for i in range(H):
+        for v in range(V):
+            xb[v, i] = Wxh[i, v] + bh[i]
+
+
+# --- one batched step: chunks, then reduction (serial and parallel variants) ---------
+# The two variants share their body; keep them identical.
+
+@exact
+def batch_step_serial(chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dhnext, dxb, WhhT, WhyT, xb,
+                      hprev, inputs, targets, bounds,
+                      Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                      learning_rate, clip, eps, update):
+    """One batched step over the chunks ``bounds`` (n+1,), one after the other; returns the loss / B (float64).
+
+    cWxh (n, H, V) ... cby (n, V): per-chunk gradients; chunk 0's receive the
+    batch gradient (summed over the B streams, divided by B, clipped). hs
+    (n, (T+1) * Bmax, H), probs (n, T * Bmax, V), dhs (n, T * Bmax, H), dhnext
+    (n, Bmax, H), dxb (n, V, H): per-chunk workspaces; WhhT (H, H), WhyT (H, V),
+    xb (V, H): shared. hprev (B, H) holds the states on entry and the final
+    states on return. inputs, targets (B, T) int64. With ``update`` the
+    parameters and Adagrad memories mWxh..mby are updated in place.
+    """
+    prepare_weights(WhhT, WhyT, xb, Wxh, Whh, Why, bh)
+    n = bounds.shape[0] - 1
+    for c in range(n):
+        b0, b1 = bounds[c], bounds[c + 1]
+        chunk_losses[c] = chunk_loss_and_grads(
+            cWxh[c], cWhh[c], cWhy[c], cbh[c], cby[c], hs[c], probs[c], dhs[c], dhnext[c], dxb[c],
+            hprev[b0:b1], hprev[b0:b1], inputs[b0:b1], targets[b0:b1], Wxh, Whh, Why, bh, by, WhhT, WhyT, xb)
+    B = hprev.shape[0]
+    inv_batch = Whh.dtype.type(1) / Whh.dtype.type(B)
+    chunk_grads = (cWxh.reshape(n, -1), cWhh.reshape(n, -1), cWhy.reshape(n, -1), cbh, cby)
+    params = (Wxh.reshape(-1), Whh.reshape(-1), Why.reshape(-1), bh, by)
+    memory = (mWxh.reshape(-1), mWhh.reshape(-1), mWhy.reshape(-1), mbh, mby)
+    for q in range(5):
+        size = params[q].shape[0]
+        for blk in range((size + REDUCE_BLOCK - 1) // REDUCE_BLOCK):
+            lo = blk * REDUCE_BLOCK
+            reduce_clip_update(chunk_grads[q], params[q], memory[q], lo, min(lo + REDUCE_BLOCK, size),
+                               inv_batch, learning_rate, clip, eps, update)
+    loss = 0.0
+    for c in range(n):
+        loss += chunk_losses[c]
+    return loss / B
+
+
+@parallel
+def batch_step_parallel(chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dhnext, dxb, WhhT, WhyT, xb,
+                        hprev, inputs, targets, bounds,
+                        Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                        learning_rate, clip, eps, update):
+    """:func:`batch_step_serial` with the chunks, and the reduction's blocks, spread over Numba's threads.
+
+    Bit-identical to the serial variant for the same chunks: each chunk writes
+    only its own buffers, and every reduced element sums the chunks in order.
+    The caller holds BLAS to one thread.
+    """
+    prepare_weights(WhhT, WhyT, xb, Wxh, Whh, Why, bh)
+    n = bounds.shape[0] - 1
+    for c in prange(n):
+        b0, b1 = bounds[c], bounds[c + 1]
+        chunk_losses[c] = chunk_loss_and_grads(
+            cWxh[c], cWhh[c], cWhy[c], cbh[c], cby[c], hs[c], probs[c], dhs[c], dhnext[c], dxb[c],
+            hprev[b0:b1], hprev[b0:b1], inputs[b0:b1], targets[b0:b1], Wxh, Whh, Why, bh, by, WhhT, WhyT, xb)
+    B = hprev.shape[0]
+    inv_batch = Whh.dtype.type(1) / Whh.dtype.type(B)
+    chunk_grads = (cWxh.reshape(n, -1), cWhh.reshape(n, -1), cWhy.reshape(n, -1), cbh, cby)
+    params = (Wxh.reshape(-1), Whh.reshape(-1), Why.reshape(-1), bh, by)
+    memory = (mWxh.reshape(-1), mWhh.reshape(-1), mWhy.reshape(-1), mbh, mby)
+    for q in range(5):
+        size = params[q].shape[0]
+        for blk in prange((size + REDUCE_BLOCK - 1) // REDUCE_BLOCK):
+            lo = blk * REDUCE_BLOCK
+            reduce_clip_update(chunk_grads[q], params[q], memory[q], lo, min(lo + REDUCE_BLOCK, size),
+                               inv_batch, learning_rate, clip, eps, update)
+    loss = 0.0
+    for c in range(n):
+        loss += chunk_losses[c]
+    return loss / B
+
+
+@exact
+def batch_train_sequences(losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dhnext, dxb, WhhT, WhyT, xb,
+                          chunk_losses, inputs, targets, hprev, data, starts, resets, bounds,
+                          Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                          learning_rate, clip, eps, use_threads):
+    """k batched training steps in one call (the trainer's loop); losses (k,) float64 receives each step's loss.
+
+    Step s trains stream b on ``data[starts[s, b] : starts[s, b] + T]`` -> one
+    character later (T = inputs.shape[1]); where ``resets[s, b]`` stream b's
+    hidden state is zeroed first. inputs, targets (B, T): id workspaces.
+    hprev (B, H) carries the states in and out. ``use_threads``: run the
+    parallel variant (same results).
+    """
+    B, T = inputs.shape
+    for s in range(starts.shape[0]):
+        for b in range(B):
+            if resets[s, b]:
+                hprev[b] = 0
+            p = starts[s, b]
+            for t in range(T):
+                inputs[b, t] = data[p + t]
+                targets[b, t] = data[p + t + 1]
+        if use_threads:
+            losses[s] = batch_step_parallel(
+                chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dhnext, dxb, WhhT, WhyT, xb,
+                hprev, inputs, targets, bounds, Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                learning_rate, clip, eps, True)
+        else:
+            losses[s] = batch_step_serial(
+                chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dhnext, dxb, WhhT, WhyT, xb,
+                hprev, inputs, targets, bounds, Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                learning_rate, clip, eps, True)
