@@ -23,6 +23,7 @@ thread counts agree to rounding (float64: ~1e-15 relative on one step).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import numba
@@ -151,6 +152,17 @@ def _workspace(params, T, B, workspace, threads):
 
 # --- threads ------------------------------------------------------------------------
 
+# Numba's default OpenMP layer (libgomp, active spin-waiting) was measured 2-15x
+# *slower* than one thread here: its spinning workers compete with the BLAS calls
+# and the serial parts of each step on a 2-core machine. The workqueue layer
+# (threads sleep between regions) gave the expected speed-up. It only takes
+# effect if no parallel kernel has run yet, and a user's NUMBA_THREADING_LAYER wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+# The workqueue layer must not be entered by two Python threads at once.
+_parallel_lock = threading.Lock()
+
 _blas_lock = threading.Lock()
 _blas_controller = None
 
@@ -169,13 +181,18 @@ def _blas_controller_once():
 @contextlib.contextmanager
 def _thread_settings(n_threads):
     """Numba's thread count set to ``n_threads`` (restored after) and BLAS held to one thread."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
-    try:
+    if n_threads == 1:  # the serial kernel: leave Numba's pool alone (not even launched)
         with _blas_controller_once().limit(limits=1, user_api="blas"):
             yield
-    finally:
-        numba.set_num_threads(previous)
+        return
+    with _parallel_lock:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            with _blas_controller_once().limit(limits=1, user_api="blas"):
+                yield
+        finally:
+            numba.set_num_threads(previous)
 
 
 def _run_threads(workspace, threads):
