@@ -181,7 +181,12 @@ def _blas_controller_once():
 @contextlib.contextmanager
 def _thread_settings(n_threads):
     """Numba's thread count set to ``n_threads`` (restored after) and BLAS held to one thread."""
-    if n_threads == 1:  # the serial kernel: leave Numba's pool alone (not even launched)
+    if n_threads == 1:
+        # Launch Numba's thread pool even so: batch_train_sequences also links the
+        # parallel kernel, and loaded from the cache into a process whose pool was
+        # never launched it jumped to a null pointer (seen for float32). The
+        # workqueue pool's idle threads sleep, so launching costs nothing later.
+        numba.get_num_threads()
         with _blas_controller_once().limit(limits=1, user_api="blas"):
             yield
         return

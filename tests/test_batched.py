@@ -6,6 +6,10 @@ clipped, then the seed's Adagrad. Loss: summed over the B * T characters / B.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numba
 import numpy as np
 import pytest
@@ -342,3 +346,30 @@ def test_train_steps_bad_arguments(corpus_ids):
         g(params, memory, ids, starts, resets, np.zeros((2, H), np.float32), 0.1, ws)
     with pytest.raises(ValueError, match="workspace"):
         g(params, memory, ids, starts, resets, h, 0.1, None)
+
+
+# --- a fresh process (kernels loaded from Numba's cache) ------------------------------------
+
+def test_train_steps_first_call_in_fresh_process():
+    """batch_train_steps as the first call of a new process, one thread, both dtypes.
+
+    Regression: the cached multi-step kernel links the parallel one, and crashed
+    (null jump) when Numba's thread pool had never been launched.
+    """
+    code = textwrap.dedent("""
+        import numpy as np
+        import fastrnn
+        from fastrnn import batch
+        for dtype in (np.float32, np.float64):
+            p = fastrnn.init_params(7, 8, seed=0, dtype=dtype)
+            ws = batch.BatchWorkspace(7, 8, 5, 3, dtype)
+            data = np.arange(100, dtype=np.int64) % 7
+            starts = np.arange(6, dtype=np.int64).reshape(2, 3) * 10
+            losses = batch.batch_train_steps(p, p.zeros_like(), data, starts, np.zeros(2, bool),
+                                             np.zeros((3, 8), dtype), 0.1, ws)
+            assert np.all(np.isfinite(losses))
+        print("ok")
+    """)
+    for _ in range(2):  # the second run loads every kernel from the cache
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
