@@ -304,7 +304,13 @@ def batch_step_parallel(chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs
     only its own buffers, and every reduced element sums the chunks in order.
     The caller holds BLAS to one thread.
     """
-    prepare_weights(WhhT, WhyT, xb, Wxh, Whh, Why, bh)
+    H = Whh.shape[0]
+    for r in prange((H + 63) // 64):  # WhhT (the largest copy) in row bands, in parallel
+        transpose_into(WhhT[:, r * 64:min(r * 64 + 64, H)], Whh[r * 64:min(r * 64 + 64, H)])
+    transpose_into(WhyT, Why)
+    transpose_into(xb, Wxh)
+    for v in range(xb.shape[0]):
+        add_into(xb[v], bh)
     n = bounds.shape[0] - 1
     for c in prange(n):
         b0, b1 = bounds[c], bounds[c + 1]
