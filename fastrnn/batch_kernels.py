@@ -18,6 +18,8 @@ contiguous (Bc, H) block and all T * Bc states are one (T * Bc, H) matrix:
   (H, T * Bc) @ (T * Bc, H) GEMM, dbh and the dWxh scatter-add.
 A chunk of one stream runs the batch-1 kernels of :mod:`fastrnn.kernels`
 unchanged, so a batch of one is bit-identical to :func:`fastrnn.train_step`.
+Larger chunks use :func:`tanh_add_inplace` (a tanh that vectorises, <= 2 ulp
+from libm's) instead of ``np.tanh``, which was ~15 % of a step at H = 512.
 
 Each chunk writes its own gradient buffers (``cWxh[c]`` ...). The step then
 reduces them element by element in chunk order, scales by 1/B, clips and (if
