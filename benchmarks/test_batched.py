@@ -1,7 +1,8 @@
 """Group ``train_step`` at batch > 1 and 2 threads: the place for batched training (issue 5).
 
-Not measured yet: fastrnn has no batched training step. When it lands, add
-here, for fastrnn (float64 and float32) and for PyTorch (``test_torch.py``'s
+Not measured yet: the batched kernels exist (``fastrnn.batch.batch_train_steps``
+with a ``BatchWorkspace(threads=n)``) but their benchmark rows are still to be
+written. Add here, for fastrnn (float64 and float32) and for PyTorch (``test_torch.py``'s
 model with a batch dimension), H in 100 and 512:
 - batch sizes 1, 32, 128, each at 1 and 2 threads: wrap the timed call in
   ``_support.pinned_threads(n)`` (and ``torch.set_num_threads(n)``) and pass
@@ -15,5 +16,5 @@ still to be added to ``report.BARS``.
 """
 import pytest
 
-pytest.skip("batched training (issue 5) is not implemented in fastrnn yet: nothing to measure",
+pytest.skip("batched training benchmarks (issue 5) are not written yet",
             allow_module_level=True)
