@@ -32,7 +32,7 @@ import numpy as np
 from . import batch_kernels
 from ._validate import check_params
 from .params import Params
-from .rnn import ADAGRAD_EPS, CLIP
+from .rnn import ADAGRAD_EPS, CLIP, _clip_value, _scalar
 
 __all__ = ["BatchWorkspace", "batch_loss_and_grads", "batch_train_step", "batch_train_steps"]
 
@@ -90,18 +90,6 @@ def _positive_int(x, name):
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) or x < 1:
         raise ValueError(f"{name} must be a positive integer, got {x!r}")
     return int(x)
-
-
-def _positive_scalar(value, dtype, name):
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return dtype.type(value)
-
-
-def _clip_value(clip, dtype):
-    # clip=None means unclipped: clipping to the largest finite value is a no-op.
-    return dtype.type(np.finfo(dtype).max) if clip is None else _positive_scalar(clip, dtype, "clip")
 
 
 def _check_ids_2d(ids, vocab_size, name, shape=None):
@@ -217,7 +205,7 @@ def _step(params, memory, inputs, targets, hprev, learning_rate, clip, workspace
     h = _check_hidden_2d(hprev, B, params.hidden_size, dtype)
     if update:
         memory = _check_memory(params, memory)
-        lr = _positive_scalar(learning_rate, dtype, "learning_rate")
+        lr = _scalar(learning_rate, dtype, "learning_rate")
     else:
         memory, lr = params, dtype.type(0)  # not touched when update is False
     clip = _clip_value(clip, dtype)
@@ -300,7 +288,7 @@ def batch_train_steps(params, memory, data, starts, resets, hprev, learning_rate
     if not (isinstance(hprev, np.ndarray) and hprev.shape == (B, params.hidden_size) and hprev.dtype == dtype
             and hprev.flags.c_contiguous):
         raise ValueError(f"hprev must be a C-contiguous ({B}, {params.hidden_size}) {dtype} array")
-    lr = _positive_scalar(learning_rate, dtype, "learning_rate")
+    lr = _scalar(learning_rate, dtype, "learning_rate")
     clip = _clip_value(clip, dtype)
     n_threads = _run_threads(workspace, threads)
     losses = np.zeros(k, np.float64)
