@@ -1,12 +1,18 @@
 """Checkpoints: one ``.npz`` file that continues a run exactly; atomic writes; loads that say what is wrong.
 
 Contents (numpy arrays; no pickles): the seed's ``Wxh, Whh, Why, bh, by`` and
-Adagrad memories ``mWxh, mWhh, mWhy, mbh, mby``; ``hprev``; scalars ``p``, ``n``,
-``smooth_loss``; ``vocab`` (code points, or byte values, in id order) and
-``bytes_mode``; ``config`` (the hyperparameters) and ``rng_state`` (the
-sampling generator's ``bit_generator.state``) as JSON strings; the corpus
-fingerprint ``corpus_length`` + ``corpus_sha256`` and ``corpus_path`` ("" for
-the embedded corpus); ``format`` and ``format_version``.
+Adagrad memories ``mWxh, mWhh, mWhy, mbh, mby``; ``hprev`` ((H,) at batch 1,
+else (B, H)); scalars ``p`` (the pointer within each stream's shard), ``n``,
+``smooth_loss``; ``pointers`` (B,) where each stream's next window starts in
+the training split; ``vocab`` (code points, or byte values, in id order) and
+``bytes_mode``; ``config`` (the hyperparameters, with ``batch_size`` and
+``threads``) and ``rng_state`` (the sampling generator's ``bit_generator.state``)
+as JSON strings; the corpus fingerprint ``corpus_length`` + ``corpus_sha256``
+and ``corpus_path`` ("" for the embedded corpus); ``format`` and
+``format_version``.
+
+Version 2 added ``pointers`` and the config's ``batch_size`` and ``threads``;
+version 1 files (batch 1 only) still load, as batch 1 with the default threads.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import json
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +31,14 @@ from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+V1_CONFIG_DEFAULTS = ("batch_size", "threads")  # config fields a version-1 file lacks: take the defaults
 MEMORY_NAMES = tuple("m" + name for name in PARAM_NAMES)
 _SCALARS = ("p", "n", "smooth_loss", "bytes_mode", "format_version", "corpus_length")
 _STRINGS = ("format", "config", "rng_state", "corpus_sha256", "corpus_path")
 REQUIRED = PARAM_NAMES + MEMORY_NAMES + ("hprev", "vocab") + _SCALARS + _STRINGS
+REQUIRED_V2 = REQUIRED + ("pointers",)
 
 
 class CheckpointError(ValueError):
@@ -46,6 +55,7 @@ class Checkpoint:
     state: TrainState
     corpus_fingerprint: Fingerprint
     corpus_path: str | None  # None: the embedded corpus
+    pointers: np.ndarray | None = None  # (B,) stored stream pointers (None in a version-1 file)
 
     @property
     def model(self) -> CharModel:
@@ -67,13 +77,23 @@ class Checkpoint:
         if corpus.vocab != self.vocab:  # same bytes give the same vocabulary; guards against a damaged file
             raise CheckpointError(f"the vocabulary of {corpus.name!r} differs from checkpoint {self.path!r}")
 
-    def trainer(self, corpus: Corpus) -> Trainer:
-        """A :class:`Trainer` that continues this run exactly on ``corpus`` (which must be the same text)."""
+    def trainer(self, corpus: Corpus, threads: int | None = None) -> Trainer:
+        """A :class:`Trainer` that continues this run exactly on ``corpus`` (which must be the same text).
+
+        ``threads`` overrides the recorded thread count (batched runs): the run
+        continues, but a different count cuts the batch into other chunks, so
+        results then differ from an uninterrupted run by rounding.
+        """
         self.check_corpus(corpus)
+        config = self.config if threads is None else replace(self.config, threads=threads)
         try:
-            return Trainer(corpus, self.config, self.state)
+            trainer = Trainer(corpus, config, self.state)
         except ValueError as e:
             raise CheckpointError(f"checkpoint {self.path!r} does not fit its corpus: {e}") from None
+        if self.pointers is not None and not np.array_equal(self.pointers, trainer.pointers):
+            raise CheckpointError(f"checkpoint {self.path!r} does not fit its corpus: its stream pointers "
+                                  f"{self.pointers.tolist()} are not those of shards of {trainer.shard_length:,}")
+        return trainer
 
 
 def _version():
@@ -87,7 +107,7 @@ def checkpoint_arrays(trainer: Trainer) -> dict:
     arrays = dict(zip(PARAM_NAMES, trainer.params))
     arrays.update(zip(MEMORY_NAMES, trainer.memory))
     arrays.update(
-        hprev=trainer.hprev, p=np.int64(trainer.p), n=np.int64(trainer.n),
+        hprev=trainer.hprev, p=np.int64(trainer.p), n=np.int64(trainer.n), pointers=trainer.pointers,
         smooth_loss=np.float64(trainer.smooth_loss),
         vocab=trainer.vocab.codes, bytes_mode=np.bool_(trainer.vocab.bytes_mode),
         config=np.str_(json.dumps(trainer.config.to_dict())),
@@ -181,10 +201,11 @@ def load_checkpoint(path) -> Checkpoint:
     version = arrays.get("format_version")
     if version is None or version.shape != () or version.dtype.kind not in "iu":
         raise _bad(path, "it has no format version")
-    if int(version) != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path!r} has format version {int(version)}; this fastrnn "
-                              f"({_version()}) reads version {FORMAT_VERSION}")
-    missing = [name for name in REQUIRED if name not in arrays]
+    version = int(version)
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(f"checkpoint {path!r} has format version {version}; this fastrnn "
+                              f"({_version()}) reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+    missing = [name for name in (REQUIRED if version == 1 else REQUIRED_V2) if name not in arrays]
     if missing:
         raise _bad(path, f"missing {', '.join(missing)}")
     for name in _STRINGS:
@@ -196,6 +217,8 @@ def load_checkpoint(path) -> Checkpoint:
     except json.JSONDecodeError as e:
         raise _bad(path, f"damaged JSON ({e})") from None
     known = {f.name for f in fields(TrainConfig)}
+    if version == 1:
+        known -= set(V1_CONFIG_DEFAULTS)
     if not isinstance(config_dict, dict) or set(config_dict) != known:
         raise _bad(path, "its hyperparameters are incomplete")
     try:
@@ -209,9 +232,9 @@ def load_checkpoint(path) -> Checkpoint:
     except ValueError as e:
         raise _bad(path, f"bad vocabulary ({e})") from None
     dtype = np.dtype(config.dtype)
-    H, V = config.hidden_size, len(vocab)
+    H, V, B = config.hidden_size, len(vocab), config.batch_size
     shapes = dict(zip(PARAM_NAMES, ((H, V), (H, H), (V, H), (H,), (V,))))
-    shapes.update({"m" + k: v for k, v in shapes.items()}, hprev=(H,))
+    shapes.update({"m" + k: v for k, v in shapes.items()}, hprev=(H,) if B == 1 else (B, H))
     for name, shape in shapes.items():
         a = arrays[name]
         if a.shape != shape or a.dtype != dtype:
@@ -224,6 +247,11 @@ def load_checkpoint(path) -> Checkpoint:
     p, n = _scalar(arrays, "p", path, "iu"), _scalar(arrays, "n", path, "iu")
     if p < 0 or n < 0 or p % config.seq_length:
         raise _bad(path, f"bad data pointer p={p} or step n={n}")
+    pointers = arrays.get("pointers") if version >= 2 else None
+    if pointers is not None:
+        if pointers.shape != (B,) or pointers.dtype.kind not in "iu" or int(pointers[0]) != p:
+            raise _bad(path, f"pointers must be {B} stream positions, the first equal to p={p}")
+        pointers = pointers.astype(np.int64)
     try:
         np.random.default_rng().bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError) as e:
@@ -233,4 +261,5 @@ def load_checkpoint(path) -> Checkpoint:
         raise _bad(path, "bad corpus fingerprint")
     state = TrainState(Params(*(arrays[k] for k in PARAM_NAMES)), Params(*(arrays[k] for k in MEMORY_NAMES)),
                        arrays["hprev"], int(p), int(n), float(smooth_loss), rng_state)
-    return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), str(arrays["corpus_path"]) or None)
+    return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), str(arrays["corpus_path"]) or None,
+                      pointers)

@@ -13,10 +13,26 @@ after a step instead of at the top of the next one, so the state between steps
 
 The hot loop hands the kernels blocks of steps (``starts``/``resets``), so the
 per-step Python overhead is a few slices at most; see :meth:`Trainer._advance`.
+
+Batches (``batch_size`` B > 1, as char-rnn's CharSplitLMMinibatchLoader): the
+training split of length L is cut into B contiguous shards of ``S = L // B``
+symbols (the last ``L % B`` are not trained on); stream b walks its shard with
+the seed's rule (pointer ``p`` within the shard, reset of pointer and hidden
+state ``hprev[b]`` when ``p + seq_length + 1 >= S``) and all streams move in
+lockstep, so they share ``p`` and reset together. Each step is one
+:func:`fastrnn.batch.batch_train_steps` step over the B windows; its loss is
+summed over the B * T characters and divided by B, so ``loss / seq_length``
+stays comparable to batch 1. B = 1 is the seed's loop above, on the batch-1
+kernel, unchanged.
+
+Per block of steps only the ids the block touches are gathered into a small
+int64 buffer (:func:`_gather_windows`), so ``train_ids`` may be any integer
+array, e.g. a ``numpy.memmap`` of uint8/uint16/uint32 ids.
 """
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -57,6 +73,10 @@ class TrainConfig:
 
     ``seed=None`` draws one (recorded, so the run can be repeated). ``val_fraction``:
     the last fraction of the corpus is held out for validation (0: train on all).
+    ``batch_size``: streams trained per step (1: the seed's loop). ``threads``: how
+    many threads a batched step uses; it also fixes how the batch is cut into
+    per-thread chunks, which changes results by rounding only (a resumed run may
+    change it; every other field must match the checkpoint). Unused at batch 1.
     """
 
     hidden_size: int = 100
@@ -66,9 +86,11 @@ class TrainConfig:
     dtype: str = "float64"
     val_fraction: float = 0.05
     clip: float = 5.0
+    batch_size: int = 1
+    threads: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def validate(self) -> "TrainConfig":
-        for name in ("hidden_size", "seq_length"):
+        for name in ("hidden_size", "seq_length", "batch_size", "threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -107,6 +129,11 @@ def check_split(length: int, config: TrainConfig, unit="characters"):
                  f"left to train on" if n_val else f"the corpus has {n_train:,} {unit}")
         raise ConfigError(f"{where}; seq-length {config.seq_length} needs at least {need} "
                           f"(lower --seq-length or --val-fraction, or use a longer text)")
+    B = config.batch_size
+    if B > 1 and n_train // B < need:
+        raise ConfigError(f"batch-size {B} cuts the {n_train:,} training {unit} into shards of {n_train // B:,}; "
+                          f"seq-length {config.seq_length} needs at least {need} per shard "
+                          f"(lower --batch-size or --seq-length, or use a longer text)")
     return n_train, n_val
 
 
@@ -196,8 +223,8 @@ class TrainState:
 
     params: Params
     memory: Params
-    hprev: np.ndarray  # (H,)
-    p: int  # data pointer into the training split, a multiple of seq_length
+    hprev: np.ndarray  # (H,) at batch 1, else (B, H): stream b's hidden state in row b
+    p: int  # data pointer within each stream's shard (the whole split at batch 1), a multiple of seq_length
     n: int  # steps done
     smooth_loss: float
     rng_state: dict = field(default_factory=dict)  # numpy Generator bit_generator.state of the sampling RNG
@@ -220,21 +247,30 @@ class Trainer:
         unit = "bytes" if corpus.vocab.bytes_mode else "characters"
         n_train, n_val = check_split(len(corpus), config, unit)
         self.corpus, self.config, self.vocab = corpus, config, corpus.vocab
-        self.train_ids = np.ascontiguousarray(corpus.ids[:n_train], np.int64)
+        self.train_ids = corpus.ids[:n_train]  # any integer ids; blocks gather what they touch
         self.val_inputs = np.ascontiguousarray(corpus.ids[n_train - 1:-1] if n_val else corpus.ids[:0], np.int64)
         self.val_targets = np.ascontiguousarray(corpus.ids[n_train:], np.int64)
-        T, V, H = config.seq_length, len(self.vocab), config.hidden_size
-        self.num_starts = -(-(n_train - T - 1) // T)  # positions p = j*T with p + T + 1 < n_train
+        T, V, H, B = config.seq_length, len(self.vocab), config.hidden_size, config.batch_size
+        self.shard_length = n_train // B  # S: stream b trains on train_ids[b*S : (b+1)*S]
+        self.num_starts = -(-(self.shard_length - T - 1) // T)  # positions p = j*T with p + T + 1 < S
         dtype = np.dtype(config.dtype)
         if state is None:
             params = init_params(V, H, seed=config.seed, dtype=dtype)
             rng = _sampling_rng(config.seed)
-            state = TrainState(params, params.zeros_like(), np.zeros(H, dtype), 0, 0,
+            state = TrainState(params, params.zeros_like(), np.zeros(self._hidden_shape(H), dtype), 0, 0,
                                -math.log(1.0 / V) * T, rng.bit_generator.state)
         self._load_state(state, V, H, dtype)
-        self.workspace = rnn.Workspace(V, H, T, dtype)
+        if B == 1:
+            self.workspace = rnn.Workspace(V, H, T, dtype)
+        else:
+            from .batch import BatchWorkspace  # imported here: it selects Numba's threading layer
+            self.workspace = BatchWorkspace(V, H, T, B, dtype, threads=config.threads)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
         self._stop = False
+
+    def _hidden_shape(self, H):
+        B = self.config.batch_size
+        return (H,) if B == 1 else (B, H)
 
     def _load_state(self, state, V, H, dtype):
         T = self.config.seq_length
@@ -242,8 +278,9 @@ class Trainer:
             for field_name, a, shape in zip(Params._fields, group, ((H, V), (H, H), (V, H), (H,), (V,))):
                 if a.shape != shape or a.dtype != dtype:
                     raise ValueError(f"{name}.{field_name} has shape {a.shape} {a.dtype}, expected {shape} {dtype}")
-        if state.hprev.shape != (H,) or state.hprev.dtype != dtype:
-            raise ValueError(f"hprev has shape {state.hprev.shape} {state.hprev.dtype}, expected ({H},) {dtype}")
+        shape = self._hidden_shape(H)
+        if state.hprev.shape != shape or state.hprev.dtype != dtype:
+            raise ValueError(f"hprev has shape {state.hprev.shape} {state.hprev.dtype}, expected {shape} {dtype}")
         p, n = int(state.p), int(state.n)
         if n < 0 or p < 0 or p % T or p // T >= self.num_starts:
             raise ValueError(f"data pointer p={p} (step n={n}) is not a position of this training split")
@@ -259,6 +296,16 @@ class Trainer:
         """The current state (the arrays themselves, not copies)."""
         return TrainState(self.params, self.memory, self.hprev, self.p, self.n, self.smooth_loss,
                           self.rng.bit_generator.state)
+
+    @property
+    def pointers(self) -> np.ndarray:
+        """(B,) int64: where each stream's next window starts in ``train_ids`` (``b * S + p``)."""
+        return np.arange(self.config.batch_size, dtype=np.int64) * self.shard_length + self.p
+
+    @property
+    def chars_per_step(self) -> int:
+        """Characters trained on per step: batch_size * seq_length."""
+        return self.config.batch_size * self.config.seq_length
 
     @property
     def model(self) -> CharModel:
@@ -296,8 +343,9 @@ class Trainer:
         """Run exactly ``k`` steps in one kernel call; update p, n, hprev, smooth_loss."""
         T = self.config.seq_length
         j = (self.p // T + np.arange(k)) % self.num_starts  # the seed's pointer walk, wrapped
-        starts = j * T
-        resets = j == 0  # p == 0 only ever follows a reset (or n == 0)
+        shard_starts = np.arange(self.config.batch_size, dtype=np.int64) * self.shard_length  # (B,)
+        starts = j[:, None] * T + shard_starts  # (k, B) offsets into train_ids
+        resets = j == 0  # p == 0 only ever follows a reset (or n == 0); all streams reset together
         t0 = time.perf_counter()
         losses = _train_block(self, starts, resets)
         self.train_seconds += time.perf_counter() - t0
@@ -322,7 +370,7 @@ class Trainer:
         scratch = Trainer.__new__(Trainer)
         scratch.__dict__.update(self.__dict__)
         scratch.params, scratch.memory, scratch.hprev = self.params.copy(), self.memory.copy(), self.hprev.copy()
-        _train_block(scratch, np.zeros(1, np.int64), np.ones(1, bool))
+        _train_block(scratch, np.zeros((1, self.config.batch_size), np.int64), np.ones(1, bool))
 
     def is_finite(self) -> bool:
         """True if every parameter and Adagrad memory is finite (safe to checkpoint)."""
@@ -340,8 +388,9 @@ class Trainer:
         Draws come from the trainer's own RNG (stored in checkpoints), so a resumed
         run prints the same samples as an uninterrupted one.
         """
-        ix = int(self.train_ids[self.p])
-        out = rnn.sample(self.params, self.hprev, ix, int(length), seed=self.rng)
+        ix = int(self.train_ids[self.p])  # stream 0's next input (its shard starts at 0)
+        h = self.hprev if self.hprev.ndim == 1 else self.hprev[0]
+        out = rnn.sample(self.params, h, ix, int(length), seed=self.rng)
         return self.vocab.decode(out)
 
     @property
@@ -349,12 +398,34 @@ class Trainer:
         return self.smooth_loss / self.config.seq_length
 
 
-def _train_block(trainer, starts, resets):
-    """Losses (k,) of k steps at ``starts`` in one kernel call; the one place that calls the training kernel.
+def _gather_windows(ids, starts, T):
+    """The ids of k*B windows of T+1 ids at ``starts`` (k, B), gathered into one int64 buffer.
 
-    ``rnn.train_steps`` checks its arguments once per block (cheap next to k steps), then runs the
-    fused kernel k times with the hidden state carried in ``trainer.hprev``.
+    Returns ``(data, rebased)``: ``data`` (k * B * (T + 1),) C-contiguous int64
+    and ``rebased`` (k, B) such that ``data[rebased[s, b] + t] == ids[starts[s, b] + t]``
+    for t in 0..T. Only the windows are read, so ``ids`` may be a memory-mapped
+    array of any integer dtype; the buffer stays small (BLOCK_STEPS * B * (T + 1) ids).
+    """
+    k, B = starts.shape
+    windows = starts.reshape(-1, 1) + np.arange(T + 1)  # (k*B, T+1) positions
+    data = np.ascontiguousarray(ids[windows], np.int64).reshape(-1)
+    rebased = np.arange(k * B, dtype=np.int64).reshape(k, B) * (T + 1)
+    return data, rebased
+
+
+def _train_block(trainer, starts, resets):
+    """Losses (k,) of k steps at ``starts`` (k, B) in one kernel call; the one place that calls the training kernels.
+
+    The kernels check their arguments once per block (cheap next to k steps), then
+    run k steps with the hidden state carried in ``trainer.hprev``: ``rnn.train_steps``
+    at batch 1 (the seed-exact path), ``batch.batch_train_steps`` otherwise.
     """
     t = trainer
-    return rnn.train_steps(t.params, t.memory, t.train_ids, starts, resets, t.hprev, t.config.learning_rate,
-                           t.workspace, clip=t.config.clip)
+    T, B = t.config.seq_length, t.config.batch_size
+    data, rebased = _gather_windows(t.train_ids, starts, T)
+    if B == 1:
+        return rnn.train_steps(t.params, t.memory, data, rebased[:, 0], resets, t.hprev, t.config.learning_rate,
+                               t.workspace, clip=t.config.clip)
+    from .batch import batch_train_steps
+    return batch_train_steps(t.params, t.memory, data, rebased, resets, t.hprev, t.config.learning_rate,
+                             t.workspace, clip=t.config.clip, threads=t.config.threads)
