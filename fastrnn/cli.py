@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
@@ -26,7 +26,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 DEFAULT_STEPS = 100_000
-HYPERPARAMETERS = ("hidden_size", "seq_length", "learning_rate", "seed", "dtype", "val_fraction")
+HYPERPARAMETERS = ("hidden_size", "seq_length", "learning_rate", "seed", "dtype", "val_fraction", "batch_size")
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden-size", type=int, metavar="N", help=f"hidden units (default {DEFAULTS['hidden_size']})")
     t.add_argument("--seq-length", type=int, metavar="N", help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
     t.add_argument("--learning-rate", type=float, metavar="LR", help=f"Adagrad learning rate (default {DEFAULTS['learning_rate']})")
+    t.add_argument("--batch-size", type=int, metavar="B",
+                   help="streams trained per step, each on its own shard of the text (default 1: "
+                        "min-char-rnn's loop exactly)")
+    t.add_argument("--threads", type=int, metavar="N",
+                   help="threads of a batched step (default: all cores for a new run, the recorded "
+                        "count when resuming; another count changes results by rounding only)")
     t.add_argument("--steps", type=int, metavar="N", help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
     t.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights and of samples (default: drawn, then recorded)")
     t.add_argument("--dtype", choices=("float64", "float32"), help="float type (default float64)")
@@ -123,7 +129,7 @@ def _non_negative(args, *names):
 
 
 def _check_train_args(args):
-    _positive(args, "hidden_size", "seq_length", "steps", "sample_length")
+    _positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length")
     _non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed")
     lr = args.learning_rate
     if lr is not None and not (math.isfinite(lr) and lr > 0):
@@ -151,7 +157,7 @@ def _resume_config(args, ckpt: Checkpoint) -> TrainConfig:
         one = len(clashes) == 1
         raise UsageError(f"--resume {args.resume}: {'; '.join(clashes)} contradict{'s' if one else ''} the "
                          f"checkpoint; drop {'it' if one else 'them'} to resume")
-    return stored
+    return stored if args.threads is None else replace(stored, threads=args.threads)
 
 
 def _checkpoint_path(args, corpus_path) -> Path:
@@ -190,14 +196,15 @@ def cmd_train(args) -> int:
         if args.corpus is None and corpus_path is not None and not Path(corpus_path).exists():
             raise UsageError(f"the checkpoint's corpus {corpus_path!r} is gone; pass it as CORPUS")
     else:
-        given = {name: getattr(args, name) for name in HYPERPARAMETERS if getattr(args, name) is not None}
+        given = {name: getattr(args, name) for name in (*HYPERPARAMETERS, "threads")
+                 if getattr(args, name) is not None}
         config = TrainConfig(**given).validate()
         bytes_mode, corpus_path = args.bytes, args.corpus
     total = args.steps if args.steps is not None else DEFAULT_STEPS
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
     corpus = load_corpus(corpus_path, bytes_mode=bytes_mode)
-    trainer = ckpt.trainer(corpus) if ckpt is not None else Trainer(corpus, config)
+    trainer = ckpt.trainer(corpus, threads=config.threads) if ckpt is not None else Trainer(corpus, config)
     path = _checkpoint_path(args, corpus.path)
     report = _reporter(args, total, trainer)
     report.header(trainer, corpus, path, ckpt)
@@ -311,7 +318,7 @@ class _Quiet:
         n0, t0 = self._mark
         self._mark = (trainer.n, trainer.train_seconds)
         dt = trainer.train_seconds - t0
-        return (trainer.n - n0) * trainer.config.seq_length / dt if dt > 0 else 0.0
+        return (trainer.n - n0) * trainer.chars_per_step / dt if dt > 0 else 0.0
 
 
 def _text(text):
@@ -330,8 +337,10 @@ class _Lines(_Quiet):
                  f"(val-fraction {c.val_fraction})" if trainer.val_targets.size else "training on all of it")
         self.line(f"corpus {corpus.name}: {len(corpus):,} {unit}, {len(trainer.vocab)} distinct; {split}")
         start = f"resuming {ckpt.path} at step {trainer.n:,}" if ckpt else "new model"
+        batch = (f", batch-size {c.batch_size} (shards of {trainer.shard_length:,} {unit}), {c.threads} "
+                 f"thread{'s' if c.threads > 1 else ''}" if c.batch_size > 1 else "")
         self.line(f"{start}: hidden-size {c.hidden_size}, seq-length {c.seq_length}, learning-rate "
-                  f"{c.learning_rate}, {c.dtype}, seed {c.seed}; {self.total:,} steps; checkpoint {path}")
+                  f"{c.learning_rate}, {c.dtype}, seed {c.seed}{batch}; {self.total:,} steps; checkpoint {path}")
 
     def sample(self, text):
         self.line(f"----\n {_text(text)} \n----")
