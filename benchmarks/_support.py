@@ -19,6 +19,9 @@ import numpy as np
 
 import fastrnn
 from fastrnn import reference
+# Imported before any numba thread pool starts: fastrnn.batch selects numba's workqueue
+# threading layer, which only takes effect if no pool has been launched yet.
+from fastrnn import batch as _batch  # noqa: F401
 
 try:  # the ``bench`` extra; without it BLAS threads cannot be pinned
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -157,6 +160,34 @@ class Windows:
         k = self.position
         self.position = (k + 1) % len(self.inputs)
         return self.inputs[k], self.targets[k], k == 0
+
+
+class ShardWindows:
+    """B streams over the corpus cut into B equal shards, each walked in consecutive windows.
+
+    Stream b reads shard b = ``ids[b * L : (b + 1) * L]``, L = (len(ids) - 1) // B,
+    window j = ``ids[b * L + j * T : b * L + j * T + T]`` (targets one id later),
+    j = 0 .. n_windows - 1, then back to 0. ``next(k)`` returns the starts (k, B) of
+    the next k steps and resets (k,) bool, true where the walk wraps to the start of
+    the shards (the caller zeroes its hidden states there). ``data`` is a writable
+    C-contiguous int64 copy of the ids (fastrnn's batched kernels take it as is).
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int):
+        self.data = np.array(ids, dtype=np.int64, order="C")  # writable: no read-only kernel variant
+        self.batch_size, self.seq_length = batch_size, seq_length
+        self.shard_length = (self.data.size - 1) // batch_size
+        self.n_windows = (self.shard_length - 1) // seq_length
+        if self.n_windows < 1:
+            raise ValueError(f"corpus too short for {batch_size} shards of {seq_length + 1} ids")
+        self.shard_starts = np.arange(batch_size, dtype=np.int64) * self.shard_length
+        self.position = 0
+
+    def next(self, k: int):
+        j = (self.position + np.arange(k)) % self.n_windows
+        self.position = int((j[-1] + 1) % self.n_windows)
+        starts = self.shard_starts[None, :] + (j * self.seq_length)[:, None]
+        return np.ascontiguousarray(starts, dtype=np.int64), j == 0
 
 
 class StreamStep:

@@ -4,8 +4,9 @@
 
 RUN.json is what ``pytest benchmarks --benchmark-only --benchmark-json=...``
 wrote (default: the newest ``*.json`` in bench_results/). Writes
-``report.md`` and ``chars_per_second.png`` into the output folder (default
-bench_results/). ``--compare OLD.json`` also prints and writes ``compare.md``:
+``report.md``, ``chars_per_second.png`` (batch 1: chars/s against H) and, when
+the run has batched rows, ``batched_chars_per_second.png`` (chars/s against
+batch size, one panel per H) into the output folder (default bench_results/). ``--compare OLD.json`` also prints and writes ``compare.md``:
 chars/s of OLD (before) and RUN (after) and their ratio.
 
 Every figure comes from the JSON: chars/s = ``extra_info.chars_per_step`` /
@@ -28,13 +29,20 @@ KIND_TITLES = {
     "forward_backward": "Forward + BPTT only (no update)",
     "sample": "Sampling 1,000 characters",
     "validation": "Validation: forward-only loss over a long sequence",
+    "batch_train_step": "Batched training step (B streams; loss, batch gradient, clip, Adagrad)",
 }
 IMPLEMENTATION_ORDER = ("reference", "pytorch", "numba")
+BATCH_PLOT = "batched_chars_per_second.png"
 
 
 @dataclass(frozen=True)
 class Bar:
-    """``implementation``/``dtype`` must be >= ``factor`` x ``baseline``/``baseline_dtype`` at H."""
+    """``implementation``/``dtype`` must be >= ``factor`` x ``baseline``/``baseline_dtype`` at H.
+
+    Both at the same kind, batch size and thread count, except that
+    ``baseline_threads`` (when given) sets the baseline's thread count: the
+    2-thread vs 1-thread bars.
+    """
 
     implementation: str
     dtype: str
@@ -45,21 +53,83 @@ class Bar:
     kind: str = "train_step"
     batch_size: int = 1
     threads: int = 1
+    baseline_threads: int | None = None
+    source: str = "issue 4"
+
+    @property
+    def base_threads(self):
+        return self.threads if self.baseline_threads is None else self.baseline_threads
 
     def label(self):
+        def t(n):
+            return f"{n} thread{'s' if n > 1 else ''}"
+        if self.base_threads != self.threads:
+            return (f"{self.implementation} {self.dtype} {t(self.threads)} >= {self.factor:g}x "
+                    f"{t(self.base_threads)}, H={self.hidden_size}, B={self.batch_size}")
         return (f"{self.implementation} {self.dtype} >= {self.factor:g}x {self.baseline} "
-                f"{self.baseline_dtype}, H={self.hidden_size}, B={self.batch_size}, "
-                f"{self.threads} thread{'s' if self.threads > 1 else ''}")
+                f"{self.baseline_dtype}, H={self.hidden_size}, B={self.batch_size}, {t(self.threads)}")
 
+    def required(self):
+        return f">= {self.factor:g}x"
+
+
+@dataclass(frozen=True)
+class PeakBar:
+    """``implementation``/``dtype`` must reach ``fraction`` of the GEMM peak (same dtype and threads, same run)."""
+
+    implementation: str
+    dtype: str
+    hidden_size: int
+    fraction: float
+    kind: str = "train_step"
+    batch_size: int = 1
+    threads: int = 1
+    source: str = "issue 4"
+
+    def label(self):
+        return (f"{self.implementation} {self.dtype} >= {100 * self.fraction:g} % of the {self.dtype} GEMM peak, "
+                f"H={self.hidden_size}, B={self.batch_size}, {self.threads} thread{'s' if self.threads > 1 else ''}")
+
+    def required(self):
+        return f">= {100 * self.fraction:g} %"
+
+
+BATCH_KIND = "batch_train_step"
 
 #: Issue 4's bars: single sequence, one thread, same run.
-BARS = (
+ISSUE4_BARS = (
     Bar("numba", "float64", "reference", "float64", 100, 15),
     Bar("numba", "float64", "reference", "float64", 256, 8),
     Bar("numba", "float64", "reference", "float64", 512, 8),
     Bar("numba", "float32", "reference", "float64", 100, 30),
     Bar("numba", "float64", "pytorch", "float64", 100, 10),
 )
+
+#: Issue 5's bars, on the batched rows (``benchmarks/test_batched.py``), same run:
+#: (a) B=32, H=512, float64, 1 thread >= 75 % of the float64 GEMM peak;
+#: (b) 2 threads >= 1.8x 1 thread at B=32 and 128: every H (100, 512) and dtype;
+#: (c) faster than PyTorch (>= 1x, same dtype, B, threads) at every H in {100, 512} x
+#:     B in {1, 32, 128}, both dtypes, 1 and 2 threads;
+#: (d) >= 2x PyTorch at B=128, H=100, float32: at 1 and at 2 threads (the issue names no thread count);
+#: (e) >= 1.2x PyTorch at B=128, H=512, float32, 2 threads.
+ISSUE5_BARS = (
+    PeakBar("numba", "float64", 512, 0.75, kind=BATCH_KIND, batch_size=32, threads=1, source="issue 5"),
+    *(Bar("numba", dtype, "numba", dtype, H, 1.8, kind=BATCH_KIND, batch_size=B, threads=2,
+          baseline_threads=1, source="issue 5")
+      for H in (100, 512) for B in (32, 128) for dtype in ("float64", "float32")),
+    *(Bar("numba", dtype, "pytorch", dtype, H, 1.0, kind=BATCH_KIND, batch_size=B, threads=t, source="issue 5")
+      for H in (100, 512) for B in (1, 32, 128) for dtype in ("float64", "float32") for t in (1, 2)),
+    *(Bar("numba", "float32", "pytorch", "float32", 100, 2.0, kind=BATCH_KIND, batch_size=128, threads=t,
+          source="issue 5") for t in (1, 2)),
+    Bar("numba", "float32", "pytorch", "float32", 512, 1.2, kind=BATCH_KIND, batch_size=128, threads=2,
+        source="issue 5"),
+)
+
+BARS = ISSUE4_BARS + ISSUE5_BARS
+BAR_SOURCES = {
+    "issue 4": "issue 4: batch 1, one thread, same run",
+    "issue 5": "issue 5: batched training, 1 and 2 threads, same run",
+}
 
 
 @dataclass
@@ -200,16 +270,28 @@ def fraction_of_peak(run, row):
 
 
 def evaluate_bar(run, bar):
-    """(measured factor or None, "PASS" / "MISS" / "NOT MEASURED", why-not-measured)."""
+    """(measured factor or fraction, or None; "PASS" / "MISS" / "NOT MEASURED"; why-not-measured)."""
     row = run.find(bar.kind, bar.implementation, bar.dtype, bar.batch_size, bar.threads, bar.hidden_size)
-    base = run.find(bar.kind, bar.baseline, bar.baseline_dtype, bar.batch_size, bar.threads,
+    if isinstance(bar, PeakBar):
+        if row is None:
+            return None, "NOT MEASURED", f"no {bar.implementation} {bar.dtype} row in this run"
+        frac = fraction_of_peak(run, row)
+        if frac is None:
+            return None, "NOT MEASURED", f"no {bar.dtype} GEMM at {bar.threads} thread(s) in this run"
+        return frac, ("PASS" if frac >= bar.fraction else "MISS"), ""
+    base = run.find(bar.kind, bar.baseline, bar.baseline_dtype, bar.batch_size, bar.base_threads,
                     bar.hidden_size)
     if row is None or base is None:
-        missing = [f"{i} {d}" for r, i, d in ((row, bar.implementation, bar.dtype),
-                                             (base, bar.baseline, bar.baseline_dtype)) if r is None]
+        missing = [f"{i} {d} ({t} thread{'s' if t > 1 else ''})"
+                   for r, i, d, t in ((row, bar.implementation, bar.dtype, bar.threads),
+                                      (base, bar.baseline, bar.baseline_dtype, bar.base_threads)) if r is None]
         return None, "NOT MEASURED", f"no {' and no '.join(missing)} row in this run"
     factor = row.chars_per_second / base.chars_per_second
     return factor, ("PASS" if factor >= bar.factor else "MISS"), ""
+
+
+def _measured(bar, value):
+    return _percent(value) if isinstance(bar, PeakBar) else _times(value)
 
 
 # --- report ------------------------------------------------------------------------
@@ -287,34 +369,81 @@ def _kind_section(run, kind):
             _table(header, detail)]
 
 
+def _batch_section(run):
+    """Batched rows: chars/s by batch size per (implementation, dtype, threads, H), then the detail."""
+    rows = [r for r in run.rows if r.kind == BATCH_KIND]
+    if not rows:
+        return []
+    batch_sizes = sorted({r.batch_size for r in rows})
+    lines_key = sorted({(r.hidden_size, r.dtype != "float64", r.dtype, _impl_rank(r.implementation),
+                         r.implementation, r.threads) for r in rows})
+    by_key = {(r.implementation, r.dtype, r.threads, r.hidden_size, r.batch_size): r for r in rows}
+    summary = []
+    for H, _, dtype, _, impl, threads in lines_key:
+        summary.append([H, impl, dtype, threads] + [
+            _rate(by_key[(impl, dtype, threads, H, b)].chars_per_second) if (impl, dtype, threads, H, b) in by_key
+            else "—" for b in batch_sizes])
+    detail = []
+    ordered = sorted(rows, key=lambda r: (r.hidden_size, r.batch_size, r.dtype != "float64",
+                                          _impl_rank(r.implementation), r.threads))
+    for r in ordered:
+        one = by_key.get((r.implementation, r.dtype, 1, r.hidden_size, r.batch_size))
+        scaling = (r.chars_per_second / one.chars_per_second) if (one is not None and r.threads != 1) else None
+        detail.append([r.hidden_size, r.batch_size, r.implementation, r.dtype, r.threads,
+                       f"{r.chars_per_step:,}", f"{r.median * 1e3:.3f}", _rate(r.chars_per_second),
+                       _times(speedup(run, r, "pytorch", r.dtype)), _times(scaling),
+                       _percent(fraction_of_peak(run, r))])
+    return [f"## {KIND_TITLES[BATCH_KIND]}", "",
+            "`fastrnn.batch.batch_train_steps` (numba) and PyTorch with a batch dimension, T=25, B streams "
+            "over B equal shards of the corpus, hidden states carried; chars/s counts all B x 25 characters "
+            "of a step. \"x PyTorch\": over PyTorch at the same dtype, H, B and threads; \"2t / 1t\": over "
+            "the same implementation at 1 thread; \"% of GEMM peak\": against the GEMM of the same dtype and "
+            "thread count.", "",
+            "chars/s by batch size:", "",
+            _table(["H", "implementation", "dtype", "threads"] + [f"B={b}" for b in batch_sizes], summary), "",
+            _table(["H", "B", "implementation", "dtype", "threads", "chars/call", "median ms", "chars/s",
+                    "x PyTorch", "2t / 1t", "% of GEMM peak"], detail)]
+
+
 def _bars_section(run):
-    lines = ["## Bars (issue 4: batch 1, one thread, same run)", ""]
+    lines = []
+    for source, title in BAR_SOURCES.items():
+        lines += _bars_table(run, [b for b in BARS if b.source == source], f"## Bars ({title})")
+    return lines
+
+
+def _bars_table(run, bars, heading):
+    lines = [heading, ""]
     rows, missed, unmeasured = [], [], []
-    for bar in BARS:
-        factor, verdict, why = evaluate_bar(run, bar)
-        rows.append([bar.label(), _times(factor), f">= {bar.factor:g}x", f"**{verdict}**" + (f" ({why})" if why else "")])
+    for bar in bars:
+        value, verdict, why = evaluate_bar(run, bar)
+        rows.append([bar.label(), _measured(bar, value), bar.required(),
+                     f"**{verdict}**" + (f" ({why})" if why else "")])
         if verdict == "MISS":
-            missed.append((bar, factor))
+            missed.append((bar, value))
         elif verdict == "NOT MEASURED":
             unmeasured.append(bar)
+    passed = len(bars) - len(missed) - len(unmeasured)
     lines.append(_table(["target", "measured", "required", "result"], rows))
     lines.append("")
-    if not missed and not unmeasured:
-        lines.append("All bars pass in this run.")
+    lines.append(f"{passed} of {len(bars)} bars pass, {len(missed)} missed, {len(unmeasured)} not measured.")
     if missed:
-        lines.append(f"**Missed: {len(missed)} of {len(BARS)} bars.**")
         lines.append("")
-        for bar, factor in missed:
-            lines.append(f"- {bar.label()}: measured {factor:.1f}x. {_limit_note(run, bar)}")
+        lines.append(f"**Missed: {len(missed)} of {len(bars)} bars.**")
+        lines.append("")
+        for bar, value in missed:
+            lines.append(f"- {bar.label()}: measured {_measured(bar, value)}. {_limit_note(run, bar)}")
     if unmeasured:
         lines.append("")
         lines.append("Not measured in this run: " + "; ".join(b.label() for b in unmeasured) + ".")
-    return lines
+    return lines + [""]
 
 
 def _limit_note(run, bar):
     """What the numbers say about the missed bar: its share of the GEMM peak, Whh against L2."""
     row = run.find(bar.kind, bar.implementation, bar.dtype, bar.batch_size, bar.threads, bar.hidden_size)
+    if bar.kind == BATCH_KIND:
+        return _batch_limit_note(run, bar, row)
     base = run.find(bar.kind, bar.baseline, bar.baseline_dtype, bar.batch_size, bar.threads,
                     bar.hidden_size)
     parts = []
@@ -336,6 +465,19 @@ def _limit_note(run, bar):
             parts.append(f"Whh ({whh / 1024:.0f} KiB in {bar.dtype}) fits in one core's L2 "
                          f"({_cache(l2)}), so cache capacity does not explain the gap")
     return ("; ".join(parts) + ".") if parts else ""
+
+
+def _batch_limit_note(run, bar, row):
+    """The measured rates behind a missed batched bar, and their shares of the GEMM peak."""
+    def rate(r):
+        frac = fraction_of_peak(run, r)
+        return f"{_rate(r.chars_per_second)} chars/s" + (f" ({_percent(frac)} of GEMM peak)" if frac else "")
+    parts = [f"{bar.implementation} {bar.dtype} {bar.threads}t: {rate(row)}"]
+    if isinstance(bar, Bar):
+        base = run.find(bar.kind, bar.baseline, bar.baseline_dtype, bar.batch_size, bar.base_threads,
+                        bar.hidden_size)
+        parts.append(f"{bar.baseline} {bar.baseline_dtype} {bar.base_threads}t: {rate(base)}")
+    return "; ".join(parts) + "."
 
 
 def l2_per_core(run):
@@ -363,14 +505,16 @@ def _thread_warnings(run, data_rows):
     return ["", "**Warning: threads were not pinned in: " + "; ".join(bad) + ".**"]
 
 
-def render(run, plot_name=None):
+def render(run, plot_name=None, batch_plot_name=None):
     lines = _header(run) + [""]
     if plot_name:
         lines += [f"![chars/s against hidden size]({plot_name})", ""]
+    if batch_plot_name:
+        lines += [f"![batched training: chars/s against batch size]({batch_plot_name})", ""]
     lines += _bars_section(run) + [""]
     lines += _gemm_section(run) + [""]
     for kind in list(KIND_TITLES) + sorted({r.kind for r in run.rows} - set(KIND_TITLES)):
-        section = _kind_section(run, kind)
+        section = _batch_section(run) if kind == BATCH_KIND else _kind_section(run, kind)
         if section:
             lines += section + [""]
     return "\n".join(lines)
@@ -414,10 +558,64 @@ def plot(run, path, kind="train_step"):
         title += " (QUICK RUN)"
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_batched(run, path):
+    """Batched training: chars/s against batch size, one panel per H, one line per
+    implementation/dtype/threads, log-log. Returns False (and writes nothing) without batched rows."""
+    rows = [r for r in run.rows if r.kind == BATCH_KIND]
+    if not rows:
+        return False
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("the plot needs matplotlib (pip install -e '.[bench]'), or pass --no-plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted({r.hidden_size for r in rows})
+    batch_sizes = sorted({r.batch_size for r in rows})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 5), squeeze=False)
+    colors = {("numba", "float64"): "C0", ("numba", "float32"): "C1",
+              ("pytorch", "float64"): "C2", ("pytorch", "float32"): "C3"}
+    for ax, H in zip(axes[0], sizes):
+        here = [r for r in rows if r.hidden_size == H]
+        series = sorted({(_impl_rank(r.implementation), r.implementation, r.dtype != "float64", r.dtype, r.threads)
+                         for r in here})
+        for _, impl, _, dtype, threads in series:
+            points = sorted((r.batch_size, r.chars_per_second) for r in here
+                            if (r.implementation, r.dtype, r.threads) == (impl, dtype, threads))
+            ax.plot([p[0] for p in points], [p[1] for p in points],
+                    "-" if threads == 1 else "--", marker="o" if impl == "numba" else "s",
+                    color=colors.get((impl, dtype)), label=f"{impl} {dtype} {threads} thread{'s' if threads > 1 else ''}")
+        for dtype in ("float64", "float32"):
+            peak = run.peak(dtype, 1)
+            if peak is not None and here:
+                ax.axhline(peak / here[0].flops_per_char, color="grey", alpha=0.6, linewidth=1,
+                           linestyle="-." if dtype == "float64" else (0, (1, 3)),
+                           label=f"GEMM-peak ceiling {dtype} (1 thread)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(batch_sizes)
+        ax.set_xticklabels([str(b) for b in batch_sizes])
+        ax.set_xlabel("batch size B (streams per step)")
+        ax.set_ylabel("characters per second (log)")
+        ax.set_title(f"H={H}", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    title = f"Batched training step, fastrnn vs PyTorch: chars/s against batch size, T=25, V={rows[0].vocab_size}"
+    if run.meta["quick"]:
+        title += " (QUICK RUN)"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def compare(old, new):
@@ -459,14 +657,18 @@ def main(argv=None):
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_name = None if args.no_plot else "chars_per_second.png"
+    batch_plot_name = None
     if plot_name:
         plot(run, out_dir / plot_name)
+        if plot_batched(run, out_dir / BATCH_PLOT):
+            batch_plot_name = BATCH_PLOT
     report_path = out_dir / "report.md"
-    report_path.write_text(render(run, plot_name) + "\n")
-    print(f"wrote {report_path}" + (f" and {out_dir / plot_name}" if plot_name else ""))
+    report_path.write_text(render(run, plot_name, batch_plot_name) + "\n")
+    written = [str(out_dir / p) for p in (plot_name, batch_plot_name) if p]
+    print(f"wrote {report_path}" + (f" and {', '.join(written)}" if written else ""))
     for bar in BARS:
-        factor, verdict, why = evaluate_bar(run, bar)
-        print(f"  {verdict:<12} {bar.label()}: {_times(factor)}" + (f" ({why})" if why else ""))
+        value, verdict, why = evaluate_bar(run, bar)
+        print(f"  {verdict:<12} {bar.label()}: {_measured(bar, value)}" + (f" ({why})" if why else ""))
     if args.compare:
         text = compare(load(args.compare), run)
         (out_dir / "compare.md").write_text(text)

@@ -1,23 +1,35 @@
 """Group ``gemm``: the machine's own matrix-multiply peak, measured in the same run.
 
-numpy's matmul of two 2048 x 2048 matrices (float64 and float32) on one BLAS
-thread: 2 * 2048^3 flops per call. The report divides every implementation's
-flops per second by the GEMM figure of the same dtype ("fraction of peak").
+numpy's matmul of two 2048 x 2048 matrices (float64 and float32) on one and on
+two BLAS threads: 2 * 2048^3 flops per call. The report divides every
+implementation's flops per second by the GEMM figure of the same dtype and
+thread count ("fraction of peak").
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ._support import QUICK, blas_threads, plan
+import numba
+
+from ._support import QUICK, blas_threads, pinned_threads, plan
 
 MATRIX_SIZE = 2048
 ROUNDS = 5
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-def test_gemm(benchmark, threads, dtype):
+@pytest.mark.parametrize("blas", [1, 2], ids=["1t", "2t"])
+def test_gemm(benchmark, threads, blas, dtype):
+    """``threads`` (the suite's fixture) pins everything to one thread; 2t re-pins to two inside it."""
+    if blas > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"{blas} threads asked, numba allows {numba.config.NUMBA_NUM_THREADS} on this machine")
     benchmark.group = "gemm"
+    with pinned_threads(blas):
+        _gemm(benchmark, blas, dtype)
+
+
+def _gemm(benchmark, threads, dtype):
     n = MATRIX_SIZE
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
