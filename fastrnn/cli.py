@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastrnn", description="Train min-char-rnn's character RNN fast on a CPU.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,prepare}", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model on a text file (default: the embedded tiny shakespeare)",
                        description="Train a vanilla tanh RNN with min-char-rnn's loop (truncated BPTT, "
@@ -94,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("file", nargs="?", metavar="FILE", help="text to score (default: the held-out split)")
     e.add_argument("--per-char", action="store_true", help="print each character's probability")
     e.set_defaults(run=cmd_eval)
+
+    pr = sub.add_parser("prepare", help="encode a large text once to a memory-mapped id file (cached beside it)",
+                        description="Encode CORPUS once, streaming in chunks, to a compact id file (uint8, "
+                                    "uint16 or uint32) plus its vocabulary, in CORPUS.fastrnn-ids/ or --cache-dir. "
+                                    "The ids are reused while the corpus is unchanged.")
+    pr.add_argument("corpus", metavar="CORPUS", help="UTF-8 text file (or any file with --bytes)")
+    pr.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
+    pr.add_argument("--cache-dir", metavar="DIR", help="folder for the ids (default: beside the corpus)")
+    pr.set_defaults(run=cmd_prepare)
     return parser
 
 
@@ -474,4 +483,36 @@ def cmd_eval(args) -> int:
     unit = "bytes" if ckpt.vocab.bytes_mode else "characters"
     print(f"{name}: {score.count:,} {unit}, {score.nats_per_char:.4f} nats/char, "
           f"{score.bits_per_char:.4f} bits/char")
+    return 0
+
+
+# --- prepare ---------------------------------------------------------------------
+
+def cmd_prepare(args) -> int:
+    from .prepared import prepare_corpus
+
+    size = os.path.getsize(args.corpus) if os.path.isfile(args.corpus) else 0
+    bar = None
+    if sys.stderr.isatty() and size:
+        from tqdm import tqdm
+        bar = tqdm(total=2 * size, unit="B", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+
+    def progress(phase, done):
+        bar.update((done if phase == "scan" else size + done) - bar.n)
+
+    try:
+        prepared = prepare_corpus(args.corpus, bytes_mode=args.bytes, cache_dir=args.cache_dir,
+                                  progress=progress if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    unit = "bytes" if args.bytes else "characters"
+    summary = (f"{len(prepared):,} {unit}, {len(prepared.vocab)} distinct, ids {prepared.dtype} "
+               f"({prepared.ids_path.stat().st_size:,} bytes)")
+    if prepared.reused:
+        print(f"{args.corpus}: up to date, reusing {prepared.ids_path}: {summary}")
+    else:
+        mb_s = prepared.fingerprint.length / 1e6 / max(prepared.seconds, 1e-9)
+        print(f"{args.corpus}: wrote {prepared.ids_path} and {prepared.meta_path.name}: {summary}; "
+              f"{prepared.fingerprint.length / 1e6:,.1f} MB in {prepared.seconds:.2f} s, {mb_s:,.0f} MB/s")
     return 0

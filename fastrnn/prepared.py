@@ -1,0 +1,475 @@
+"""Prepared corpora: a text encoded once, streaming, to a compact id file read through ``numpy.memmap``.
+
+numpy only (plus :mod:`.vocab` and :mod:`.corpus`). ``prepare_corpus`` reads a
+corpus in chunks and never holds the whole file: pass 1 validates the UTF-8
+(an incremental decoder, so characters split across chunks decode correctly)
+and finds the vocabulary; pass 2 encodes chunk by chunk into an id file while
+a second thread computes the sha256 fingerprint. The ids are the smallest
+unsigned type that holds the vocabulary: uint8 when V <= 256, else uint16,
+else uint32. They equal ``load_corpus(path).ids`` (same :class:`Vocab`: the
+sorted code points, or byte values in bytes mode) and the fingerprint equals
+``load_corpus(path).fingerprint``.
+
+Cache layout: ``CORPUS.fastrnn-ids/`` beside the corpus (or, with
+``cache_dir``, ``CACHE_DIR/NAME-<hash of the corpus's absolute path>.fastrnn-ids/``)
+holds per mode (``chars`` or ``bytes``) a metadata file ``MODE.json`` and the
+id file ``MODE-<sha256 prefix>.ids`` it names (raw ids, native byte order, no
+header). The JSON is written last with ``os.replace``: it is the commit, so a
+reader sees the old ids or the new ones, never half of a file.
+
+Reuse rule (:func:`cache_status`): the cache is reused without reading the
+corpus when its size and ``st_mtime_ns`` equal the recorded ones and that mtime
+was at least 2 s older than the moment it was recorded (a file written in the
+same clock tick as the check could change again without changing its mtime).
+When the size matches but the mtime does not, or the mtime is that recent, or
+``verify=True``, the corpus is hashed: the same sha256 reuses the ids (and
+records the new mtime), another rebuilds them. A different size, a missing,
+damaged or older-format cache always rebuilds.
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import mmap
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import EMBEDDED_NAME, CorpusError, Fingerprint, held_out_count
+from .vocab import ID_DTYPE, MAX_CODE_POINT, Vocab
+
+FORMAT = "fastrnn-ids"
+FORMAT_VERSION = 1
+CACHE_SUFFIX = ".fastrnn-ids"
+DEFAULT_CHUNK_BYTES = 64 << 20
+_PIECE_CHARS = 1 << 22  # characters per utf-32 conversion: bounds that copy to 16 MB
+_RACY_NS = 2_000_000_000  # an mtime this close to the moment it was recorded proves nothing
+_HASH_BLOCK = 16 << 20
+
+
+def id_dtype_for(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds ids 0 .. vocab_size - 1."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    raise ValueError(f"vocabulary of {vocab_size} symbols is larger than unicode")
+
+
+def _mode(bytes_mode) -> str:
+    return "bytes" if bytes_mode else "chars"
+
+
+def cache_folder(path, cache_dir=None) -> Path:
+    """Where the prepared ids of corpus ``path`` live (see the module docstring)."""
+    path = Path(os.path.abspath(path))
+    if cache_dir is None:
+        return path.with_name(path.name + CACHE_SUFFIX)
+    key = hashlib.sha256(os.fsencode(path)).hexdigest()[:12]
+    return Path(cache_dir) / f"{path.name}-{key}{CACHE_SUFFIX}"
+
+
+@dataclass
+class PreparedCorpus:
+    """Encoded text read through a memory map: what :class:`~fastrnn.corpus.Corpus` offers, without the RAM.
+
+    ``ids`` (N,) read-only ``numpy.memmap`` of ``dtype`` (uint8/uint16/uint32),
+    ``vocab``, ``fingerprint`` (same as ``load_corpus`` gives), ``path`` (the
+    corpus's absolute path). ``reused`` says whether :func:`prepare_corpus`
+    found the ids already built, ``seconds`` how long it took.
+    """
+
+    ids: np.memmap
+    vocab: Vocab
+    fingerprint: Fingerprint
+    path: str | None
+    ids_path: Path
+    meta_path: Path
+    reused: bool = False
+    seconds: float = 0.0
+    _mmap: object = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path if self.path is not None else f"embedded {EMBEDDED_NAME}"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.ids.dtype
+
+    def __len__(self):
+        return int(self.ids.size)
+
+    def split(self, val_fraction: float):
+        """``(train_ids, val_inputs, val_targets)`` as :meth:`Corpus.split`, but memmap slices (no copies)."""
+        k = held_out_count(len(self), val_fraction)
+        n_train = len(self) - k
+        return self.ids[:n_train], self.ids[n_train - 1:-1] if k else self.ids[:0], self.ids[n_train:]
+
+    def window(self, start: int, stop: int) -> np.ndarray:
+        """Ids ``start:stop`` copied out as a C-contiguous int64 array (the kernels' id dtype)."""
+        return np.array(self.ids[start:stop], dtype=ID_DTYPE)
+
+    def release_pages(self):
+        """Drop this process's mapped pages (they stay in the page cache), so RSS stops growing with reads.
+
+        The ids stay valid: a later read faults its pages back in. No-op where madvise is missing.
+        """
+        if self._mmap is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+
+
+# --- reading the corpus -----------------------------------------------------------
+
+def _check_file(path: Path, what="corpus") -> os.stat_result:
+    if not path.exists():
+        raise CorpusError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise CorpusError(f"{what} {str(path)!r} is a directory, not a file")
+    st = path.stat()
+    if st.st_size == 0:
+        raise CorpusError(f"{what} {str(path)!r} is empty")
+    return st
+
+
+def _chunks(path: Path, chunk_bytes: int):
+    """``(offset, bytes)`` of the file, chunk by chunk."""
+    try:
+        with open(path, "rb") as f:
+            offset = 0
+            while chunk := f.read(chunk_bytes):
+                yield offset, chunk
+                offset += len(chunk)
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus {str(path)!r}: {e.strerror or e}") from None
+
+
+def _line_of(path: Path, offset: int) -> int:
+    lines = 1
+    with open(path, "rb") as f:
+        while offset > 0 and (block := f.read(min(offset, _HASH_BLOCK))):
+            lines += block.count(b"\n")
+            offset -= len(block)
+    return lines
+
+
+def _utf8_error(path: Path, name: str, e: UnicodeDecodeError, base: int) -> CorpusError:
+    offset = base + e.start
+    bad = e.object[e.start]
+    return CorpusError(f"{name} is not UTF-8 text: byte {bad:#04x} at byte offset {offset:,} "
+                       f"(line {_line_of(path, offset)}) is {e.reason}; use --bytes to train on raw bytes")
+
+
+def _pieces(chunks, path: Path, bytes_mode: bool, name: str):
+    """The chunks as ``(offset, piece)``: bytes whose values are the code points (raw bytes, or ASCII
+    text) or a str of decoded text, with strict UTF-8 decoding across chunk boundaries."""
+    decoder = None if bytes_mode else codecs.getincrementaldecoder("utf-8")("strict")
+    for offset, chunk in chunks:
+        if decoder is None:
+            yield offset, chunk
+            continue
+        pending = decoder.getstate()[0]
+        if not pending and chunk.isascii():
+            yield offset, chunk
+            continue
+        try:
+            text = decoder.decode(chunk)
+        except UnicodeDecodeError as e:
+            raise _utf8_error(path, name, e, offset - len(pending)) from None
+        del chunk
+        for start in range(0, len(text), _PIECE_CHARS):
+            yield offset, text[start:start + _PIECE_CHARS]
+    if decoder is not None:
+        pending = decoder.getstate()[0]
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            raise _utf8_error(path, name, e, path.stat().st_size - len(pending)) from None
+
+
+def _code_points(piece) -> np.ndarray:
+    """uint8 code points of a bytes piece or an ASCII str, else uint32 code points of a str."""
+    if isinstance(piece, bytes):
+        return np.frombuffer(piece, np.uint8)
+    if piece.isascii():
+        return np.frombuffer(piece.encode("ascii"), np.uint8)
+    return np.frombuffer(piece.encode("utf-32-le"), np.uint32)
+
+
+class _Presence:
+    """Which code points occur. Byte-valued pieces go through ``bytes.translate(None, known)``,
+    which deletes the known values at GB/s and leaves only the new ones to look at."""
+
+    def __init__(self):
+        self.present = np.zeros(MAX_CODE_POINT + 1, bool)
+        self.known = b""
+
+    def add(self, piece):
+        if isinstance(piece, str) and piece.isascii():
+            piece = piece.encode("ascii")
+        if isinstance(piece, bytes):
+            if not self.known:  # seed from a prefix, so that little is left to look at below
+                self.present[np.frombuffer(piece[:1 << 16], np.uint8)] = True
+                self.known = np.flatnonzero(self.present[:256]).astype(np.uint8).tobytes()
+            rest = piece.translate(None, self.known)
+            if not rest:
+                return
+            piece = rest
+        self.present[_code_points(piece)] = True
+        self.known = np.flatnonzero(self.present[:256]).astype(np.uint8).tobytes()
+
+
+def _scan(path: Path, chunk_bytes: int, bytes_mode: bool, name: str, progress):
+    """Pass 1: (vocabulary, number of symbols); raises on bad UTF-8."""
+    presence = _Presence()
+    count = 0
+    for offset, piece in _pieces(_chunks(path, chunk_bytes), path, bytes_mode, name):
+        presence.add(piece)
+        count += len(piece)
+        if progress is not None and isinstance(piece, bytes):
+            progress("scan", offset + len(piece))
+    codes = np.flatnonzero(presence.present)
+    return Vocab(codes, bytes_mode), count
+
+
+class _Hasher:
+    """sha256 and length of the bytes fed to it, computed in a thread (hashlib releases the GIL)."""
+
+    def __init__(self):
+        self.sha, self.length, self._thread = hashlib.sha256(), 0, None
+
+    def feed(self, data: bytes):
+        self.wait()
+        self.length += len(data)
+        self._thread = threading.Thread(target=self.sha.update, args=(data,), daemon=True)
+        self._thread.start()
+
+    def wait(self):
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def fingerprint(self) -> Fingerprint:
+        self.wait()
+        return Fingerprint(self.length, self.sha.hexdigest())
+
+
+def _hashed(chunks, hasher):
+    for offset, chunk in chunks:
+        hasher.feed(chunk)
+        yield offset, chunk
+
+
+def _encode(path: Path, out, vocab: Vocab, dtype: np.dtype, chunk_bytes: int, bytes_mode: bool, name: str,
+            progress) -> tuple[Fingerprint, int]:
+    """Pass 2: write the ids of the corpus to the open file ``out``; (fingerprint, number of ids)."""
+    table = np.zeros(int(vocab.codes[-1]) + 1, dtype)  # code point -> id
+    table[vocab.codes] = np.arange(len(vocab), dtype=dtype)
+    byte_table = np.zeros(256, np.uint8)
+    small = vocab.codes[vocab.codes < 256]
+    byte_table[small] = table[small] if dtype == np.uint8 else 0
+    byte_table = byte_table.tobytes()  # for bytes.translate: byte value -> uint8 id
+    hasher, written = _Hasher(), 0
+    for offset, piece in _pieces(_hashed(_chunks(path, chunk_bytes), hasher), path, bytes_mode, name):
+        if isinstance(piece, bytes) and dtype == np.uint8:
+            ids = piece.translate(byte_table)
+        else:
+            cps = _code_points(piece)
+            if cps.size and int(cps.max()) >= table.size:
+                raise CorpusError(f"{name} changed while it was being prepared; run prepare again")
+            ids = np.take(table, cps)
+        out.write(ids)
+        written += len(ids) if isinstance(ids, bytes) else ids.size
+        if progress is not None and isinstance(piece, bytes):
+            progress("encode", offset + len(piece))
+    return hasher.fingerprint(), written
+
+
+# --- the cache: metadata, freshness, atomic writes -----------------------------------
+
+def _meta_path(folder: Path, bytes_mode: bool) -> Path:
+    return folder / f"{_mode(bytes_mode)}.json"
+
+
+def _read_meta(meta_path: Path, bytes_mode: bool | None = None) -> dict:
+    """The validated metadata of a prepared corpus; :class:`CorpusError` if missing or damaged."""
+    def bad(why):
+        return CorpusError(f"prepared corpus {str(meta_path)!r} is {why}; run fastrnn prepare on the corpus again")
+
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CorpusError(f"no prepared corpus at {str(meta_path)!r}: run fastrnn prepare first") from None
+    except (OSError, ValueError) as e:
+        raise bad(f"unreadable ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise bad("not a fastrnn id file description")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise bad(f"format version {meta.get('format_version')!r}, this fastrnn reads {FORMAT_VERSION}")
+    try:
+        mode = meta["mode"]
+        if mode not in ("chars", "bytes") or (bytes_mode is not None and mode != _mode(bytes_mode)):
+            raise ValueError(f"mode {mode!r}")
+        vocab = Vocab(np.asarray(meta["vocab"], dtype=np.int64), mode == "bytes")
+        dtype = np.dtype(meta["dtype"])
+        if dtype != id_dtype_for(len(vocab)):
+            raise ValueError(f"dtype {dtype} for {len(vocab)} symbols")
+        length, c = int(meta["length"]), meta["corpus"]
+        fingerprint = Fingerprint(int(c["length"]), str(c["sha256"]))
+        ids_name = str(meta["ids_file"])
+        if length < 1 or "/" in ids_name or os.sep in ids_name:
+            raise ValueError("length or file name")
+    except (KeyError, TypeError, ValueError) as e:
+        raise bad(f"damaged ({e})") from None
+    ids_path = meta_path.parent / ids_name
+    try:
+        size = ids_path.stat().st_size
+    except OSError:
+        raise bad(f"incomplete: its id file {ids_name!r} is missing") from None
+    if size != length * dtype.itemsize:
+        raise bad(f"damaged: {ids_name!r} holds {size:,} bytes, not {length:,} {dtype} ids")
+    return dict(meta, _vocab=vocab, _dtype=dtype, _fingerprint=fingerprint, _ids_path=ids_path)
+
+
+def _open(meta_path: Path, meta: dict, reused=False, seconds=0.0) -> PreparedCorpus:
+    ids = np.memmap(meta["_ids_path"], dtype=meta["_dtype"], mode="r", shape=(int(meta["length"]),))
+    return PreparedCorpus(ids, meta["_vocab"], meta["_fingerprint"], meta["corpus"].get("path"),
+                          meta["_ids_path"], meta_path, reused, seconds, getattr(ids, "_mmap", None))
+
+
+def _write_atomic(path: Path, data: bytes):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_meta(meta_path: Path, meta: dict):
+    public = {k: v for k, v in meta.items() if not k.startswith("_")}
+    _write_atomic(meta_path, (json.dumps(public, indent=1) + "\n").encode("utf-8"))
+
+
+def file_sha256(path) -> Fingerprint:
+    """The :class:`Fingerprint` of a file, read in blocks (the same as ``Fingerprint.of(read_bytes(path))``)."""
+    sha, length = hashlib.sha256(), 0
+    for _, block in _chunks(Path(path), _HASH_BLOCK):
+        sha.update(block)
+        length += len(block)
+    return Fingerprint(length, sha.hexdigest())
+
+
+def cache_status(path, bytes_mode=False, cache_dir=None, verify=False) -> str:
+    """``"fresh"`` (reuse, no hashing needed), ``"hashed"`` (reuse after hashing, mtime refreshed),
+    or ``"stale"`` (rebuild: missing, damaged or a different text). See the module docstring."""
+    path = Path(path)
+    st = _check_file(path)
+    meta_path = _meta_path(cache_folder(path, cache_dir), bytes_mode)
+    try:
+        meta = _read_meta(meta_path, bytes_mode)
+    except CorpusError:
+        return "stale"
+    recorded = meta["corpus"]
+    if st.st_size != meta["_fingerprint"].length:
+        return "stale"
+    mtime, checked = recorded.get("mtime_ns"), recorded.get("checked_ns")
+    if (not verify and st.st_mtime_ns == mtime and isinstance(checked, int)
+            and checked - st.st_mtime_ns >= _RACY_NS):
+        return "fresh"
+    if file_sha256(path) != meta["_fingerprint"]:
+        return "stale"
+    recorded.update(mtime_ns=st.st_mtime_ns, checked_ns=time.time_ns(), path=os.path.abspath(path))
+    try:
+        _write_meta(meta_path, meta)
+    except OSError:
+        pass  # a read-only cache: the next check hashes again
+    return "hashed"
+
+
+def _check_folder(folder: Path, cache_dir):
+    where = f"--cache-dir {str(cache_dir)!r}" if cache_dir is not None else f"folder {str(folder.parent)!r}"
+    try:
+        folder.mkdir(parents=cache_dir is not None, exist_ok=True)
+    except FileExistsError:
+        raise CorpusError(f"cannot cache ids in {str(folder)!r}: it exists and is not a folder") from None
+    except OSError as e:
+        hint = "" if cache_dir is not None else "; pass --cache-dir DIR to put them elsewhere"
+        raise CorpusError(f"cannot cache ids in {where}: {e.strerror or e}{hint}") from None
+    if not os.access(folder, os.W_OK):
+        hint = "" if cache_dir is not None else "; pass --cache-dir DIR to put them elsewhere"
+        raise CorpusError(f"cannot cache ids in {str(folder)!r}: not writable{hint}")
+
+
+def prepare_corpus(path, bytes_mode=False, cache_dir=None, chunk_bytes=DEFAULT_CHUNK_BYTES, progress=None,
+                   verify=False) -> PreparedCorpus:
+    """Encode the corpus file ``path`` to a cached id file (or reuse it) and open it as a memmap.
+
+    ``progress(phase, bytes_done)``, if given, is called after each chunk of each pass
+    (``phase``: ``"scan"`` then ``"encode"``). ``verify=True`` hashes the corpus even when
+    size and mtime say the cache is fresh. Every problem is a :class:`CorpusError`.
+    """
+    start = time.perf_counter()
+    path = Path(path)
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+    folder = cache_folder(path, cache_dir)
+    meta_path = _meta_path(folder, bytes_mode)
+    if cache_status(path, bytes_mode, cache_dir, verify) != "stale":
+        return _open(meta_path, _read_meta(meta_path, bytes_mode), True, time.perf_counter() - start)
+    _check_folder(folder, cache_dir)
+    try:
+        previous = _read_meta(meta_path, bytes_mode)["_ids_path"]
+    except CorpusError:
+        previous = None
+    name = f"corpus {str(path)!r}"
+    before = path.stat()
+    vocab, count = _scan(path, chunk_bytes, bytes_mode, name, progress)
+    dtype = id_dtype_for(len(vocab))
+    tmp = folder / f".{_mode(bytes_mode)}.{os.getpid()}.ids.tmp"
+    try:
+        try:
+            with open(tmp, "wb") as out:
+                fingerprint, written = _encode(path, out, vocab, dtype, chunk_bytes, bytes_mode, name, progress)
+        except OSError as e:
+            raise CorpusError(f"cannot write ids to {str(tmp.parent)!r}: {e.strerror or e}") from None
+        after = path.stat()
+        if (written != count or fingerprint.length != before.st_size
+                or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)):
+            raise CorpusError(f"{name} changed while it was being prepared; run prepare again")
+        ids_path = folder / f"{_mode(bytes_mode)}-{fingerprint.sha256[:16]}.ids"
+        os.replace(tmp, ids_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "mode": _mode(bytes_mode),
+        "ids_file": ids_path.name, "dtype": dtype.name, "length": written, "byte_order": "little"
+        if np.little_endian else "big", "vocab": vocab.codes.tolist(),
+        "corpus": {"path": os.path.abspath(path), "length": fingerprint.length, "sha256": fingerprint.sha256,
+                   "mtime_ns": before.st_mtime_ns, "checked_ns": time.time_ns()},
+    }
+    _write_meta(meta_path, meta)  # the commit: readers now see the new ids
+    if previous is not None and previous != ids_path:
+        previous.unlink(missing_ok=True)
+    return _open(meta_path, _read_meta(meta_path, bytes_mode), False, time.perf_counter() - start)
+
+
+def load_prepared(path, bytes_mode=False, cache_dir=None) -> PreparedCorpus:
+    """Open prepared ids: ``path`` is a cache folder (``*.fastrnn-ids``), a ``MODE.json`` in one, or the
+    corpus file itself, whose cache must then be up to date (else :class:`CorpusError`: run prepare)."""
+    path = Path(path)
+    if path.is_dir():
+        meta_path = _meta_path(path, bytes_mode)
+    elif path.suffix == ".json" and path.parent.name.endswith(CACHE_SUFFIX):
+        meta_path = path
+        bytes_mode = None
+    else:
+        if cache_status(path, bytes_mode, cache_dir) == "stale":
+            raise CorpusError(f"the prepared ids of {str(path)!r} are missing or out of date: run "
+                              f"fastrnn prepare {'--bytes ' if bytes_mode else ''}{path}")
+        meta_path = _meta_path(cache_folder(path, cache_dir), bytes_mode)
+    return _open(meta_path, _read_meta(meta_path, bytes_mode))
