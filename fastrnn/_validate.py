@@ -69,14 +69,14 @@ def check_ids(ids, vocab_size, name="ids") -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name} is empty: a sequence needs at least one id")
     if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "b" or not np.issubdtype(arr.dtype, np.number):
-            raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}")
         raise ValueError(f"{name} must hold integer ids, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=ID_DTYPE)
+    # One reduction: seen as uint64, a negative id is larger than any vocabulary size.
+    if int(arr.view(np.uint64).max()) < vocab_size:
+        return arr
     lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= vocab_size:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"{name} holds id {bad}, outside the vocabulary [0, {vocab_size})")
-    return np.ascontiguousarray(arr, dtype=ID_DTYPE)
+    bad = lo if lo < 0 else hi
+    raise ValueError(f"{name} holds id {bad}, outside the vocabulary [0, {vocab_size})")
 
 
 def check_sequence_pair(inputs, targets, vocab_size):
