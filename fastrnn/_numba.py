@@ -23,3 +23,8 @@ def exact(fn):
 def fast(fn):
     """Compile ``fn`` allowing reassociation and FMA contraction."""
     return numba.njit(fastmath=set(FASTMATH), **_COMMON)(fn)
+
+
+def parallel(fn):
+    """Compile ``fn`` with ``parallel=True`` (its ``prange`` loops run on Numba's threads), exact arithmetic."""
+    return numba.njit(parallel=True, **_COMMON)(fn)

@@ -34,23 +34,11 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import prange
 
-from ._numba import exact, fast
+from ._numba import exact, fast, parallel
 from .kernels import add_into, rnn_backward_impl, rnn_forward, softmax_inplace, tanh_add_inplace
-
-_PARALLEL = dict(cache=True, nogil=True, error_model="numpy", parallel=True)
-
-
-def parallel(fn):
-    """Compile ``fn`` with ``parallel=True`` (its ``prange`` loops run on Numba's threads), exact arithmetic.
-
-    Kept here until it moves to :mod:`fastrnn._numba` beside ``exact`` and ``fast``.
-    """
-    return numba.njit(**_PARALLEL)(fn)
-
 
 REDUCE_BLOCK = 16384  # elements per work item of the parallel gradient reduction
 PARALLEL_REDUCE_MIN_BLOCKS = 8  # fewer work items than this: reduce on one thread
