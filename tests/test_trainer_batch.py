@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from fastrnn import init_params
+from fastrnn import init_params, rnn
 from fastrnn.batch import BatchWorkspace, batch_train_step
 from fastrnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
@@ -99,6 +99,27 @@ def test_batch_size_1_is_the_seeds_loop_whatever_the_threads():
     assert_bit_identical(a.params, b.params)
     np.testing.assert_array_equal(a.hprev, b.hprev)
     assert (a.p, a.smooth_loss) == (b.p, b.smooth_loss)
+
+
+def test_batch_size_1_is_train_step_bit_for_bit():
+    # The per-block gather of ids must not move batch 1: same as the kernel's single step on the full split.
+    corpus = Corpus.from_text(TEXT)
+    config = TrainConfig(hidden_size=8, seq_length=7, seed=3, val_fraction=0.1)
+    trainer = Trainer(corpus, config)
+    trainer.train(80)  # 33 starts: wraps twice
+    data = np.asarray(trainer.train_ids, np.int64)
+    params = init_params(len(corpus.vocab), 8, seed=3)
+    memory = params.zeros_like()
+    ws = rnn.Workspace(len(corpus.vocab), 8, 7)
+    p, h = 0, np.zeros(8)
+    for n in range(80):
+        if p + 8 >= data.size or n == 0:
+            p, h = 0, np.zeros(8)
+        _, h = rnn.train_step(params, memory, data[p:p + 7], data[p + 1:p + 8], h, 0.1, workspace=ws)
+        p += 7
+    assert_bit_identical(trainer.params, params)
+    assert_bit_identical(trainer.memory, memory)
+    assert trainer.p == p and np.array_equal(trainer.hprev, h)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
