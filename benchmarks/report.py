@@ -369,6 +369,23 @@ def _kind_section(run, kind):
             _table(header, detail)]
 
 
+def _contention_warning(run):
+    """A warning line when 2-thread batched rows ran below half their 1-thread rate ([] otherwise)."""
+    rows = {(r.implementation, r.dtype, r.threads, r.hidden_size, r.batch_size): r
+            for r in run.rows if r.kind == BATCH_KIND}
+    slow = []
+    for (impl, dtype, threads, H, B), r in rows.items():
+        one = rows.get((impl, dtype, 1, H, B))
+        if threads == 2 and one is not None and r.chars_per_second < 0.5 * one.chars_per_second:
+            slow.append(f"{impl} {dtype} H={H} B={B}")
+    if not slow:
+        return []
+    return [f"**Warning: at 2 threads, {len(slow)} batched row(s) ran at less than half their 1-thread "
+            f"rate ({'; '.join(sorted(slow))}). That is usually the signature of a busy machine (another "
+            "process on one of the cores; PyTorch's OpenMP threads spin-wait and collapse under "
+            "contention): rerun on an idle machine before reading the 2-thread rows and bars.**"]
+
+
 def _batch_section(run):
     """Batched rows: chars/s by batch size per (implementation, dtype, threads, H), then the detail."""
     rows = [r for r in run.rows if r.kind == BATCH_KIND]
@@ -393,7 +410,9 @@ def _batch_section(run):
                        f"{r.chars_per_step:,}", f"{r.median * 1e3:.3f}", _rate(r.chars_per_second),
                        _times(speedup(run, r, "pytorch", r.dtype)), _times(scaling),
                        _percent(fraction_of_peak(run, r))])
-    return [f"## {KIND_TITLES[BATCH_KIND]}", "",
+    warning = _contention_warning(run)
+    warning = warning + [""] if warning else []
+    return [f"## {KIND_TITLES[BATCH_KIND]}", ""] + warning + [
             "`fastrnn.batch.batch_train_steps` (numba) and PyTorch with a batch dimension, T=25, B streams "
             "over B equal shards of the corpus, hidden states carried; chars/s counts all B x 25 characters "
             "of a step. \"x PyTorch\": over PyTorch at the same dtype, H, B and threads; \"2t / 1t\": over "
@@ -409,6 +428,9 @@ def _bars_section(run):
     lines = []
     for source, title in BAR_SOURCES.items():
         lines += _bars_table(run, [b for b in BARS if b.source == source], f"## Bars ({title})")
+        if source == "issue 5":
+            warning = _contention_warning(run)
+            lines += warning + ([""] if warning else [])
     return lines
 
 
