@@ -82,8 +82,9 @@ def describe(benchmark, *, kind, implementation, dtype, hidden_size, vocab_size,
     """Store the fields the report reads in ``benchmark.extra_info``.
 
     kind: what is measured ("train_step", "forward_backward", "sample",
-    "validation", "gemm"); chars_per_step: characters processed by one timed
-    call, so chars/s = chars_per_step / median seconds.
+    "validation", "gemm", "batch_train_step"); chars_per_step: characters
+    processed by one timed call (B * T * steps for the batched rows), so
+    chars/s = chars_per_step / median seconds.
     """
     flops = forward_flops_per_char if forward_only else train_flops_per_char
     benchmark.extra_info.update(

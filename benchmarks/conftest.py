@@ -97,7 +97,10 @@ def corpus():
 
 @pytest.fixture
 def threads(benchmark):
-    """Every benchmark runs with numba and BLAS held to one thread, restored afterwards.
+    """Numba and BLAS held to one thread, restored afterwards (the batch-1 groups and GEMM).
+
+    The batched group (test_batched.py) and the 2-thread GEMM pin their own thread
+    counts with ``_support.pinned_threads(n)``.
 
     A timed run refuses to measure without threadpoolctl (BLAS would use its
     default thread count); the untimed smoke run goes on without it.
