@@ -1,0 +1,141 @@
+"""Opt-in: ``fastrnn prepare`` on a generated ~2 GB corpus: peak RSS and MB/s (issue 5, corpora larger than memory).
+
+Runs only with ``FASTRNN_BENCH_LARGE=1`` (it writes ~2 GB plus the ids to a
+temporary folder, deleted afterwards, and takes a minute or more); otherwise,
+including in ``--benchmark-only`` runs, the module is skipped. The corpus is
+tiny shakespeare tiled to ``FASTRNN_BENCH_LARGE_BYTES`` (default 2,000,000,000)
+bytes, flushed to disk before timing (so its write-back does not throttle the
+ids being written). Each measurement runs in a fresh subprocess, whose own peak RSS comes
+from ``os.wait4`` (``ru_maxrss``); MB/s is corpus bytes over the time
+``prepare_corpus`` took (both passes, file already in the page cache since it
+was just written), not counting interpreter start-up. A third subprocess reads
+every id back through the memmap in windows, releasing pages as it goes, to
+show that reading the ids needs bounded memory too.
+
+Targets: peak RSS < 600 MB, >= 100 MB/s for UTF-8 text, >= 500 MB/s with
+``--bytes``. Also runnable as a script: ``python -m benchmarks.test_large_corpus``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ENABLED = os.environ.get("FASTRNN_BENCH_LARGE", "").strip().lower() not in ("", "0", "false", "no")
+SIZE = int(os.environ.get("FASTRNN_BENCH_LARGE_BYTES", 2_000_000_000))
+RSS_LIMIT_MB = 600
+TARGET_MB_S = {"utf-8": 100, "bytes": 500}
+
+if __name__ != "__main__" and not ENABLED:
+    pytest.skip("the large-corpus benchmark writes ~2 GB and takes minutes: set FASTRNN_BENCH_LARGE=1 to run it",
+                allow_module_level=True)
+
+_PREPARE = """
+import json, sys
+from fastrnn.prepared import prepare_corpus
+p = prepare_corpus(sys.argv[1], bytes_mode=sys.argv[2] == "bytes", cache_dir=sys.argv[3])
+print(json.dumps({"seconds": p.seconds, "length": len(p), "vocab_size": len(p.vocab), "dtype": p.dtype.name,
+                  "corpus_bytes": p.fingerprint.length, "reused": p.reused}))
+"""
+
+_READ_BACK = """
+import json, sys, time
+import numpy as np
+from fastrnn.prepared import load_prepared
+p = load_prepared(sys.argv[1], cache_dir=sys.argv[3], bytes_mode=sys.argv[2] == "bytes")
+window, total, start = 1 << 24, 0, time.perf_counter()
+for i in range(0, len(p), window):
+    total += int(p.window(i, i + window).sum())
+    p.release_pages()
+print(json.dumps({"seconds": time.perf_counter() - start, "checksum": total}))
+"""
+
+
+def make_corpus(path: Path, size: int = SIZE) -> Path:
+    """Tiny shakespeare tiled to exactly ``size`` bytes (pure ASCII, so any cut is valid UTF-8)."""
+    from fastrnn.corpus import embedded_corpus_path
+    unit = embedded_corpus_path().read_bytes()
+    block = unit * max(1, (32 << 20) // len(unit))
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            f.write(block[:left])
+            left -= min(left, len(block))
+        f.flush()
+        os.fsync(f.fileno())  # so that its write-back does not throttle the ids written next
+    return path
+
+
+def run_child(code: str, *args) -> dict:
+    """Run ``code`` in a fresh interpreter; its JSON output plus its own peak RSS in MB."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"child failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+    result = json.loads(out)
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: kilobytes
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime  # both threads, interpreter start-up included
+    return result
+
+
+def measure(folder: Path) -> list[dict]:
+    corpus = make_corpus(folder / "large.txt")
+    cache = folder / "cache"
+    rows = []
+    for mode in ("utf-8", "bytes"):
+        flag = "bytes" if mode == "bytes" else "chars"
+        os.sync()
+        prep = run_child(_PREPARE, corpus, flag, cache)
+        back = run_child(_READ_BACK, corpus, flag, cache)
+        shutil.rmtree(cache)
+        rows.append({"mode": mode, **prep, "mb_per_s": prep["corpus_bytes"] / 1e6 / prep["seconds"],
+                     "read_back_seconds": back["seconds"], "read_back_peak_rss_mb": back["peak_rss_mb"]})
+    return rows
+
+
+def report(rows) -> str:
+    lines = [f"{'mode':6s} {'bytes':>14s} {'V':>4s} {'ids':>6s} {'MB/s':>7s} {'target':>7s} "
+             f"{'CPU s':>6s} {'peak RSS MB':>12s} {'read-back RSS MB':>17s}"]
+    for r in rows:
+        lines.append(f"{r['mode']:6s} {r['corpus_bytes']:>14,} {r['vocab_size']:>4} {r['dtype']:>6s} "
+                     f"{r['mb_per_s']:>7.0f} {TARGET_MB_S[r['mode']]:>7} {r['cpu_seconds']:>6.1f} {r['peak_rss_mb']:>12.0f} "
+                     f"{r['read_back_peak_rss_mb']:>17.0f}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines.append(f"({os.cpu_count()} CPUs, load average {load}: other work on the machine slows MB/s)")
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    with tempfile.TemporaryDirectory(prefix="fastrnn-large-") as folder:
+        rows = measure(Path(folder))
+    print("\n" + report(rows))
+    return rows
+
+
+@pytest.mark.parametrize("mode", ["utf-8", "bytes"])
+def test_prepare_peak_rss_is_bounded(rows, mode, record_property):
+    row = next(r for r in rows if r["mode"] == mode)
+    record_property(f"prepare_{mode}", json.dumps(row))
+    assert row["peak_rss_mb"] < RSS_LIMIT_MB
+    assert row["read_back_peak_rss_mb"] < RSS_LIMIT_MB
+
+
+@pytest.mark.parametrize("mode", ["utf-8", "bytes"])
+def test_prepare_throughput(rows, mode):
+    row = next(r for r in rows if r["mode"] == mode)
+    assert row["mb_per_s"] >= TARGET_MB_S[mode], report(rows)
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory(prefix="fastrnn-large-") as tmp:
+        print(report(measure(Path(tmp))))
