@@ -117,9 +117,10 @@ def report(rows) -> str:
     lines = [f"{'mode':6s} {'bytes':>14s} {'V':>4s} {'ids':>6s} {'MB/s':>7s} {'runs':>11s} {'target':>7s} "
              f"{'CPU s':>6s} {'peak RSS MB':>12s} {'read-back RSS MB':>17s}"]
     for r in rows:
+        runs = "/".join(f"{x:.0f}" for x in r["mb_per_s_runs"])
         lines.append(f"{r['mode']:6s} {r['corpus_bytes']:>14,} {r['vocab_size']:>4} {r['dtype']:>6s} "
-                     f"{r['mb_per_s']:>7.0f} {'/'.join(f'{x:.0f}' for x in r['mb_per_s_runs']):>11s} {TARGET_MB_S[r['mode']]:>7} {r['cpu_seconds']:>6.1f} {r['peak_rss_mb']:>12.0f} "
-                     f"{r['read_back_peak_rss_mb']:>17.0f}")
+                     f"{r['mb_per_s']:>7.0f} {runs:>11s} {TARGET_MB_S[r['mode']]:>7} {r['cpu_seconds']:>6.1f} "
+                     f"{r['peak_rss_mb']:>12.0f} {r['read_back_peak_rss_mb']:>17.0f}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines.append(f"({os.cpu_count()} CPUs, load average {load}: other work on the machine slows MB/s)")
     return "\n".join(lines)
