@@ -9,8 +9,10 @@ exits 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import shutil
 import signal
 import sys
 from dataclasses import fields, replace
@@ -193,6 +195,50 @@ def _checkpoint_path(args, corpus_path) -> Path:
     return path
 
 
+# --- the corpus ------------------------------------------------------------------
+
+def _cache_writable(folder: Path) -> bool:
+    if folder.exists():
+        return folder.is_dir() and os.access(folder, os.W_OK)
+    return os.access(folder.parent, os.W_OK)
+
+
+@contextlib.contextmanager
+def _opened_corpus(path, bytes_mode):
+    """The corpus to train on or evaluate, for the ``with`` block that checks the command's input.
+
+    A file is prepared (:func:`~fastrnn.prepared.prepare_corpus`: encoded once to
+    ``CORPUS.fastrnn-ids/`` beside it, reused while unchanged) and read through a
+    memory map; ``None`` is the embedded corpus, loaded in memory. Where the ids
+    cannot be cached (a read-only folder) the file is loaded in memory as before.
+    Bad input writes nothing: a cache folder this call created is removed again if
+    preparing fails or the ``with`` block raises.
+    """
+    if path is None:
+        yield load_corpus(None, bytes_mode=bytes_mode)
+        return
+    from .prepared import cache_folder, prepare_corpus
+
+    folder = cache_folder(path)
+    created = not folder.exists()
+    try:
+        try:
+            corpus = prepare_corpus(path, bytes_mode=bytes_mode)
+            corpus.path = os.path.abspath(path)  # where it is now, even if it moved with its cache
+        except CorpusError:
+            if created:
+                shutil.rmtree(folder, ignore_errors=True)
+                created = False
+            if _cache_writable(folder):
+                raise
+            corpus = load_corpus(path, bytes_mode=bytes_mode)  # its errors are those of the file itself
+        yield corpus
+    except BaseException:
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 # --- train -------------------------------------------------------------------
 
 def cmd_train(args) -> int:
@@ -212,9 +258,9 @@ def cmd_train(args) -> int:
     total = args.steps if args.steps is not None else DEFAULT_STEPS
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
-    corpus = load_corpus(corpus_path, bytes_mode=bytes_mode)
-    trainer = ckpt.trainer(corpus, threads=config.threads) if ckpt is not None else Trainer(corpus, config)
-    path = _checkpoint_path(args, corpus.path)
+    with _opened_corpus(corpus_path, bytes_mode) as corpus:
+        trainer = ckpt.trainer(corpus, threads=config.threads) if ckpt is not None else Trainer(corpus, config)
+        path = _checkpoint_path(args, corpus.path)
     report = _reporter(args, total, trainer)
     report.header(trainer, corpus, path, ckpt)
     if trainer.n >= total:
@@ -452,16 +498,17 @@ def _held_out(ckpt: Checkpoint):
     path = ckpt.corpus_path
     if path is not None and not Path(path).exists():
         raise UsageError(f"the training corpus {path!r} is gone, so its held-out split cannot be rebuilt; pass FILE")
-    corpus = load_corpus(path, bytes_mode=ckpt.vocab.bytes_mode)
-    trainer = ckpt.trainer(corpus)
-    return f"held-out split of {corpus.name}", trainer.val_inputs, trainer.val_targets
+    with _opened_corpus(path, ckpt.vocab.bytes_mode) as corpus:
+        trainer = ckpt.trainer(corpus)
+    return f"held-out split of {corpus.name}", trainer
 
 
 def cmd_eval(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.model
     if args.file is None:
-        name, inputs, targets = _held_out(ckpt)
+        name, trainer = _held_out(ckpt)
+        score, targets = trainer.validation_loss(per_char=args.per_char), trainer.val_targets
     else:
         data = read_bytes(args.file, "file")
         text = data if ckpt.vocab.bytes_mode else decode_utf8(data, f"file {args.file!r}",
@@ -472,8 +519,8 @@ def cmd_eval(args) -> int:
             raise UsageError(f"{args.file} has {e}") from None
         if ids.size < 2:
             raise UsageError(f"{args.file} is too short to score: it needs at least 2 characters")
-        name, inputs, targets = args.file, ids[:-1], ids[1:]
-    score = model.score_ids(inputs, targets, per_char=args.per_char)
+        name, targets = args.file, ids[1:]
+        score = model.score_ids(ids[:-1], targets, per_char=args.per_char)
     _utf8_stdout()
     if args.per_char:
         print("position\tcharacter\tprobability\tbits")

@@ -27,7 +27,11 @@ kernel, unchanged.
 
 Per block of steps only the ids the block touches are gathered into a small
 int64 buffer (:func:`_gather_windows`), so ``train_ids`` may be any integer
-array, e.g. a ``numpy.memmap`` of uint8/uint16/uint32 ids.
+array, e.g. a ``numpy.memmap`` of uint8/uint16/uint32 ids. Validation reads the
+held-out split the same way, ``SCORE_WINDOW`` ids at a time (:func:`score_windows`),
+and a corpus with ``release_pages`` (a :class:`~fastrnn.prepared.PreparedCorpus`)
+has its mapped pages dropped after each block and each validation window, so
+memory stays bounded however large the corpus.
 """
 from __future__ import annotations
 
@@ -46,6 +50,43 @@ from .vocab import Vocab
 
 LN2 = math.log(2.0)
 BLOCK_STEPS = 256  # steps per kernel call: amortises the call, keeps Ctrl-C latency ~ tens of ms
+SCORE_WINDOW = 1 << 20  # ids per forward-only kernel call when scoring: an 8 MB int64 copy at most
+
+
+def score_windows(params, inputs, targets, per_char=False, window=SCORE_WINDOW, after_window=None):
+    """``(nats, count, log_probs or None)`` of ``targets`` given ``inputs``, from a zero hidden state.
+
+    ``inputs``/``targets`` may be any integer arrays (e.g. memmap slices): they are
+    read, and copied to int64 by :mod:`.rnn`, ``window`` ids at a time, with the
+    hidden state carried across windows. The result is that of one pass over the
+    whole sequence but for summation order: each window's loss is accumulated in
+    float64 by the kernel, and the windows' losses are summed here in float64
+    (with a single window the result is identical).
+    ``after_window()``, if given, runs after each window (e.g. to release pages).
+    """
+    inputs = inputs if hasattr(inputs, "dtype") else np.asarray(inputs)
+    targets = targets if hasattr(targets, "dtype") else np.asarray(targets)
+    h = np.zeros(params.hidden_size, params.dtype)
+    count = int(targets.size)
+    if inputs.shape != targets.shape or inputs.ndim != 1 or count <= window:  # one call; rnn reports bad shapes
+        pairs = [(inputs, targets)]
+    else:
+        pairs = ((inputs[s:s + window], targets[s:s + window]) for s in range(0, count, window))
+    out = np.empty(count, np.float64) if per_char else None
+    nats, done = 0.0, 0
+    for x, y in pairs:
+        if per_char:  # rnn copies each window to int64 and checks its ids
+            lp, h = rnn.log_probs(params, x, y, h)
+            out[done:done + lp.size] = lp
+        else:
+            loss, h = rnn.sequence_loss(params, x, y, h)
+            nats += loss
+        done += y.size
+        if after_window is not None:
+            after_window()
+    if per_char:
+        nats = float(-out.sum())
+    return nats, count, out
 
 
 class ConfigError(ValueError):
@@ -179,12 +220,12 @@ class CharModel:
         return self.score_ids(ids[:-1], ids[1:], per_char)
 
     def score_ids(self, inputs, targets, per_char=False) -> Score:
-        """Loss of ``targets`` given ``inputs`` (the symbol before each target), from a zero hidden state."""
-        if per_char:
-            lp, _ = rnn.log_probs(self.params, inputs, targets, self._zeros())
-            return Score(float(-lp.sum()), int(lp.size), lp)
-        nats, _ = rnn.sequence_loss(self.params, inputs, targets, self._zeros())
-        return Score(nats, int(np.asarray(targets).size))
+        """Loss of ``targets`` given ``inputs`` (the symbol before each target), from a zero hidden state.
+
+        Any integer arrays (e.g. memmap slices), read ``SCORE_WINDOW`` ids at a time (:func:`score_windows`).
+        """
+        nats, count, lp = score_windows(self.params, inputs, targets, per_char)
+        return Score(nats, count, lp)
 
     def sample(self, length, prime=None, temperature=1.0, seed=None, argmax=False):
         """Sample ``length`` symbols; returns the new text only (str, or bytes in bytes mode).
@@ -247,9 +288,12 @@ class Trainer:
         unit = "bytes" if corpus.vocab.bytes_mode else "characters"
         n_train, n_val = check_split(len(corpus), config, unit)
         self.corpus, self.config, self.vocab = corpus, config, corpus.vocab
-        self.train_ids = corpus.ids[:n_train]  # any integer ids; blocks gather what they touch
-        self.val_inputs = np.ascontiguousarray(corpus.ids[n_train - 1:-1] if n_val else corpus.ids[:0], np.int64)
-        self.val_targets = np.ascontiguousarray(corpus.ids[n_train:], np.int64)
+        # Views of the corpus's ids (any integer dtype, e.g. memmap slices): blocks gather what they touch,
+        # validation reads the held-out split window by window.
+        self.train_ids = corpus.ids[:n_train]
+        self.val_inputs = corpus.ids[n_train - 1:-1] if n_val else corpus.ids[:0]
+        self.val_targets = corpus.ids[n_train:]
+        self._release_pages = getattr(corpus, "release_pages", None)  # a PreparedCorpus: bound the RSS
         T, V, H, B = config.seq_length, len(self.vocab), config.hidden_size, config.batch_size
         self.shard_length = n_train // B  # S: stream b trains on train_ids[b*S : (b+1)*S]
         self.num_starts = -(-(self.shard_length - T - 1) // T)  # positions p = j*T with p + T + 1 < S
@@ -349,6 +393,8 @@ class Trainer:
         t0 = time.perf_counter()
         losses = _train_block(self, starts, resets)
         self.train_seconds += time.perf_counter() - t0
+        if self._release_pages is not None:
+            self._release_pages()
         smooth = self.smooth_loss
         for loss in losses.tolist():
             smooth = smooth * 0.999 + loss * 0.001
@@ -376,11 +422,17 @@ class Trainer:
         """True if every parameter and Adagrad memory is finite (safe to checkpoint)."""
         return all(np.isfinite(a).all() for a in (*self.params, *self.memory, self.hprev))
 
-    def validation_loss(self) -> Score | None:
-        """Loss over the whole held-out split from a zero hidden state; None without a split."""
+    def validation_loss(self, per_char=False) -> Score | None:
+        """Loss over the whole held-out split from a zero hidden state; None without a split.
+
+        Read ``SCORE_WINDOW`` ids at a time (:func:`score_windows`), releasing the
+        corpus's mapped pages after each window when it can.
+        """
         if self.val_targets.size == 0:
             return None
-        return self.model.score_ids(self.val_inputs, self.val_targets)
+        nats, count, lp = score_windows(self.params, self.val_inputs, self.val_targets, per_char,
+                                        after_window=self._release_pages)
+        return Score(nats, count, lp)
 
     def sample(self, length) -> str:
         """The seed's in-training sample: from the current hidden state, seeded by the next input.
