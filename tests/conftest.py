@@ -177,3 +177,16 @@ def warm_kernels():
 def impl(request):
     """The fast path or the reference twin: same names, same meanings."""
     return fastrnn if request.param == "fast" else ref
+
+
+def rewrite_npz(src, dst, **changes):
+    """Copy the .npz ``src`` to ``dst`` with arrays replaced (``name=value``) or removed (``name=None``)."""
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for key, value in changes.items():
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = value
+    np.savez(dst, **arrays)
+    return dst

@@ -13,6 +13,7 @@ from fastrnn.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint,
 from fastrnn.corpus import Corpus
 from fastrnn.params import PARAM_NAMES
 from fastrnn.trainer import TrainConfig, Trainer
+from conftest import rewrite_npz
 
 TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 4
 CONFIG = TrainConfig(hidden_size=10, seq_length=7, seed=11, val_fraction=0.1)
@@ -128,18 +129,6 @@ def good(tmp_path):
     return save_checkpoint(tmp_path / "good.npz", trainer)
 
 
-def _rewrite(src, dst, **changes):
-    with np.load(src, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    for key, value in changes.items():
-        if value is None:
-            del arrays[key]
-        else:
-            arrays[key] = value
-    np.savez(dst, **arrays)
-    return dst
-
-
 def test_load_missing_and_directory(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.npz")
@@ -180,7 +169,7 @@ def test_load_not_a_checkpoint(tmp_path):
 
 
 def test_load_other_format_version(good, tmp_path):
-    bad = _rewrite(good, tmp_path / "v2.npz", format_version=np.int64(FORMAT_VERSION + 1))
+    bad = rewrite_npz(good, tmp_path / "v2.npz", format_version=np.int64(FORMAT_VERSION + 1))
     with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}; this fastrnn .* reads versions 1, 2"):
         load_checkpoint(bad)
 
@@ -198,6 +187,6 @@ def test_load_other_format_version(good, tmp_path):
     (dict(corpus_sha256=np.str_("abc")), "corpus fingerprint"),
 ])
 def test_load_inconsistent_contents(good, tmp_path, changes, message):
-    bad = _rewrite(good, tmp_path / "bad.npz", **changes)
+    bad = rewrite_npz(good, tmp_path / "bad.npz", **changes)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(bad)

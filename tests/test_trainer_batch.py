@@ -16,6 +16,7 @@ from fastrnn.batch import BatchWorkspace, batch_train_step
 from fastrnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
 from fastrnn.trainer import ConfigError, TrainConfig, Trainer
+from conftest import rewrite_npz
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 3
 CONFIG = TrainConfig(hidden_size=8, seq_length=7, seed=3, val_fraction=0.1, batch_size=3, threads=2)
@@ -227,18 +228,6 @@ def test_resume_with_other_threads_continues_to_rounding(tmp_path):
         np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12)
 
 
-def _rewrite(src, dst, **changes):
-    with np.load(src, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    for key, value in changes.items():
-        if value is None:
-            del arrays[key]
-        else:
-            arrays[key] = value
-    np.savez(dst, **arrays)
-    return dst
-
-
 def test_version_1_checkpoints_still_load_and_resume_exactly(tmp_path):
     corpus = Corpus.from_text(TEXT)
     config = TrainConfig(hidden_size=8, seq_length=7, seed=3, val_fraction=0.1)
@@ -248,7 +237,7 @@ def test_version_1_checkpoints_still_load_and_resume_exactly(tmp_path):
     first.train(15)
     new = save_checkpoint(tmp_path / "v2.npz", first)
     old_config = {k: v for k, v in config.to_dict().items() if k not in ("batch_size", "threads")}
-    old = _rewrite(new, tmp_path / "v1.npz", pointers=None, format_version=np.int64(1),
+    old = rewrite_npz(new, tmp_path / "v1.npz", pointers=None, format_version=np.int64(1),
                    config=np.str_(json.dumps(old_config)))
     ckpt = load_checkpoint(old)
     assert ckpt.config.batch_size == 1 and ckpt.pointers is None
@@ -269,7 +258,7 @@ def test_bad_batched_checkpoints_are_refused(tmp_path, changes, message):
     trainer.train(4)
     good = save_checkpoint(tmp_path / "c.npz", trainer)
     with pytest.raises(CheckpointError, match=message):
-        load_checkpoint(_rewrite(good, tmp_path / "bad.npz", **changes))
+        load_checkpoint(rewrite_npz(good, tmp_path / "bad.npz", **changes))
 
 
 def test_pointers_that_do_not_fit_the_shards_are_refused(tmp_path):
@@ -277,6 +266,6 @@ def test_pointers_that_do_not_fit_the_shards_are_refused(tmp_path):
     trainer = Trainer(corpus, CONFIG)
     trainer.train(4)
     good = save_checkpoint(tmp_path / "c.npz", trainer)
-    bad = _rewrite(good, tmp_path / "bad.npz", pointers=np.array([28, 100, 182], np.int64))
+    bad = rewrite_npz(good, tmp_path / "bad.npz", pointers=np.array([28, 100, 182], np.int64))
     with pytest.raises(CheckpointError, match="stream pointers .* are not those of shards of 77"):
         load_checkpoint(bad).trainer(corpus)
