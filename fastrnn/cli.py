@@ -2,9 +2,11 @@
 
 Bad input (a missing or broken file, an impossible option, a checkpoint that
 does not fit) prints one line on stderr and exits with status 2 before anything
-is written. Ctrl-C during training saves a checkpoint and exits 130; a loss that
-becomes NaN or infinite stops training, keeps the last good checkpoint and
-exits 1.
+is written. Ctrl-C (SIGINT) or SIGTERM during training saves a checkpoint and
+exits 130 or 143 (128 + the signal); a second one before that stops at once
+without saving (the last checkpoint file stays intact). A loss that becomes NaN
+or infinite stops training, keeps the last good checkpoint and exits 1.
+Elsewhere SIGTERM acts like Ctrl-C: the same cleanup, then exit 143.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -25,7 +28,8 @@ from .vocab import UnknownSymbolsError
 
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 DEFAULT_STEPS = 100_000
 HYPERPARAMETERS = ("hidden_size", "seq_length", "learning_rate", "seed", "dtype", "val_fraction", "batch_size")
@@ -34,6 +38,18 @@ DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 class UsageError(Exception):
     """Bad command-line input: reported as one line on stderr, exit status 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so the same cleanup runs (exit 143)."""
+
+
+def _interruption(signum) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _exit_status(signum) -> int:
+    return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on a text file (default: the embedded tiny shakespeare)",
                        description="Train a vanilla tanh RNN with min-char-rnn's loop (truncated BPTT, "
-                                   "clip to [-5, 5], Adagrad). Ctrl-C saves a checkpoint.")
+                                   "clip to [-5, 5], Adagrad). Ctrl-C or SIGTERM saves a checkpoint.")
     t.add_argument("corpus", nargs="?", metavar="CORPUS",
                    help=f"UTF-8 text file (default: the embedded {EMBEDDED_NAME}; "
                         "when resuming: the checkpoint's corpus)")
@@ -77,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
     t.add_argument("--overwrite", action="store_true", help="let a new run replace an existing checkpoint file")
     t.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
+    t.add_argument("--cache-dir", metavar="DIR",
+                   help="folder for the corpus's prepared ids, as in fastrnn prepare (default: beside the corpus)")
     t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     t.set_defaults(run=cmd_train)
 
@@ -95,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", metavar="CHECKPOINT")
     e.add_argument("file", nargs="?", metavar="FILE", help="text to score (default: the held-out split)")
     e.add_argument("--per-char", action="store_true", help="print each character's probability")
+    e.add_argument("--cache-dir", metavar="DIR",
+                   help="folder for the training corpus's prepared ids when scoring its held-out split, "
+                        "as in fastrnn prepare (default: beside the corpus)")
     e.set_defaults(run=cmd_eval)
 
     pr = sub.add_parser("prepare", help="encode a large text once to a memory-mapped id file (cached beside it)",
@@ -110,17 +131,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    with _sigterm_as_interrupt():
+        try:
+            return args.run(args)
+        except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError) as e:
+            print(f"fastrnn {args.command}: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, Terminated)
+            print(f"fastrnn {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        except BrokenPipeError:  # e.g. `fastrnn sample ... | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) while the command runs; restored after.
+
+    Only in the main thread, the one place Python delivers signals, and not where SIGTERM is ignored."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN):
+        yield
+        return
+
+    def on_sigterm(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return args.run(args)
-    except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError) as e:
-        print(f"fastrnn {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"fastrnn {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # e.g. `fastrnn sample ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- argument checks ---------------------------------------------------------
@@ -203,39 +246,56 @@ def _cache_writable(folder: Path) -> bool:
     return os.access(folder.parent, os.W_OK)
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder.parent != folder:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
 @contextlib.contextmanager
-def _opened_corpus(path, bytes_mode):
+def _opened_corpus(path, bytes_mode, cache_dir=None):
     """The corpus to train on or evaluate, for the ``with`` block that checks the command's input.
 
     A file is prepared (:func:`~fastrnn.prepared.prepare_corpus`: encoded once to
-    ``CORPUS.fastrnn-ids/`` beside it, reused while unchanged) and read through a
-    memory map; ``None`` is the embedded corpus, loaded in memory. Where the ids
-    cannot be cached (a read-only folder) the file is loaded in memory as before.
-    Bad input writes nothing: a cache folder this call created is removed again if
-    preparing fails or the ``with`` block raises.
+    ``CORPUS.fastrnn-ids/`` beside it, or under ``cache_dir`` (``--cache-dir``),
+    reused while unchanged) and read through a memory map; ``None`` is the
+    embedded corpus, loaded in memory. Where the ids cannot be cached beside the
+    corpus (a read-only folder) the file is loaded in memory as before; a
+    ``cache_dir`` that cannot hold them is an error, since it was asked for.
+    Bad input writes nothing: the cache folders this call created are removed
+    again if preparing fails or the ``with`` block raises.
     """
     if path is None:
         yield load_corpus(None, bytes_mode=bytes_mode)
         return
     from .prepared import cache_folder, prepare_corpus
 
-    folder = cache_folder(path)
-    created = not folder.exists()
+    folder = cache_folder(path, cache_dir)
+    created = _missing_folders(folder)  # with cache_dir, possibly cache_dir and its parents too
+
+    def remove_created():
+        if created:
+            shutil.rmtree(created[0], ignore_errors=True)
+            for parent in created[1:]:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only while empty
+            created.clear()
+
     try:
         try:
-            corpus = prepare_corpus(path, bytes_mode=bytes_mode)
+            corpus = prepare_corpus(path, bytes_mode=bytes_mode, cache_dir=cache_dir)
             corpus.path = os.path.abspath(path)  # where it is now, even if it moved with its cache
         except CorpusError:
-            if created:
-                shutil.rmtree(folder, ignore_errors=True)
-                created = False
-            if _cache_writable(folder):
+            remove_created()
+            if cache_dir is not None or _cache_writable(folder):
                 raise
             corpus = load_corpus(path, bytes_mode=bytes_mode)  # its errors are those of the file itself
         yield corpus
     except BaseException:
-        if created:
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_created()
         raise
 
 
@@ -258,7 +318,7 @@ def cmd_train(args) -> int:
     total = args.steps if args.steps is not None else DEFAULT_STEPS
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
-    with _opened_corpus(corpus_path, bytes_mode) as corpus:
+    with _opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
         trainer = ckpt.trainer(corpus, threads=config.threads) if ckpt is not None else Trainer(corpus, config)
         path = _checkpoint_path(args, corpus.path)
     report = _reporter(args, total, trainer)
@@ -275,68 +335,120 @@ def _next_at(s, every, offset=0):
     return s + (offset - s - 1) % every + 1
 
 
+class _StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM while training, as a context manager that installs and restores handlers.
+
+    The first signal asks the trainer to stop at the end of its block of steps;
+    the loop then saves and exits 128 + that signal (130 or 143). Another signal
+    while that stop is still pending (a long block, validation or sample) stops at
+    once without saving: it raises KeyboardInterrupt (or :class:`Terminated`) and
+    the checkpoint file keeps its last complete version. Signals while a
+    checkpoint is being written, or after the stop was honoured (the final save),
+    are ignored, so they never cut a save short. A signal the process was told to
+    ignore (``SIG_IGN``, e.g. under ``nohup``-like launchers) stays ignored.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.signum = None  # the first signal received
+        self.saving = False
+        self._previous = {}
+
+    def __call__(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            self.trainer.request_stop()
+        elif self.trainer.stop_requested and not self.saving:
+            raise _interruption(signum)
+
+    @contextlib.contextmanager
+    def save(self):
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
+
+    def __enter__(self):
+        for signum in self.SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                self._previous[signum] = signal.signal(signum, self)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
 def _train_loop(trainer: Trainer, args, total, path, report) -> int:
     saved = [None]  # step of the last checkpoint this run wrote
+    stop = _StopSignals(trainer)
 
     def save():
-        save_checkpoint(path, trainer)
+        with stop.save():
+            save_checkpoint(path, trainer)
         saved[0] = trainer.n
 
-    def on_sigint(signum, frame):
-        if trainer.stop_requested:  # a second Ctrl-C: stop now (the checkpoint file stays intact)
-            raise KeyboardInterrupt
-        trainer.request_stop()
+    def kept():
+        return (f"the last good checkpoint is {str(path)!r} (step {saved[0]:,})" if saved[0] is not None else
+                f"no checkpoint was saved by this run" + (f"; {str(path)!r} is unchanged" if path.exists() else ""))
 
     trainer.warm_up()  # so the first chars/s figure is not a compile or cache load
-    previous = signal.signal(signal.SIGINT, on_sigint)
     val_done_at = None
     try:
-        while trainer.n < total:
-            s = trainer.n
-            if args.sample_every and s % args.sample_every == 0:
-                report.sample(trainer.sample(args.sample_length))
-            stops = [total]
-            for every, offset in ((args.sample_every, 0), (args.log_every, 1), (args.eval_every, 0),
-                                  (args.checkpoint_every, 0), (report.every, 0)):
-                if every:
-                    stops.append(_next_at(s, every, offset))
-            if not trainer.train(min(stops) - s):
-                return _interrupted(trainer, path, report, save)
-            s = trainer.n
-            if args.eval_every and s % args.eval_every == 0:
+        with stop:
+            while trainer.n < total:
+                s = trainer.n
+                if args.sample_every and s % args.sample_every == 0:
+                    report.sample(trainer.sample(args.sample_length))
+                stops = [total]
+                for every, offset in ((args.sample_every, 0), (args.log_every, 1), (args.eval_every, 0),
+                                      (args.checkpoint_every, 0), (report.every, 0)):
+                    if every:
+                        stops.append(_next_at(s, every, offset))
+                if not trainer.train(min(stops) - s):
+                    return _interrupted(trainer, path, report, save, stop.signum)
+                s = trainer.n
+                if args.eval_every and s % args.eval_every == 0:
+                    report.validation(trainer, trainer.validation_loss())
+                    val_done_at = s
+                if args.log_every and (s - 1) % args.log_every == 0:
+                    report.log(trainer)
+                if args.checkpoint_every and s % args.checkpoint_every == 0:
+                    save()
+                report.progress(trainer)
+            if val_done_at != trainer.n:
                 report.validation(trainer, trainer.validation_loss())
-                val_done_at = s
-            if args.log_every and (s - 1) % args.log_every == 0:
-                report.log(trainer)
-            if args.checkpoint_every and s % args.checkpoint_every == 0:
-                save()
-            report.progress(trainer)
-        if val_done_at != trainer.n:
-            report.validation(trainer, trainer.validation_loss())
-        save()
+            save()
     except TrainingDiverged as e:
         report.close()
-        kept = (f"the last good checkpoint is {str(path)!r} (step {saved[0]:,})" if saved[0] is not None else
-                f"no checkpoint was saved by this run" + (f"; {str(path)!r} is unchanged" if path.exists() else ""))
-        print(f"fastrnn train: error: {e}; stopped; {kept}", file=sys.stderr)
+        print(f"fastrnn train: error: {e}; stopped; {kept()}", file=sys.stderr)
         return EXIT_DIVERGED
+    except KeyboardInterrupt as e:  # a second signal before the first one's stop came: not saved
+        report.close()
+        terminated = isinstance(e, Terminated)
+        print(f"fastrnn train: {'SIGTERM' if terminated else 'SIGINT'} again before the checkpoint was saved: "
+              f"stopped at once, not saved; {kept()}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     finally:
-        signal.signal(signal.SIGINT, previous)
         report.close()
     report.finish(trainer, path)
     return 0
 
 
-def _interrupted(trainer, path, report, save) -> int:
+def _interrupted(trainer, path, report, save, signum) -> int:
     report.close()
+    how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
     if trainer.is_finite():
         save()
-        print(f"fastrnn train: interrupted at step {trainer.n:,}; saved checkpoint {path} "
+        print(f"fastrnn train: {how} at step {trainer.n:,}; saved checkpoint {path} "
               f"(continue with: fastrnn train --resume {path})", file=sys.stderr)
     else:
-        print(f"fastrnn train: interrupted at step {trainer.n:,}; parameters are not finite, not saved",
+        print(f"fastrnn train: {how} at step {trainer.n:,}; parameters are not finite, not saved",
               file=sys.stderr)
-    return EXIT_INTERRUPTED
+    return _exit_status(signum)
 
 
 # --- progress output -----------------------------------------------------------
@@ -492,13 +604,13 @@ def cmd_sample(args) -> int:
     return 0
 
 
-def _held_out(ckpt: Checkpoint):
+def _held_out(ckpt: Checkpoint, cache_dir=None):
     if ckpt.config.val_fraction == 0:
         raise UsageError(f"{ckpt.path} was trained with --val-fraction 0: there is no held-out split; pass FILE")
     path = ckpt.corpus_path
     if path is not None and not Path(path).exists():
         raise UsageError(f"the training corpus {path!r} is gone, so its held-out split cannot be rebuilt; pass FILE")
-    with _opened_corpus(path, ckpt.vocab.bytes_mode) as corpus:
+    with _opened_corpus(path, ckpt.vocab.bytes_mode, cache_dir) as corpus:
         trainer = ckpt.trainer(corpus)
     return f"held-out split of {corpus.name}", trainer
 
@@ -507,7 +619,7 @@ def cmd_eval(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.model
     if args.file is None:
-        name, trainer = _held_out(ckpt)
+        name, trainer = _held_out(ckpt, args.cache_dir)
         score, targets = trainer.validation_loss(per_char=args.per_char), trainer.val_targets
     else:
         data = read_bytes(args.file, "file")

@@ -1,7 +1,9 @@
-"""The ``fastrnn`` command, run for real in subprocesses: train, sample, eval, resume, Ctrl-C, divergence."""
+"""The ``fastrnn`` command, run for real in subprocesses: train, sample, eval, resume, Ctrl-C, SIGTERM,
+divergence, --cache-dir."""
 from __future__ import annotations
 
 import math
+import os
 import queue
 import re
 import signal
@@ -175,6 +177,76 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, corpus_file):
     assert load_checkpoint(tmp_path / "int.npz").state.n == n + 10
 
 
+def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, corpus_file):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastrnn", "train", str(corpus_file), *SMALL, "--steps", "100000000",
+         "--log-every", "200", "--sample-every", "0", "--checkpoint", "term.npz"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines, seen = _reader(proc.stdout), 0
+        deadline = time.monotonic() + 120
+        while seen < 3:  # a few log lines: training is under way
+            line = lines.get(timeout=max(1, deadline - time.monotonic()))
+            seen += line.startswith("iter ")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        err = proc.stderr.read()
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert re.fullmatch(r"fastrnn train: terminated \(SIGTERM\) at step [\d,]+; saved checkpoint term\.npz "
+                        r"\(continue with: fastrnn train --resume term\.npz\)\n", err), err
+    ckpt = load_checkpoint(tmp_path / "term.npz")
+    assert ckpt.state.n > 400
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_stop_signals_first_stops_second_aborts_none_during_a_save(tmp_path, corpus_file):
+    """The policy of the train loop's handler, called directly: no timing games."""
+    from fastrnn.cli import Terminated, _StopSignals
+    trainer = Trainer(load_corpus(corpus_file), TrainConfig(hidden_size=8, seq_length=10, seed=0))
+    stop = _StopSignals(trainer)
+    stop(signal.SIGTERM, None)  # the first: a stop at the end of the block
+    assert trainer.stop_requested and stop.signum == signal.SIGTERM
+    with stop.save():
+        stop(signal.SIGINT, None)  # while a checkpoint is written: ignored
+    with pytest.raises(KeyboardInterrupt) as e:
+        stop(signal.SIGINT, None)  # the stop is still pending: stop at once
+    assert not isinstance(e.value, Terminated)
+    with pytest.raises(Terminated):
+        stop(signal.SIGTERM, None)
+    assert trainer.train(5) is False and not trainer.stop_requested  # honoured: the loop now saves
+    stop(signal.SIGTERM, None)  # during that final save: ignored
+    assert stop.signum == signal.SIGTERM
+
+
+def test_train_restores_the_signal_handlers(tmp_path, corpus_file):
+    from fastrnn.cli import main
+
+    def handler(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGINT, handler), signal.signal(signal.SIGTERM, handler)
+    try:
+        assert main(["train", str(corpus_file), "--hidden-size", "8", "--seq-length", "10", "--steps", "5",
+                     "--quiet", "--checkpoint", str(tmp_path / "h.npz")]) == 0
+        assert signal.getsignal(signal.SIGINT) is handler and signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+
+
+def test_sigterm_outside_training_acts_like_ctrl_c():
+    from fastrnn.cli import Terminated, _sigterm_as_interrupt
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated), _sigterm_as_interrupt():  # finally blocks and cleanup run, as for Ctrl-C
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    assert issubclass(Terminated, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, corpus_file):
     r = fastrnn("train", corpus_file, *SMALL, "--learning-rate", "1e306", "--checkpoint-every", 1,
                 "--steps", 100, "--checkpoint", "d.npz", cwd=tmp_path)
@@ -280,6 +352,10 @@ BAD_INPUT = {
     "resume with fewer steps": (["train", "--resume", "good.npz", "--steps", "2", *SENTINEL], "fewer than the 5"),
     "checkpoint folder missing": (["train", "york.txt", "--checkpoint", "no/such/dir/c.npz"], "does not exist"),
     "checkpoint exists": (["train", "york.txt", "--checkpoint", "sentinel.npz"], "already exists"),
+    "cache dir is a file": (["train", "york.txt", "--cache-dir", "notes.txt", *SENTINEL],
+                            "cannot cache ids in --cache-dir 'notes.txt'"),
+    "bad corpus, new cache dir": (["train", "latin1.txt", "--cache-dir", "new/cache", *SENTINEL],
+                                  "not UTF-8 text"),  # new/ and new/cache are removed again
     "temperature 0": (["sample", "good.npz", "--temperature", "0"], "--temperature must be a positive"),
     "temperature negative": (["sample", "good.npz", "--temperature", "-1"], "--temperature must be a positive"),
     "length 0": (["sample", "good.npz", "--length", "0"], "--length must be a positive"),
@@ -326,3 +402,56 @@ def test_eval_without_file_needs_the_corpus_and_a_split(tmp_path, corpus_file):
     corpus_file.write_text(TEXT + "changed")
     r = fastrnn("eval", "split.npz", cwd=tmp_path)
     assert r.returncode == 2 and "is not the text" in r.stderr
+
+
+# --- --cache-dir ------------------------------------------------------------------
+
+def _listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_cache_dir_holds_the_ids_for_train_and_eval(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "york.txt").write_text(TEXT, encoding="utf-8")
+    r = fastrnn("train", data / "york.txt", *SMALL, "--steps", 20, "--sample-every", 0, "--cache-dir", "cache",
+                "--checkpoint", "m.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert _listing(data) == ["york.txt"]  # nothing beside the corpus
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert folder.name.startswith("york.txt-") and folder.name.endswith(".fastrnn-ids")
+    (ids,) = folder.glob("chars-*.ids")
+    assert (folder / "chars.json").is_file() and ids.stat().st_size == len(TEXT)  # uint8 ids
+    stamp = ids.stat().st_ino, ids.stat().st_mtime_ns
+    listing = _listing(tmp_path / "cache")
+    val = re.search(r"step 20: validation (\S+ nats/char, \S+ bits/char)", r.stdout).group(1)
+
+    r = fastrnn("eval", "m.npz", "--cache-dir", "cache", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "held-out split" in r.stdout and val in r.stdout
+    assert (ids.stat().st_ino, ids.stat().st_mtime_ns) == stamp  # reused, not rebuilt
+    assert _listing(tmp_path / "cache") == listing and _listing(data) == ["york.txt"]
+
+    r = fastrnn("train", "--resume", "m.npz", "--steps", 30, "--quiet", "--cache-dir", "cache", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (ids.stat().st_ino, ids.stat().st_mtime_ns) == stamp
+    assert _listing(data) == ["york.txt"] and load_checkpoint(tmp_path / "m.npz").state.n == 30
+
+
+def test_cache_dir_trains_on_a_read_only_corpus_folder(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("running as root: a read-only folder is still writable, so the test would prove nothing")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "york.txt").write_text(TEXT, encoding="utf-8")
+    data.chmod(0o555)
+    try:
+        r = fastrnn("train", data / "york.txt", *SMALL, "--steps", 20, "--quiet", "--cache-dir", "cache",
+                    "--checkpoint", "m.npz", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert list((tmp_path / "cache").glob("york.txt-*.fastrnn-ids/chars-*.ids"))
+        r = fastrnn("eval", "m.npz", "--cache-dir", "cache", cwd=tmp_path)
+        assert r.returncode == 0 and "held-out split" in r.stdout, r.stderr
+        assert _listing(data) == ["york.txt"]
+    finally:
+        data.chmod(0o755)
