@@ -16,8 +16,14 @@ _COMMON = dict(cache=True, nogil=True, error_model="numpy")
 
 
 def exact(fn):
-    """Compile ``fn`` with IEEE-exact arithmetic."""
-    return numba.njit(**_COMMON)(fn)
+    """Compile ``fn`` with IEEE-exact arithmetic.
+
+    ``fastmath=False`` is spelled out: a kernel that leaves the option unset
+    inherits its *caller's* fastmath when it is first compiled as a callee
+    (Numba's flag inheritance), so an exact helper called from a ``fast``
+    kernel would silently be compiled, and cached, with reassociation.
+    """
+    return numba.njit(fastmath=False, **_COMMON)(fn)
 
 
 def fast(fn):
@@ -27,4 +33,4 @@ def fast(fn):
 
 def parallel(fn):
     """Compile ``fn`` with ``parallel=True`` (its ``prange`` loops run on Numba's threads), exact arithmetic."""
-    return numba.njit(parallel=True, **_COMMON)(fn)
+    return numba.njit(parallel=True, fastmath=False, **_COMMON)(fn)

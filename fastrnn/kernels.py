@@ -18,7 +18,9 @@ How they differ from the seed (:mod:`fastrnn.reference` is the twin):
   products are hand-blocked loops over four rows of ``Whh`` at a time, which
   vectorise under ``reassoc`` and stream ``Whh`` row by row in both directions
   (no transposed copy).
-- Softmax subtracts the row maximum (no overflow for large logits).
+- Softmax subtracts the row maximum (no overflow for large logits) and uses
+  :func:`exp_sub_inplace`, an exp that vectorises (<= 1 ulp from numpy's in
+  float64).
 - The batched kernels use :func:`tanh_add_inplace`, a tanh that vectorises;
   this batch-1 path keeps libm's (see that function for why).
 """
@@ -119,6 +121,44 @@ def tanh_add_inplace(row, x):
         row[i] = t if v == v else v
 
 
+@exact
+def exp_sub_inplace(row, shift):
+    """row (n,) = exp(row - shift), with an exp that vectorises (libm's exp is a scalar call, ~3-4x slower here).
+
+    x = n ln2 + r with n = round(x / ln2) and |r| <= ln2 / 2 (Cody-Waite: ln2 in
+    two parts, the high part short enough that n * ln2_hi is exact in float32
+    too), exp(r) = 1 + (r + r^2 q(r)) with q the Taylor polynomial to r^13
+    (truncation < 1e-17 relative), then scaled by 2^n as two exact powers of two
+    built from their bit patterns, so results down to the subnormals (and the
+    underflow to 0 below about -745) come out right. Measured against numpy:
+    <= 1 ulp in float64, <= 2 ulp in float32, over the whole range. Exact
+    arithmetic (no fastmath), so the reduction is not reassociated. exp(-inf) =
+    0 and NaN stays NaN; meant for shift = max(row), where row - shift <= 0
+    (arguments above about 709 are not handled).
+    """
+    dt = row.dtype.type
+    one, half, cut = dt(1), dt(0.5), dt(-746)
+    log2e = dt(1.4426950408889634)
+    ln2_hi, ln2_lo = dt(0.693145751953125), dt(1.4286068203094172321e-06)
+    c2, c3, c4, c5, c6 = dt(1 / 2), dt(1 / 6), dt(1 / 24), dt(1 / 120), dt(1 / 720)
+    c7, c8, c9, c10 = dt(1 / 5040), dt(1 / 40320), dt(1 / 362880), dt(1 / 3628800)
+    c11, c12, c13 = dt(1 / 39916800), dt(1 / 479001600), dt(1 / 6227020800)
+    for i in range(row.shape[0]):
+        x = row[i] - shift
+        xc = x if x > cut else cut  # also maps NaN to cut; NaN is restored below
+        fn = np.floor(xc * log2e + half)
+        r = (xc - fn * ln2_hi) - fn * ln2_lo
+        q = c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * (c7 + r * (
+            c8 + r * (c9 + r * (c10 + r * (c11 + r * (c12 + r * c13))))))))))
+        p = one + (r + (r * r) * q)
+        n = np.int64(fn)
+        n1 = n >> 1  # 2^n = 2^n1 * 2^(n - n1): each factor a normal float64, exact
+        s1 = dt(np.int64((n1 + 1023) << 52).view(np.float64))
+        s2 = dt(np.int64((n - n1 + 1023) << 52).view(np.float64))
+        e = (p * s1) * s2
+        row[i] = e if x == x else x
+
+
 @fast
 def hidden_step(h_out, h_in, ix, Wxh, Whh, bh):
     """h_out (H,) = tanh(Wxh[:, ix] + Whh @ h_in + bh); h_in (H,) must not alias h_out."""
@@ -150,11 +190,10 @@ def softmax_inplace(p):
     for v in range(1, V):
         if p[v] > m:
             m = p[v]
+    exp_sub_inplace(p, m)
     s = p[0] - p[0]  # zero of p's dtype
     for v in range(V):
-        e = np.exp(p[v] - m)
-        p[v] = e
-        s += e
+        s += p[v]
     inv = 1 / s
     for v in range(V):
         p[v] *= inv

@@ -5,6 +5,9 @@ The reference is itself checked against finite differences in test_reference.py.
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -247,6 +250,60 @@ def test_softmax_overflow_stays_finite(shift, dtype):
     for name in ("sequence_loss", "log_probs"):
         out = getattr(fastrnn, name)(params, inputs, targets, hprev)[0]
         assert np.all(np.isfinite(out)), name
+
+
+@pytest.mark.parametrize("dtype,max_ulp", [(np.float64, 1), (np.float32, 2)])
+def test_vectorised_exp_within_ulp_of_numpy(dtype, max_ulp):
+    """exp_sub_inplace over the whole range softmax uses (x <= 0), subnormal results included."""
+    rng = np.random.default_rng(3)
+    lo = float(np.log(np.finfo(dtype).smallest_subnormal))  # about -745 (float64), -103 (float32)
+    tiny = float(np.log(np.finfo(dtype).tiny))  # below this the results are subnormal
+    x = np.concatenate([rng.uniform(1.02 * lo, 0, 200_000), rng.uniform(-1, 0, 100_000),
+                        rng.uniform(1.02 * lo, tiny, 50_000), -np.logspace(-30, np.log10(-lo), 2000),
+                        np.linspace(lo, tiny, 3001)]).astype(dtype)
+    got = x.copy()
+    kernels.exp_sub_inplace(got, dtype(0))
+    want = np.exp(x)
+    normal = want >= np.finfo(dtype).tiny
+    assert normal.sum() > 250_000 and (~normal).sum() > 50_000  # both regimes really tested
+    ulp = np.abs(got[normal] - want[normal]) / np.spacing(want[normal])
+    assert np.max(ulp) <= max_ulp
+    # subnormal and zero results: within one subnormal step per ulp allowed; zeros where numpy's are.
+    assert np.max(np.abs(got[~normal] - want[~normal])) <= max_ulp * np.finfo(dtype).smallest_subnormal
+    assert np.array_equal(got == 0, want == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_vectorised_exp_special_values_and_shift(dtype):
+    v = np.array([0.0, -0.0, -np.inf, np.nan, -1e-30, 3.0, -800.0], dtype)
+    kernels.exp_sub_inplace(v, dtype(0))
+    assert v[0] == 1 and v[1] == 1 and v[2] == 0 and np.isnan(v[3]) and v[4] == 1
+    assert v[5] == np.exp(dtype(3)) and v[6] == 0
+    shifted = np.array([10.0, 7.5, 10.0 - 30], dtype)
+    kernels.exp_sub_inplace(shifted, dtype(10))
+    np.testing.assert_allclose(shifted, np.exp(np.array([0.0, -2.5, -30], dtype)), rtol=2 * np.finfo(dtype).eps)
+
+
+def test_exact_helper_keeps_its_arithmetic_inside_a_fast_kernel(tmp_path):
+    """softmax_inplace (fastmath) calls exp_sub_inplace (exact): compiled first as that callee, in a
+    fresh process and cache, the exp must not inherit the caller's reassociation (which merges the
+    two-part ln2 reduction and costs ~10 ulp at x ~ -40)."""
+    code = (
+        "import numpy as np\n"
+        "from fastrnn import kernels\n"
+        "x = np.linspace(-45.0, 0.0, 65)\n"
+        "worst = 0.0\n"
+        "for shift in np.linspace(0.0, 1.0, 200):\n"
+        "    p = x + shift\n"
+        "    got = p.copy()\n"
+        "    kernels.softmax_inplace(got)\n"
+        "    e = np.exp(p - p.max())\n"
+        "    want = e / e.sum()\n"
+        "    worst = max(worst, float(np.max(np.abs(got - want) / np.spacing(want))))\n"
+        "print(worst)\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert float(out.stdout) <= 4
 
 
 def test_softmax_one_dominant_logit():
