@@ -29,7 +29,7 @@ import threading
 import numba
 import numpy as np
 
-from . import batch_kernels
+from . import batch_kernels, kernels
 from ._validate import check_params
 from .params import Params
 from .rnn import ADAGRAD_EPS, CLIP, _clip_value, _scalar
@@ -293,6 +293,15 @@ def batch_train_steps(params, memory, data, starts, resets, hprev, learning_rate
     n_threads = _run_threads(workspace, threads)
     losses = np.zeros(k, np.float64)
     ws = workspace
+    if B == 1:
+        # One stream: the batch-1 kernel loop, bit-identical to the batched kernels at B = 1
+        # (the gradient / 1 is exact) but without their per-step weight transposes and
+        # separate reduction pass. tmp_hh / tmp_vh are unused by the fused step.
+        g = ws.grads
+        kernels.train_sequences(losses, *params, *memory, *g, ws.hs[0], ws.probs[0], ws.dhs[0], ws.dhnext[0, 0],
+                                g.Whh, g.Why, hprev[0], data, np.ascontiguousarray(starts[:, 0]),
+                                np.ascontiguousarray(resets[:, 0]), lr, clip, dtype.type(ADAGRAD_EPS))
+        return losses
     with _thread_settings(n_threads):
         batch_kernels.batch_train_sequences(
             losses, *ws.kernel_workspace(), ws.chunk_losses, ws.inputs, ws.targets, hprev, data, starts, resets,

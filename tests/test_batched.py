@@ -203,11 +203,12 @@ def test_thread_settings_restored():
 
 # --- many steps in one call ---------------------------------------------------------------
 
+@pytest.mark.parametrize("B", [1, 4])  # B = 1 runs the batch-1 kernel loop inside batch_train_steps
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_train_steps_equals_repeated_train_step(threads, dtype, corpus_ids):
+def test_train_steps_equals_repeated_train_step(B, threads, dtype, corpus_ids):
     ids, vocab_size = corpus_ids
-    B, k = 4, 5
+    k = 5
     params = make_params("tiny", vocab_size, H, seed=9, dtype=dtype)
     memory = params.zeros_like()
     rng = np.random.default_rng(0)
@@ -227,11 +228,13 @@ def test_train_steps_equals_repeated_train_step(threads, dtype, corpus_ids):
 
     p2, m2 = params.copy(), memory.copy()
     h2 = np.zeros((B, H), dtype)
-    losses = batch.batch_train_steps(p2, m2, ids, starts, resets, h2, 0.1, ws, threads=threads)
+    ws2 = batch.BatchWorkspace(vocab_size, H, T, B, dtype, threads=threads)
+    losses = batch.batch_train_steps(p2, m2, ids, starts, resets, h2, 0.1, ws2, threads=threads)
     assert losses.tolist() == expected
     assert np.array_equal(h2, h)
     assert_bit_identical(p2, p1, "params")
     assert_bit_identical(m2, m1, "memory")
+    assert_bit_identical(ws2.grads, ws.grads, "last step's clipped gradient")
 
 
 def test_train_steps_reset_all_streams_form(corpus_ids):
