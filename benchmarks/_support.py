@@ -19,8 +19,8 @@ import numpy as np
 
 import fastrnn
 from fastrnn import reference
-# Imported before any numba thread pool starts: fastrnn.batch selects numba's workqueue
-# threading layer, which only takes effect if no pool has been launched yet.
+# Imported before any numba thread pool starts: fastrnn.batch selects numba's
+# threading layer (OpenMP first), which only takes effect if no pool has been launched yet.
 from fastrnn import batch as _batch  # noqa: F401
 
 try:  # the ``bench`` extra; without it BLAS threads cannot be pinned

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import batch as fbatch  # imported before any numba pool starts: it picks the workqueue layer
+from fastrnn import batch as fbatch  # imported before any numba pool starts: it picks the threading layer
 
 from ._support import (CLIP, LEARNING_RATE, SEQ_LENGTH, ShardWindows, describe, pinned_threads, plan,
                        threadpool_limits)

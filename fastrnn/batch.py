@@ -140,15 +140,18 @@ def _workspace(params, T, B, workspace, threads):
 
 # --- threads ------------------------------------------------------------------------
 
-# Numba's default OpenMP layer (libgomp, active spin-waiting) was measured 2-15x
-# *slower* than one thread here: its spinning workers compete with the BLAS calls
-# and the serial parts of each step on a 2-core machine. The workqueue layer
-# (threads sleep between regions) gave the expected speed-up. It only takes
-# effect if no parallel kernel has run yet, and a user's NUMBA_THREADING_LAYER wins.
+# Threading layer: OpenMP first. A step of a small model is 0.5-5 ms and enters
+# two parallel regions; on this project's 2-core test machine an empty region
+# costs ~1.5 us with OpenMP (its workers spin briefly before sleeping) but ~85 us
+# with the workqueue layer (workers sleep at once and take that long to wake), which
+# cut the 2-thread speed-up at H = 100, B = 32 from 1.8x to below 1x. The
+# workqueue layer stays as the fallback where no OpenMP runtime loads. Set before
+# any parallel kernel runs; a user's NUMBA_THREADING_LAYER wins.
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER = "default"
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
-# The workqueue layer must not be entered by two Python threads at once.
+# The workqueue layer (the fallback) must not be entered by two Python threads at once.
 _parallel_lock = threading.Lock()
 
 _blas_lock = threading.Lock()
@@ -172,8 +175,8 @@ def _thread_settings(n_threads):
     if n_threads == 1:
         # Launch Numba's thread pool even so: batch_train_sequences also links the
         # parallel kernel, and loaded from the cache into a process whose pool was
-        # never launched it jumped to a null pointer (seen for float32). The
-        # workqueue pool's idle threads sleep, so launching costs nothing later.
+        # never launched it jumped to a null pointer (seen for float32). A launched
+        # pool that runs no region costs nothing.
         numba.get_num_threads()
         with _blas_controller_once().limit(limits=1, user_api="blas"):
             yield
