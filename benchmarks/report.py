@@ -167,6 +167,12 @@ class Run:
     rows: list
     gemm: dict  # (dtype, threads) -> (flops/s, matrix size, median s)
     meta: dict
+    scaling: dict = None  # (work, threads) -> median s of the two-chunk independent work
+
+    def scaling_speedup(self, work):
+        """1-thread median / 2-thread median of the ``scaling`` group's ``work`` (or None)."""
+        one, two = (self.scaling or {}).get((work, 1)), (self.scaling or {}).get((work, 2))
+        return one / two if one and two else None
 
     def find(self, kind, implementation, dtype, batch_size, threads, hidden_size):
         for row in self.rows:
@@ -182,11 +188,13 @@ class Run:
 def load(path) -> Run:
     path = Path(path)
     data = json.loads(path.read_text())
-    rows, gemm = [], {}
+    rows, gemm, scaling = [], {}, {}
     for bench in data.get("benchmarks", []):
         info, stats = bench.get("extra_info", {}), bench["stats"]
         kind = info.get("kind")
-        if kind == "gemm":
+        if kind == "scaling":
+            scaling[(info["implementation"], info["threads"])] = stats["median"]
+        elif kind == "gemm":
             gemm[(info["dtype"], info["threads"])] = (
                 info["flops_per_call"] / stats["median"], info["matrix_size"], stats["median"])
         elif kind is not None:
@@ -208,7 +216,7 @@ def load(path) -> Run:
         "machine": data.get("machine_info", {}),
         "quick": quick,
     }
-    return Run(path, rows, gemm, meta)
+    return Run(path, rows, gemm, meta, scaling)
 
 
 def _impl_rank(name):
@@ -339,8 +347,32 @@ def _gemm_section(run):
         return ["## Machine peak (GEMM)", "", "No GEMM benchmark in this run: no fraction of peak."]
     rows = [(dtype, threads, f"{n}^2", f"{median * 1e3:.1f}", f"{flops / 1e9:.1f}")
             for (dtype, threads), (flops, n, median) in sorted(run.gemm.items())]
-    return ["## Machine peak (GEMM, numpy matmul)", "",
-            _table(["dtype", "threads", "size", "median ms", "GFLOP/s"], rows)]
+    lines = ["## Machine peak (GEMM, numpy matmul)", "",
+             _table(["dtype", "threads", "size", "median ms", "GFLOP/s"], rows)]
+    return lines + _scaling_section(run)
+
+
+SCALING_WORK = {
+    "elementwise": "vectorised tanh + exp over a private (400, 100) float32 block per chunk",
+    "small-gemm": "(16, 100) @ (100, 100) float32 GEMMs, private operands per chunk",
+}
+
+
+def _scaling_section(run):
+    """The machine's own 2-thread speed-up on two chunks of independent work (group ``scaling``)."""
+    if not run.scaling:
+        return []
+    rows = []
+    for work, what in SCALING_WORK.items():
+        one, two = run.scaling.get((work, 1)), run.scaling.get((work, 2))
+        if one and two:
+            rows.append([work, what, f"{one * 1e3:.2f}", f"{two * 1e3:.2f}", _times(one / two)])
+    if not rows:
+        return []
+    return ["", "## Two threads on independent work (the machine's ceiling for the 2-thread bars)", "",
+            "Two chunks of work that share nothing, one after the other on one thread or side by side "
+            "on two Numba threads (BLAS at one thread each), same run (`benchmarks/test_scaling.py`).", "",
+            _table(["work", "what", "1 thread ms", "2 threads ms", "speed-up"], rows)]
 
 
 def _kind_section(run, kind):
@@ -499,6 +531,11 @@ def _batch_limit_note(run, bar, row):
         base = run.find(bar.kind, bar.baseline, bar.baseline_dtype, bar.batch_size, bar.base_threads,
                         bar.hidden_size)
         parts.append(f"{bar.baseline} {bar.baseline_dtype} {bar.base_threads}t: {rate(base)}")
+        if bar.base_threads != bar.threads:
+            ceiling = [f"{work} {_times(x)}" for work in SCALING_WORK
+                       if (x := run.scaling_speedup(work)) is not None]
+            if ceiling:
+                parts.append("this machine's 2-thread speed-up on independent work, same run: " + ", ".join(ceiling))
     return "; ".join(parts) + "."
 
 
