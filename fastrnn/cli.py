@@ -18,6 +18,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -382,6 +383,25 @@ class _StopSignals:
             signal.signal(signum, handler)
 
 
+COMPILE_NOTE_AFTER_S = 2.0  # say what the wait is if loading the kernels takes longer than this
+
+
+def _warm_up(trainer: Trainer, report) -> None:
+    """Load or compile the training kernels; on a first run (a compile) say so instead of sitting silent."""
+    note = threading.Timer(COMPILE_NOTE_AFTER_S, report.line, args=(
+        "compiling the training kernels for this dtype and batch mode (first run only: up to a minute; "
+        "later runs load them from Numba's cache)",))
+    note.daemon = True
+    start = time.perf_counter()
+    note.start()
+    try:
+        trainer.warm_up()
+    finally:
+        note.cancel()
+    if time.perf_counter() - start >= COMPILE_NOTE_AFTER_S:
+        report.line(f"kernels ready after {time.perf_counter() - start:.0f} s")
+
+
 def _train_loop(trainer: Trainer, args, total, path, report) -> int:
     saved = [None]  # step of the last checkpoint this run wrote
     stop = _StopSignals(trainer)
@@ -395,7 +415,7 @@ def _train_loop(trainer: Trainer, args, total, path, report) -> int:
         return (f"the last good checkpoint is {str(path)!r} (step {saved[0]:,})" if saved[0] is not None else
                 f"no checkpoint was saved by this run" + (f"; {str(path)!r} is unchanged" if path.exists() else ""))
 
-    trainer.warm_up()  # so the first chars/s figure is not a compile or cache load
+    _warm_up(trainer, report)  # so the first chars/s figure is not a compile or cache load
     val_done_at = None
     try:
         with stop:

@@ -237,6 +237,31 @@ def test_train_restores_the_signal_handlers(tmp_path, corpus_file):
         signal.signal(signal.SIGTERM, before[1])
 
 
+def test_slow_kernel_load_is_explained(tmp_path, corpus_file, monkeypatch, capsys):
+    """A first run compiles for tens of seconds: the CLI says so rather than sitting silent."""
+    import time
+
+    from fastrnn import cli
+    from fastrnn.trainer import Trainer
+
+    real = Trainer.warm_up
+
+    def slow_warm_up(self):
+        time.sleep(0.5)
+        real(self)
+
+    monkeypatch.setattr(cli, "COMPILE_NOTE_AFTER_S", 0.1)
+    monkeypatch.setattr(Trainer, "warm_up", slow_warm_up)
+    args = ["train", str(corpus_file), "--hidden-size", "8", "--seq-length", "10", "--steps", "5", "--checkpoint"]
+    assert cli.main(args + [str(tmp_path / "a.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "compiling the training kernels" in out and "kernels ready after" in out
+
+    monkeypatch.setattr(cli, "COMPILE_NOTE_AFTER_S", 30.0)  # a fast load says nothing
+    assert cli.main(args + [str(tmp_path / "b.npz")]) == 0
+    assert "compiling" not in capsys.readouterr().out
+
+
 def test_sigterm_outside_training_acts_like_ctrl_c():
     from fastrnn.cli import Terminated, _sigterm_as_interrupt
     before = signal.getsignal(signal.SIGTERM)
