@@ -1,13 +1,15 @@
 """Report of a benchmark run: markdown tables, pass/miss bars and a plot, all from the JSON.
 
-    python -m benchmarks.report [RUN.json] [--compare OLD.json] [--out-dir DIR] [--no-plot]
+    python -m benchmarks.report [RUN.json] [--compare OLD.json] [--out-dir DIR] [--no-plot] [--no-readme]
 
 RUN.json is what ``pytest benchmarks --benchmark-only --benchmark-json=...``
 wrote (default: the newest ``*.json`` in bench_results/). Writes
 ``report.md``, ``chars_per_second.png`` (batch 1: chars/s against H) and, when
 the run has batched rows, ``batched_chars_per_second.png`` (chars/s against
-batch size, one panel per H) into the output folder (default bench_results/). ``--compare OLD.json`` also prints and writes ``compare.md``:
-chars/s of OLD (before) and RUN (after) and their ratio.
+batch size, one panel per H) into the output folder (default bench_results/).
+Writing to bench_results/ also rewrites the summary tables in README.md
+(between its ``benchmark-summary`` markers). ``--compare OLD.json`` also prints
+and writes ``compare.md``: chars/s of OLD (before) and RUN (after) and their ratio.
 
 Every figure comes from the JSON: chars/s = ``extra_info.chars_per_step`` /
 median seconds per call; fraction of peak = chars/s x ``flops_per_char`` /
@@ -704,12 +706,65 @@ def compare(old, new):
     return "\n".join(lines) + "\n"
 
 
+README_START = "<!-- benchmark-summary:start (written by python -m benchmarks.report; do not edit) -->"
+README_END = "<!-- benchmark-summary:end -->"
+README_PATH = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_summary(run):
+    """The short tables the README shows: batch 1 by H, batched at B=128, and the bar counts."""
+    lines = [f"Run of {run.meta.get('datetime') or '?'} ({run.path.name}); full tables: "
+             "[bench_results/report.md](bench_results/report.md).", ""]
+    train = [r for r in run.rows if r.kind == "train_step"]
+    if train:
+        sizes = sorted({r.hidden_size for r in train})
+        by_key = {(r.implementation, r.dtype, r.hidden_size): r for r in train}
+        rows = []
+        for impl, dtype in (("reference", "float64"), ("pytorch", "float64"), ("numba", "float64"),
+                            ("numba", "float32")):
+            if any((impl, dtype, h) in by_key for h in sizes):
+                cells = []
+                for h in sizes:
+                    r = by_key.get((impl, dtype, h))
+                    x = speedup(run, r, "reference") if r is not None else None
+                    cells.append("—" if r is None else _rate(r.chars_per_second) + (f" ({_times(x)})" if x else ""))
+                rows.append([("fastrnn" if impl == "numba" else impl) + f" {dtype}"] + cells)
+        lines += ["Batch 1, one thread, chars/s (x the reference twin):", "",
+                  _table(["training step"] + [f"H={h}" for h in sizes], rows), ""]
+    batched = [r for r in run.rows if r.kind == BATCH_KIND and r.batch_size == 128 and r.implementation == "numba"]
+    if batched:
+        rows = []
+        for r in sorted(batched, key=lambda r: (r.hidden_size, r.dtype != "float64", r.threads)):
+            rows.append([r.hidden_size, r.dtype, r.threads, _rate(r.chars_per_second),
+                         _times(speedup(run, r, "pytorch", r.dtype))])
+        lines += ["Batched training, B=128 streams, chars/s (x PyTorch at the same H, dtype, B and threads):", "",
+                  _table(["H", "dtype", "threads", "fastrnn chars/s", "x PyTorch"], rows), ""]
+    verdicts = [evaluate_bar(run, bar)[1] for bar in BARS]
+    lines.append(f"Speed bars: {verdicts.count('PASS')} of {len(verdicts)} pass, {verdicts.count('MISS')} missed"
+                 + (f", {verdicts.count('NOT MEASURED')} not measured" if "NOT MEASURED" in verdicts else "")
+                 + " (the list is in the report).")
+    return "\n".join(lines)
+
+
+def update_readme(run, path=README_PATH):
+    """Replace the README's text between the summary markers; False if the markers are not there."""
+    text = path.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(head + README_START + "\n" + readme_summary(run) + "\n" + README_END + tail)
+    return True
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", nargs="?", help="pytest-benchmark JSON (default: newest in bench_results/)")
     parser.add_argument("--compare", metavar="OLD.json", help="an earlier run: write a before/after table")
     parser.add_argument("--out-dir", default=str(BENCH_RESULTS), help="where report.md and the PNG go")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="leave README.md's summary alone (it is only rewritten when --out-dir is bench_results/)")
     args = parser.parse_args(argv)
 
     run = load(args.run or newest_json())
@@ -724,6 +779,8 @@ def main(argv=None):
     report_path = out_dir / "report.md"
     report_path.write_text(render(run, plot_name, batch_plot_name) + "\n")
     written = [str(out_dir / p) for p in (plot_name, batch_plot_name) if p]
+    if not args.no_readme and out_dir.resolve() == BENCH_RESULTS.resolve() and update_readme(run):
+        written.append(str(README_PATH))
     print(f"wrote {report_path}" + (f" and {', '.join(written)}" if written else ""))
     for bar in BARS:
         value, verdict, why = evaluate_bar(run, bar)
