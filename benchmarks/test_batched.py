@@ -160,7 +160,7 @@ def test_batch_train_step(benchmark, corpus, implementation, dtype_name, hidden_
         if implementation == "numba":
             step = FastrnnBatchSteps(windows, vocab_size, H, dtype, threads, steps)
             more.update(api="fastrnn.batch.batch_train_steps", chunks=step.workspace.n_chunks,
-                        blas_threads_in_kernel=1)
+                        split=step.workspace.split, blas_threads_in_kernel=1)
         else:
             restore_torch = _torch_threads(threads)
             step = TorchBatchSteps(windows, vocab_size, H, TORCH_DTYPES[dtype_name], steps)

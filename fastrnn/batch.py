@@ -12,13 +12,16 @@ stream separately):
   of batch 1 (which sums over its T characters).
 With B = 1 every result is bit-identical to :func:`fastrnn.train_step`.
 
-Threads. The streams are cut into ``threads`` contiguous chunks (the
-workspace's partition); each chunk runs forward and backward on its own
+Threads. By default the streams are cut into ``threads`` contiguous chunks
+(the workspace's partition); each chunk runs forward and backward on its own
 gradient buffers, on Numba's threads, with BLAS held to one thread; the chunks'
-gradients are then reduced in a fixed order. Results depend on the partition
-only, not on the number of threads running it: the same workspace gives
-bit-identical results at any thread count, and workspaces cut for different
-thread counts agree to rounding (float64: ~1e-15 relative on one step).
+gradients are then reduced in a fixed order. With few streams per thread and a
+large H (:func:`wide_split_pays`) the workspace is split by columns instead:
+all streams stay together, each thread owns a block of hidden units in the
+recurrence and a block of (time, stream) rows elsewhere. Results depend on the
+partition only, not on the number of threads running it: the same workspace
+gives bit-identical results at any thread count, and workspaces cut for
+different thread counts agree to rounding (float64: ~1e-15 relative on one step).
 """
 from __future__ import annotations
 
@@ -37,18 +40,40 @@ from .rnn import ADAGRAD_EPS, CLIP, _clip_value, _scalar
 __all__ = ["BatchWorkspace", "batch_loss_and_grads", "batch_train_step", "batch_train_steps"]
 
 
+SPLITS = ("auto", "streams", "columns")
+
+
+def wide_split_pays(hidden_size, batch_size, threads):
+    """The ``auto`` rule: split by columns when each thread would get few streams of a large model.
+
+    Measured on 2 cores: at H = 512, B = 32 two stream chunks of 16 run thin
+    (16, H) @ (H, H) products that each stream all of Whh; splitting Whh's
+    columns instead keeps each thread's half of Whh in its cache. At H = 100, or
+    with 64 streams per thread, stream chunks are as fast or faster.
+    """
+    return (threads >= 2 and hidden_size >= 256 and hidden_size % threads == 0
+            and 2 <= batch_size <= 32 * threads)
+
+
 class BatchWorkspace:
     """Scratch arrays for batched steps of ``batch_size`` streams of ``seq_length`` ids, allocated once.
 
-    The streams are cut into ``n_chunks = min(threads, batch_size)`` contiguous
-    chunks (``bounds``); each chunk has its own states, probabilities and
-    gradient buffers, so chunks can run in parallel. ``grads`` (a
-    :class:`Params`, views of chunk 0's buffers) holds the last step's batch
-    gradient. Memory: about n_chunks * (2 * T * Bmax * H + T * Bmax * V + 2 * H * V + H * H)
+    ``split="streams"``: the streams are cut into ``n_chunks = min(threads,
+    batch_size)`` contiguous chunks (``bounds``); each chunk has its own
+    states, probabilities and gradient buffers, so chunks can run in parallel.
+    Memory: about n_chunks * (2 * T * Bmax * H + T * Bmax * V + 2 * H * V + H * H)
     floats, Bmax = ceil(batch_size / n_chunks).
+    ``split="columns"`` (needs threads >= 2 dividing hidden_size): all streams
+    stay together and ``n_chunks = threads`` parts share each step, by columns
+    of Whh in the recurrence and by blocks of (time, stream) rows elsewhere
+    (:func:`fastrnn.batch_kernels.wide_step`).
+    ``split="auto"`` picks by :func:`wide_split_pays`. Either way ``grads`` (a
+    :class:`Params`, views of part 0's buffers) holds the last step's batch
+    gradient, and results depend on the split and ``n_chunks``, not on how many
+    threads run them.
     """
 
-    def __init__(self, vocab_size, hidden_size, seq_length, batch_size, dtype=np.float64, threads=1):
+    def __init__(self, vocab_size, hidden_size, seq_length, batch_size, dtype=np.float64, threads=1, split="auto"):
         V, H, T, B = (_positive_int(x, name) for x, name in (
             (vocab_size, "vocab_size"), (hidden_size, "hidden_size"), (seq_length, "seq_length"),
             (batch_size, "batch_size")))
@@ -56,21 +81,35 @@ class BatchWorkspace:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-        n = min(threads, B)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if split == "columns" and (threads < 2 or H % threads or T * B < threads):
+            raise ValueError(f"split='columns' needs threads >= 2 dividing hidden_size ({H}) and at least "
+                             f"{threads} characters a step, got threads={threads}")
+        wide = split == "columns" or (split == "auto" and wide_split_pays(H, B, threads) and T * B >= threads)
+        n = threads if wide else min(threads, B)
         self.vocab_size, self.hidden_size, self.seq_length, self.batch_size = V, H, T, B
         self.dtype, self.threads, self.n_chunks = dtype, threads, n
-        self.bounds = np.array([c * B // n for c in range(n + 1)], np.int64)
-        Bmax = int(np.max(np.diff(self.bounds)))
+        self.split = "columns" if wide else "streams"
         z = lambda *shape: np.zeros(shape, dtype)  # noqa: E731
         self.chunk_grads = Params(z(n, H, V), z(n, H, H), z(n, V, H), z(n, H), z(n, V))
         self.grads = Params(*(g[0] for g in self.chunk_grads))
-        self.hs = z(n, (T + 1) * Bmax, H)
-        self.probs = z(n, T * Bmax, V)
-        self.dhs = z(n, T * Bmax, H)
-        self.dhnext = z(n, Bmax, H)
         self.dxb = z(n, V, H)
-        self.WhhT, self.WhyT, self.xb = z(H, H), z(H, V), z(V, H)
+        self.WhyT, self.xb = z(H, V), z(V, H)
         self.chunk_losses = np.zeros(n, np.float64)
+        if wide:
+            Hc = H // n
+            self.bounds = np.array([c * T * B // n for c in range(n + 1)], np.int64)  # row blocks
+            self.hs, self.probs, self.dhs = z((T + 1) * B, H), z(T * B, V), z(T * B, H)
+            self.tmp, self.WcolT, self.Wcol = z(n, B, Hc), z(n, H, Hc), z(n, H, Hc)
+        else:
+            self.bounds = np.array([c * B // n for c in range(n + 1)], np.int64)  # stream chunks
+            Bmax = int(np.max(np.diff(self.bounds)))
+            self.hs = z(n, (T + 1) * Bmax, H)
+            self.probs = z(n, T * Bmax, V)
+            self.dhs = z(n, T * Bmax, H)
+            self.dhnext = z(n, Bmax, H)
+            self.WhhT = z(H, H)
         self.inputs = np.zeros((B, T), np.int64)
         self.targets = np.zeros((B, T), np.int64)
 
@@ -80,6 +119,9 @@ class BatchWorkspace:
 
     def kernel_workspace(self):
         """The arrays every step kernel takes after its outputs, in kernel order."""
+        if self.split == "columns":
+            return (*self.chunk_grads, self.hs, self.probs, self.dhs, self.tmp, self.dxb, self.WcolT, self.Wcol,
+                    self.WhyT, self.xb, self.bounds)
         return (*self.chunk_grads, self.hs, self.probs, self.dhs, self.dhnext, self.dxb,
                 self.WhhT, self.WhyT, self.xb)
 
@@ -170,9 +212,13 @@ def _blas_controller_once():
 
 
 @contextlib.contextmanager
-def _thread_settings(n_threads):
-    """Numba's thread count set to ``n_threads`` (restored after) and BLAS held to one thread."""
-    if n_threads == 1:
+def _thread_settings(n_threads, parallel_kernel=False):
+    """Numba's thread count set to ``n_threads`` (restored after) and BLAS held to one thread.
+
+    ``parallel_kernel``: a ``prange`` kernel will run even at one thread, so
+    Numba's count is set then too.
+    """
+    if n_threads == 1 and not parallel_kernel:
         # Launch Numba's thread pool even so: batch_train_sequences also links the
         # parallel kernel, and loaded from the cache into a process whose pool was
         # never launched it jumped to a null pointer (seen for float32). A launched
@@ -214,10 +260,15 @@ def _step(params, memory, inputs, targets, hprev, learning_rate, clip, workspace
     clip = _clip_value(clip, dtype)
     ws = _workspace(params, T, B, workspace, threads)
     n_threads = _run_threads(ws, threads)
-    kernel = batch_kernels.batch_step_parallel if n_threads > 1 else batch_kernels.batch_step_serial
-    with _thread_settings(n_threads):
-        loss = kernel(ws.chunk_losses, *ws.kernel_workspace(), h, inputs, targets, ws.bounds,
-                      *params, *memory, lr, clip, dtype.type(ADAGRAD_EPS), update)
+    wide = ws.split == "columns"
+    with _thread_settings(n_threads, parallel_kernel=wide):
+        if wide:
+            loss = batch_kernels.wide_step(ws.chunk_losses, *ws.kernel_workspace(), h, inputs, targets,
+                                           *params, *memory, lr, clip, dtype.type(ADAGRAD_EPS), update)
+        else:
+            kernel = batch_kernels.batch_step_parallel if n_threads > 1 else batch_kernels.batch_step_serial
+            loss = kernel(ws.chunk_losses, *ws.kernel_workspace(), h, inputs, targets, ws.bounds,
+                          *params, *memory, lr, clip, dtype.type(ADAGRAD_EPS), update)
     return float(loss), ws, h
 
 
@@ -296,6 +347,12 @@ def batch_train_steps(params, memory, data, starts, resets, hprev, learning_rate
     n_threads = _run_threads(workspace, threads)
     losses = np.zeros(k, np.float64)
     ws = workspace
+    if ws.split == "columns":
+        with _thread_settings(n_threads, parallel_kernel=True):
+            batch_kernels.wide_train_sequences(
+                losses, *ws.kernel_workspace(), ws.chunk_losses, ws.inputs, ws.targets, hprev, data, starts,
+                resets, *params, *memory, lr, clip, dtype.type(ADAGRAD_EPS))
+        return losses
     if B == 1:
         # One stream: the batch-1 kernel loop, bit-identical to the batched kernels at B = 1
         # (the gradient / 1 is exact) but without their per-step weight transposes and

@@ -272,7 +272,24 @@ def batch_step_parallel(chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs
         chunk_losses[c] = chunk_loss_and_grads(
             cWxh[c], cWhh[c], cWhy[c], cbh[c], cby[c], hs[c], probs[c], dhs[c], dhnext[c], dxb[c],
             hprev[b0:b1], hprev[b0:b1], inputs[b0:b1], targets[b0:b1], Wxh, Whh, Why, bh, by, WhhT, WhyT, xb)
-    B = hprev.shape[0]
+    reduce_update_parallel(cWxh, cWhh, cWhy, cbh, cby, Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                           hprev.shape[0], learning_rate, clip, eps, update)
+    loss = 0.0
+    for c in range(n):
+        loss += chunk_losses[c]
+    return loss / hprev.shape[0]
+
+
+@parallel
+def reduce_update_parallel(cWxh, cWhh, cWhy, cbh, cby, Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                           B, learning_rate, clip, eps, update):
+    """The n parts' gradients (cWxh (n, H, V) ...) reduced in part order, / B, clipped, Adagrad if ``update``.
+
+    The parallel twin of the reduction in :func:`batch_step_serial`: blocks of
+    ``REDUCE_BLOCK`` elements of all five parameters are the work items; chunk
+    0's buffers receive the batch gradient.
+    """
+    n = cWxh.shape[0]
     inv_batch = Whh.dtype.type(1) / Whh.dtype.type(B)
     chunk_grads = (cWxh.reshape(n, -1), cWhh.reshape(n, -1), cWhy.reshape(n, -1), cbh, cby)
     params = (Wxh.reshape(-1), Whh.reshape(-1), Why.reshape(-1), bh, by)
@@ -294,9 +311,147 @@ def batch_step_parallel(chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs
         for q in range(5):
             reduce_clip_update(chunk_grads[q], params[q], memory[q], 0, params[q].shape[0],
                                inv_batch, learning_rate, clip, eps, update)
+
+
+# --- one batched step, split by columns for the recurrence ("wide") -----------------------
+# For few streams per thread and a large H, cutting the streams into chunks leaves
+# each thread a thin (B / n, H) @ (H, H) product per time step that streams all of
+# Whh. Instead all B streams stay together: the sequential products are split by
+# columns of Whh (thread c owns hidden units c * Hc ... (c + 1) * Hc - 1, reading
+# only its Hc columns of Whh, which stay in its cache), and everything hoisted out
+# of the recurrence is split by rows (blocks of the T * B (time, stream) rows).
+
+@fast
+def wide_prepare_weights(WcolT, Wcol, c, Whh):
+    """Part c's column block of Whh, in both orientations: WcolT[c] = Whh.T[:, cols] and Wcol[c] = Whh[:, cols]
+    (both (H, Hc), C-contiguous), cols = c * Hc ... (c + 1) * Hc - 1."""
+    H, Hc = Whh.shape[0], WcolT.shape[2]
+    transpose_into(WcolT[c], Whh[c * Hc:(c + 1) * Hc])
+    for k in range(H):
+        w, out = Whh[k], Wcol[c, k]
+        for i in range(Hc):
+            out[i] = w[c * Hc + i]
+
+
+@fast
+def wide_rows_forward(probs, part_losses, c, r0, r1, hs, inputs, targets, WhyT, by, Why, dhs, dWhy, dby):
+    """Rows r0..r1-1 (row r: time r // B, stream r % B): output layer, softmax, loss, then dy, dWhy, dby and
+    dh = dy @ Why for those rows. part_losses[c] receives their summed loss; dWhy (V, H), dby (V,) are part c's."""
+    B = inputs.shape[0]
+    one = hs.dtype.type(1)
+    p_rows = probs[r0:r1]
+    np.dot(hs[B + r0:B + r1], WhyT, p_rows)
+    loss = 0.0
+    for r in range(r0, r1):
+        t, j = r // B, r % B
+        p = probs[r]
+        for v in range(p.shape[0]):
+            p[v] += by[v]
+        target = targets[j, t]
+        target_logit = p[target]
+        m, log_sum = softmax_inplace(p)
+        loss += log_sum - (target_logit - m)
+        p[target] -= one  # p is now dy
+    part_losses[c] = loss
+    np.dot(p_rows.T, hs[B + r0:B + r1], dWhy)
+    dby[:] = 0
+    for r in range(r0, r1):
+        add_into(dby, probs[r])
+    np.dot(p_rows, Why, dhs[r0:r1])
+
+
+@fast
+def wide_rows_backward(dWhh, dbh, dxb, dWxh, r0, r1, dhs, hs, inputs):
+    """Rows r0..r1-1 of the finished dhraw: part c's dWhh = dhraw.T @ hs_prev, dbh and dWxh (via dxb = dWxh.T)."""
+    B = inputs.shape[0]
+    np.dot(dhs[r0:r1].T, hs[r0:r1], dWhh)
+    dxb[:] = 0
+    dbh[:] = 0
+    for r in range(r0, r1):
+        d = dhs[r]
+        add_into(dxb[inputs[r % B, r // B]], d)
+        add_into(dbh, d)
+    transpose_into(dWxh, dxb)
+
+
+@fast
+def wide_hidden_columns(h_next, tmp, xb, ids, c0):
+    """h_next[:, c0:c0+Hc] = tanh(tmp + xb[ids][:, c0:c0+Hc]); h_next (B, H), tmp (B, Hc), ids (B,)."""
+    Hc = tmp.shape[1]
+    for j in range(h_next.shape[0]):
+        row = h_next[j, c0:c0 + Hc]
+        row[:] = tmp[j]
+        tanh_add_inplace(row, xb[ids[j], c0:c0 + Hc])
+
+
+@fast
+def wide_dhraw_columns(d, h, dhnext, c0, first):
+    """d[:, c0:c0+Hc] = (1 - h^2) * (d + dhnext) on part c's columns (just (1 - h^2) * d when ``first``);
+    d, h (B, H), dhnext (B, Hc)."""
+    one = d.dtype.type(1)
+    Hc = dhnext.shape[1]
+    for j in range(d.shape[0]):
+        dj, hj, nj = d[j], h[j], dhnext[j]
+        for i in range(Hc):
+            k = c0 + i
+            if first:
+                dj[k] = (one - hj[k] * hj[k]) * dj[k]
+            else:
+                dj[k] = (one - hj[k] * hj[k]) * (dj[k] + nj[i])
+
+
+@parallel
+def wide_step(part_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, tmp, dxb, WcolT, Wcol, WhyT, xb,
+              row_bounds, hprev, inputs, targets,
+              Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+              learning_rate, clip, eps, update):
+    """One batched step with n parts (``WcolT.shape[0]``), split by columns in the recurrence and by rows
+    elsewhere; returns the loss / B (float64). Same meaning as :func:`batch_step_serial`.
+
+    hs ((T+1) * B, H): row t * B + b holds h_t of stream b (rows 0..B-1: hprev);
+    probs (T * B, V), dhs (T * B, H): the (time, stream) rows. tmp (n, B, Hc),
+    Hc = H / n: each part's product block. dxb (n, V, H) and cWxh (n, H, V) ...
+    cby (n, V): per-part buffers (part 0's receive the batch gradient). WcolT,
+    Wcol (n, H, Hc), WhyT (H, V), xb (V, H): weight copies made here.
+    row_bounds (n+1,): the row blocks. Every part writes only its own columns or
+    rows and buffers, and the reduction sums parts in order, so the result does
+    not depend on how many threads run the parts.
+    """
+    n = WcolT.shape[0]
+    Hc = WcolT.shape[2]
+    B, T = inputs.shape
+    for c in prange(n):
+        wide_prepare_weights(WcolT, Wcol, c, Whh)
+    transpose_into(WhyT, Why)
+    transpose_into(xb, Wxh)
+    for v in range(xb.shape[0]):
+        add_into(xb[v], bh)
+    hs[:B] = hprev
+    for t in range(T):  # the recurrence: each part computes its columns of h_{t+1}
+        h_prev, h_next, ids = hs[t * B:(t + 1) * B], hs[(t + 1) * B:(t + 2) * B], inputs[:, t]
+        for c in prange(n):
+            np.dot(h_prev, WcolT[c], tmp[c])
+            wide_hidden_columns(h_next, tmp[c], xb, ids, c * Hc)
+    for c in prange(n):
+        wide_rows_forward(probs, part_losses, c, row_bounds[c], row_bounds[c + 1], hs, inputs, targets, WhyT, by,
+                          Why, dhs, cWhy[c], cby[c])
+    # Backward recurrence: dhraw_t = (1 - h_t^2) * (dh_t + dhnext); dhnext = dhraw_t @ Whh, by columns.
+    last = dhs[(T - 1) * B:T * B]
+    for c in prange(n):
+        wide_dhraw_columns(last, hs[T * B:(T + 1) * B], tmp[c], c * Hc, True)
+    for t in range(T - 1, 0, -1):
+        d_t, d_prev, h = dhs[t * B:(t + 1) * B], dhs[(t - 1) * B:t * B], hs[t * B:(t + 1) * B]
+        for c in prange(n):
+            np.dot(d_t, Wcol[c], tmp[c])
+            wide_dhraw_columns(d_prev, h, tmp[c], c * Hc, False)
+    for c in prange(n):
+        wide_rows_backward(cWhh[c], cbh[c], dxb[c], cWxh[c], row_bounds[c], row_bounds[c + 1], dhs, hs, inputs)
+    hprev[:] = hs[T * B:]
+    reduce_update_parallel(cWxh, cWhh, cWhy, cbh, cby, Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
+                           B, learning_rate, clip, eps, update)
     loss = 0.0
     for c in range(n):
-        loss += chunk_losses[c]
+        loss += part_losses[c]
     return loss / B
 
 
@@ -313,15 +468,8 @@ def batch_train_sequences(losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dh
     hprev (B, H) carries the states in and out. ``use_threads``: run the
     parallel variant (same results).
     """
-    B, T = inputs.shape
     for s in range(starts.shape[0]):
-        for b in range(B):
-            if resets[s, b]:
-                hprev[b] = 0
-            p = starts[s, b]
-            for t in range(T):
-                inputs[b, t] = data[p + t]
-                targets[b, t] = data[p + t + 1]
+        gather_step(inputs, targets, hprev, data, starts[s], resets[s])
         if use_threads:
             losses[s] = batch_step_parallel(
                 chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dhnext, dxb, WhhT, WhyT, xb,
@@ -332,3 +480,28 @@ def batch_train_sequences(losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dh
                 chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dhnext, dxb, WhhT, WhyT, xb,
                 hprev, inputs, targets, bounds, Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
                 learning_rate, clip, eps, True)
+
+
+@exact
+def gather_step(inputs, targets, hprev, data, starts, resets):
+    """inputs, targets (B, T) = the ids of ``data`` at ``starts`` (B,) and one later; zero hprev[b] where resets[b]."""
+    B, T = inputs.shape
+    for b in range(B):
+        if resets[b]:
+            hprev[b] = 0
+        p = starts[b]
+        for t in range(T):
+            inputs[b, t] = data[p + t]
+            targets[b, t] = data[p + t + 1]
+
+
+@exact
+def wide_train_sequences(losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, tmp, dxb, WcolT, Wcol, WhyT, xb,
+                         row_bounds, part_losses, inputs, targets, hprev, data, starts, resets,
+                         Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby, learning_rate, clip, eps):
+    """:func:`batch_train_sequences` for a workspace split by columns: k :func:`wide_step` steps in one call."""
+    for s in range(starts.shape[0]):
+        gather_step(inputs, targets, hprev, data, starts[s], resets[s])
+        losses[s] = wide_step(part_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, tmp, dxb, WcolT, Wcol,
+                              WhyT, xb, row_bounds, hprev, inputs, targets, Wxh, Whh, Why, bh, by,
+                              mWxh, mWhh, mWhy, mbh, mby, learning_rate, clip, eps, True)

@@ -193,6 +193,104 @@ def test_one_vs_two_threads_within_rounding(B):
         assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(a)), name
 
 
+# --- split by columns (the recurrence shared by all streams) ---------------------------------
+
+def columns_workspace(B, dtype=np.float64, threads=2):
+    ws = batch.BatchWorkspace(V, H, T, B, dtype, threads=threads, split="columns")
+    assert ws.split == "columns" and ws.n_chunks == threads
+    return ws
+
+
+@pytest.mark.parametrize("B", [2, 3, 32])
+@pytest.mark.parametrize("kind", ["tiny", "large"])
+@pytest.mark.parametrize("clip", [5.0, None])
+def test_columns_split_matches_reference(B, kind, clip):
+    params = make_params(kind, V, H, seed=60 + B)
+    inputs, targets, hprev = batch_data(B, seed=60 + B)
+    fast = batch.batch_loss_and_grads(params, inputs, targets, hprev, workspace=columns_workspace(B), clip=clip)
+    assert_results_close(fast, reference_batch(params, inputs, targets, hprev, clip=clip))
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_columns_split_train_step_matches_reference(threads):
+    B = 32
+    params = make_params("large", V, H, seed=71)
+    memory = fastrnn.Params(*(np.abs(a) * 0.1 for a in make_params("tiny", V, H, seed=72)))
+    inputs, targets, hprev = batch_data(B, seed=73)
+    p_ref, m_ref = params.copy(), memory.copy()
+    loss_r, grads_r, h_r = reference_batch(p_ref, inputs, targets, hprev)
+    ref.adagrad_update(p_ref, grads_r, m_ref, 0.1)
+    p, m = params.copy(), memory.copy()
+    ws = columns_workspace(B, threads=threads)
+    loss, h_last = batch.batch_train_step(p, m, inputs, targets, hprev, 0.1, workspace=ws)
+    assert_close(loss, loss_r, "loss")
+    assert_close(h_last, h_r, "h_last")
+    for name, a, e in zip(GRAD_NAMES, (*p, *m), (*p_ref, *m_ref)):
+        assert_close(a, e, name)
+
+
+def test_columns_split_bit_identical_at_any_thread_count():
+    params = make_params("large", V, H, seed=80)
+    inputs, targets, hprev = batch_data(32, seed=80)
+    ws = columns_workspace(32)
+    results = [batch.batch_loss_and_grads(params, inputs, targets, hprev, workspace=ws, threads=n) for n in (1, 2, 1)]
+    for loss, grads, h_last in results[1:]:
+        assert loss == results[0][0]
+        assert np.array_equal(h_last, results[0][2])
+        assert_bit_identical(grads, results[0][1], "grads")
+
+
+def test_columns_and_streams_agree_to_rounding():
+    params = make_params("large", V, H, seed=81)
+    inputs, targets, hprev = batch_data(32, seed=81)
+    wide = batch.batch_loss_and_grads(params, inputs, targets, hprev, workspace=columns_workspace(32))
+    chunked = batch.batch_loss_and_grads(params, inputs, targets, hprev,
+                                         workspace=batch.BatchWorkspace(V, H, T, 32, threads=2, split="streams"))
+    assert abs(wide[0] - chunked[0]) <= 1e-12 * abs(wide[0])
+    assert np.max(np.abs(wide[2] - chunked[2])) <= 1e-12
+    for name, a, b in zip(GRAD_NAMES, wide[1], chunked[1]):
+        assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(a)), name
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_columns_split_train_steps_equals_repeated_train_step(dtype, corpus_ids):
+    ids, vocab_size = corpus_ids
+    B, k = 6, 4
+    params = make_params("tiny", vocab_size, H, seed=82, dtype=dtype)
+    rng = np.random.default_rng(1)
+    starts = rng.integers(0, ids.size - T - 1, (k, B)).astype(np.int64)
+    resets = rng.random((k, B)) < 0.3
+    p1, m1, h1 = params.copy(), params.zeros_like(), np.zeros((B, H), dtype)
+    ws1 = batch.BatchWorkspace(vocab_size, H, T, B, dtype, threads=2, split="columns")
+    expected = []
+    for s in range(k):
+        h1[resets[s]] = 0
+        inputs = ids[starts[s][:, None] + np.arange(T)]
+        targets = ids[starts[s][:, None] + np.arange(1, T + 1)]
+        loss, h1 = batch.batch_train_step(p1, m1, inputs, targets, h1, 0.1, workspace=ws1)
+        expected.append(loss)
+    p2, m2, h2 = params.copy(), params.zeros_like(), np.zeros((B, H), dtype)
+    ws2 = batch.BatchWorkspace(vocab_size, H, T, B, dtype, threads=2, split="columns")
+    losses = batch.batch_train_steps(p2, m2, ids, starts, resets, h2, 0.1, ws2)
+    assert losses.tolist() == expected
+    assert np.array_equal(h2, h1)
+    assert_bit_identical(p2, p1, "params")
+    assert_bit_identical(m2, m1, "memory")
+    assert_bit_identical(ws2.grads, ws1.grads, "last step's clipped gradient")
+
+
+def test_split_choice_and_errors():
+    auto = lambda H, B, threads: batch.BatchWorkspace(65, H, 25, B, np.float32, threads=threads).split  # noqa: E731
+    assert auto(512, 32, 2) == "columns"  # few streams per thread, large H
+    assert auto(512, 128, 2) == "streams" and auto(100, 32, 2) == "streams" and auto(512, 32, 1) == "streams"
+    assert auto(512, 1, 2) == "streams"  # batch 1 stays the batch-1 path
+    for threads, hidden in ((1, 16), (3, 16)):
+        with pytest.raises(ValueError, match="split='columns' needs threads"):
+            batch.BatchWorkspace(V, hidden, T, 4, threads=threads, split="columns")
+    with pytest.raises(ValueError, match="split must be one of"):
+        batch.BatchWorkspace(V, H, T, 4, threads=2, split="rows")
+
+
 def test_openmp_threading_layer_preferred():
     """Two threads run on Numba's OpenMP layer where it loads (~1.5 us a region, not ~85 us)."""
     code = textwrap.dedent("""
