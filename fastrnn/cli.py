@@ -524,8 +524,10 @@ class _Lines(_Quiet):
                  f"(val-fraction {c.val_fraction})" if trainer.val_targets.size else "training on all of it")
         self.line(f"corpus {corpus.name}: {len(corpus):,} {unit}, {len(trainer.vocab)} distinct; {split}")
         start = f"resuming {ckpt.path} at step {trainer.n:,}" if ckpt else "new model"
+        split = getattr(trainer.workspace, "split", "streams")
         batch = (f", batch-size {c.batch_size} (shards of {trainer.shard_length:,} {unit}), {c.threads} "
-                 f"thread{'s' if c.threads > 1 else ''}" if c.batch_size > 1 else "")
+                 f"thread{'s' if c.threads > 1 else ''}" + (" (split by hidden units)" if split == "columns" else "")
+                 if c.batch_size > 1 else "")
         self.line(f"{start}: hidden-size {c.hidden_size}, seq-length {c.seq_length}, learning-rate "
                   f"{c.learning_rate}, {c.dtype}, seed {c.seed}{batch}; {self.total:,} steps; checkpoint {path}")
 

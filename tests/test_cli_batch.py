@@ -60,6 +60,14 @@ def test_batched_resume_through_the_cli_is_bit_identical(tmp_path, corpus_file):
         np.testing.assert_array_equal(full[name], half[name], err_msg=name)
 
 
+def test_large_model_few_streams_per_thread_splits_by_hidden_units(tmp_path, corpus_file):
+    r = fastrnn("train", corpus_file, "--hidden-size", "256", "--seq-length", "10", "--batch-size", "4",
+                "--threads", "2", "--steps", 3, "--sample-every", 0, "--checkpoint", "w.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "batch-size 4 (shards of 232 characters), 2 threads (split by hidden units); 3 steps" in r.stdout
+    assert load_checkpoint(tmp_path / "w.npz").state.n == 3
+
+
 def test_threads_on_resume_is_not_a_contradiction_but_batch_size_is(tmp_path, corpus_file):
     r = fastrnn("train", corpus_file, *SMALL, "--steps", 10, "--quiet", "--checkpoint", "c.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
