@@ -33,6 +33,7 @@ import numba
 import numpy as np
 
 from . import batch_kernels, kernels
+from ._aligned import aligned_zeros
 from ._validate import check_params
 from .params import Params
 from .rnn import ADAGRAD_EPS, CLIP, _clip_value, _scalar
@@ -91,7 +92,7 @@ class BatchWorkspace:
         self.vocab_size, self.hidden_size, self.seq_length, self.batch_size = V, H, T, B
         self.dtype, self.threads, self.n_chunks = dtype, threads, n
         self.split = "columns" if wide else "streams"
-        z = lambda *shape: np.zeros(shape, dtype)  # noqa: E731
+        z = lambda *shape: aligned_zeros(shape, dtype)  # noqa: E731
         self.chunk_grads = Params(z(n, H, V), z(n, H, H), z(n, V, H), z(n, H), z(n, V))
         self.grads = Params(*(g[0] for g in self.chunk_grads))
         self.dxb = z(n, V, H)

@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._aligned import aligned, aligned_copy, aligned_zeros
+
 PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
 
 
@@ -40,14 +42,17 @@ class Params(NamedTuple):
     def dtype(self) -> np.dtype:
         return self.Whh.dtype
 
+    # copy, zeros_like and astype return 64-byte-aligned arrays (see fastrnn._aligned).
+
     def copy(self) -> "Params":
-        return Params(*(np.array(a, copy=True) for a in self))
+        return Params(*(aligned_copy(a) for a in self))
 
     def zeros_like(self) -> "Params":
-        return Params(*(np.zeros_like(a) for a in self))
+        return Params(*(aligned_zeros(a.shape, a.dtype) for a in self))
 
     def astype(self, dtype) -> "Params":
-        return Params(*(np.ascontiguousarray(a, dtype=dtype) for a in self))
+        """The arrays as C-contiguous, aligned ``dtype`` arrays (the same arrays where they already are)."""
+        return Params(*(aligned(a, dtype) for a in self))
 
 
 def init_params(vocab_size: int, hidden_size: int, seed=None, dtype=np.float64) -> Params:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import kernels
+from ._aligned import aligned_zeros
 from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair,
 )
@@ -29,16 +30,14 @@ class Workspace:
         H, V, T = int(hidden_size), int(vocab_size), int(seq_length)
         dtype = np.dtype(dtype)
         self.shape = (V, H, T, dtype)
-        self.hs = np.zeros((T + 1, H), dtype)
-        self.probs = np.zeros((T, V), dtype)
-        self.dhs = np.zeros((T, H), dtype)
-        self.dhnext = np.zeros(H, dtype)
-        self.tmp_hh = np.zeros((H, H), dtype)
-        self.tmp_vh = np.zeros((V, H), dtype)
-        self.grads = Params(
-            np.zeros((H, V), dtype), np.zeros((H, H), dtype), np.zeros((V, H), dtype),
-            np.zeros(H, dtype), np.zeros(V, dtype),
-        )
+        z = aligned_zeros
+        self.hs = z((T + 1, H), dtype)
+        self.probs = z((T, V), dtype)
+        self.dhs = z((T, H), dtype)
+        self.dhnext = z(H, dtype)
+        self.tmp_hh = z((H, H), dtype)
+        self.tmp_vh = z((V, H), dtype)
+        self.grads = Params(z((H, V), dtype), z((H, H), dtype), z((V, H), dtype), z(H, dtype), z(V, dtype))
 
     def fits(self, params: Params, length: int) -> bool:
         V, H, T, dtype = self.shape

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from . import rnn
+from ._aligned import aligned, aligned_copy, aligned_zeros
 from .corpus import Corpus, held_out_count
 from .params import Params, init_params
 from .vocab import Vocab
@@ -199,7 +200,7 @@ class CharModel:
     """A trained model with its vocabulary: sample text from it, score text under it."""
 
     def __init__(self, params: Params, vocab: Vocab):
-        self.params, self.vocab = params, vocab
+        self.params, self.vocab = params.astype(params.dtype), vocab  # cache-line aligned (copies only if not)
 
     def _zeros(self):
         return np.zeros(self.params.hidden_size, self.params.dtype)
@@ -301,7 +302,7 @@ class Trainer:
         if state is None:
             params = init_params(V, H, seed=config.seed, dtype=dtype)
             rng = _sampling_rng(config.seed)
-            state = TrainState(params, params.zeros_like(), np.zeros(self._hidden_shape(H), dtype), 0, 0,
+            state = TrainState(params, params.zeros_like(), aligned_zeros(self._hidden_shape(H), dtype), 0, 0,
                                -math.log(1.0 / V) * T, rng.bit_generator.state)
         self._load_state(state, V, H, dtype)
         if B == 1:
@@ -328,9 +329,11 @@ class Trainer:
         p, n = int(state.p), int(state.n)
         if n < 0 or p < 0 or p % T or p // T >= self.num_starts:
             raise ValueError(f"data pointer p={p} (step n={n}) is not a position of this training split")
-        self.params = Params(*(np.ascontiguousarray(a) for a in state.params))
-        self.memory = Params(*(np.ascontiguousarray(a) for a in state.memory))
-        self.hprev = np.ascontiguousarray(state.hprev).copy()
+        # The state's own arrays where they are C-contiguous and cache-line aligned, else aligned copies
+        # (a checkpoint's arrays come from a zip file at any alignment).
+        self.params = Params(*(aligned(a) for a in state.params))
+        self.memory = Params(*(aligned(a) for a in state.memory))
+        self.hprev = aligned_copy(state.hprev)
         self.p, self.n, self.smooth_loss = p, n, float(state.smooth_loss)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state.rng_state  # raises ValueError if it is not a PCG64 state

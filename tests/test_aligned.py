@@ -1,0 +1,64 @@
+"""Everything fastrnn allocates for the kernels starts on a 64-byte cache line (see fastrnn._aligned)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import batch, rnn
+from fastrnn._aligned import ALIGNMENT, aligned, aligned_copy, aligned_empty, aligned_zeros, is_aligned
+
+
+def line_aligned(a):
+    return a.flags.c_contiguous and a.ctypes.data % ALIGNMENT == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+@pytest.mark.parametrize("shape", [0, 1, 7, (3, 5), (65, 100), (2, 26, 16)])
+def test_aligned_allocations(shape, dtype):
+    for _ in range(20):  # malloc hands out many offsets; every one must be corrected
+        a = aligned_empty(shape, dtype)
+        assert a.dtype == dtype and a.shape == np.empty(shape).shape
+        z = aligned_zeros(shape, dtype)
+        assert not z.any()
+        if a.size:  # an empty array has no data to align
+            assert line_aligned(a) and line_aligned(z)
+
+
+def test_aligned_copy_and_passthrough():
+    base = np.arange(40.0)
+    unaligned = base[1:]  # 8 bytes past wherever base starts: never 64-aligned together with base
+    if base.ctypes.data % ALIGNMENT == 0:
+        assert not is_aligned(unaligned)
+    c = aligned_copy(unaligned)
+    assert line_aligned(c) and np.array_equal(c, unaligned)
+    assert aligned(c) is c  # already aligned: the array itself
+    f = aligned(c, np.float32)
+    assert f.dtype == np.float32 and line_aligned(f) and np.array_equal(f, c.astype(np.float32))
+    assert line_aligned(aligned(np.asfortranarray(np.ones((3, 4)))))
+
+
+def test_params_and_workspaces_are_aligned():
+    p = fastrnn.init_params(65, 100, seed=0)
+    for group in (p, p.copy(), p.zeros_like(), p.astype(np.float32)):
+        assert all(line_aligned(a) for a in group)
+    ws = rnn.Workspace(65, 100, 25)
+    assert all(line_aligned(a) for a in (ws.hs, ws.probs, ws.dhs, ws.dhnext, ws.tmp_hh, ws.tmp_vh, *ws.grads))
+    for split in ("streams", "columns"):
+        bws = batch.BatchWorkspace(65, 100, 25, 8, threads=2, split=split)
+        assert all(line_aligned(a) for a in (bws.hs, bws.probs, bws.dhs, bws.dxb, *bws.chunk_grads))
+
+
+def test_trainer_aligns_a_loaded_state(tmp_path):
+    from fastrnn.checkpoint import load_checkpoint, save_checkpoint
+    from fastrnn.corpus import load_corpus
+    from fastrnn.trainer import TrainConfig, Trainer
+
+    trainer = Trainer(load_corpus(None), TrainConfig(hidden_size=16, seq_length=10, seed=1))
+    trainer.train(3)
+    save_checkpoint(tmp_path / "c.npz", trainer)
+    ckpt = load_checkpoint(tmp_path / "c.npz")
+    resumed = Trainer(load_corpus(None), ckpt.config, state=ckpt.state)
+    assert all(line_aligned(a) for a in (*resumed.params, *resumed.memory, resumed.hprev))
+    for a, b in zip(resumed.params, trainer.params):
+        assert np.array_equal(a, b)
