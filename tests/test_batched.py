@@ -100,8 +100,8 @@ def test_large_regime_saturates_and_clips(B):
 
 
 @pytest.mark.parametrize("B", [1, 3, 32])
-@pytest.mark.parametrize("threads", [1, 2])
-def test_train_step_matches_reference(B, threads):
+@pytest.mark.parametrize("threads,split", [(1, "streams"), (2, "streams"), (2, "columns"), (4, "columns")])
+def test_train_step_matches_reference(B, threads, split):
     params = make_params("large", V, H, seed=11 + B)
     memory = fastrnn.Params(*(np.abs(a) * 0.1 for a in make_params("tiny", V, H, seed=3)))
     inputs, targets, hprev = batch_data(B, seed=11)
@@ -109,7 +109,9 @@ def test_train_step_matches_reference(B, threads):
     loss_r, grads_r, h_r = reference_batch(p_ref, inputs, targets, hprev)
     ref.adagrad_update(p_ref, grads_r, m_ref, 0.1)
     p, m = params.copy(), memory.copy()
-    loss, h_last = batch.batch_train_step(p, m, inputs, targets, hprev, 0.1, threads=threads)
+    ws = batch.BatchWorkspace(V, H, T, B, threads=threads, split=split)
+    assert ws.split == split
+    loss, h_last = batch.batch_train_step(p, m, inputs, targets, hprev, 0.1, workspace=ws, threads=threads)
     assert_close(loss, loss_r, "loss")
     assert_close(h_last, h_r, "h_last")
     for name, a, e in zip(GRAD_NAMES, p, p_ref):
@@ -209,24 +211,6 @@ def test_columns_split_matches_reference(B, kind, clip):
     inputs, targets, hprev = batch_data(B, seed=60 + B)
     fast = batch.batch_loss_and_grads(params, inputs, targets, hprev, workspace=columns_workspace(B), clip=clip)
     assert_results_close(fast, reference_batch(params, inputs, targets, hprev, clip=clip))
-
-
-@pytest.mark.parametrize("threads", [2, 4])
-def test_columns_split_train_step_matches_reference(threads):
-    B = 32
-    params = make_params("large", V, H, seed=71)
-    memory = fastrnn.Params(*(np.abs(a) * 0.1 for a in make_params("tiny", V, H, seed=72)))
-    inputs, targets, hprev = batch_data(B, seed=73)
-    p_ref, m_ref = params.copy(), memory.copy()
-    loss_r, grads_r, h_r = reference_batch(p_ref, inputs, targets, hprev)
-    ref.adagrad_update(p_ref, grads_r, m_ref, 0.1)
-    p, m = params.copy(), memory.copy()
-    ws = columns_workspace(B, threads=threads)
-    loss, h_last = batch.batch_train_step(p, m, inputs, targets, hprev, 0.1, workspace=ws)
-    assert_close(loss, loss_r, "loss")
-    assert_close(h_last, h_r, "h_last")
-    for name, a, e in zip(GRAD_NAMES, (*p, *m), (*p_ref, *m_ref)):
-        assert_close(a, e, name)
 
 
 def test_columns_split_bit_identical_at_any_thread_count():

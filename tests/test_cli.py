@@ -150,10 +150,11 @@ def _reader(stream):
     return lines
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, corpus_file):
+def _train_then_signal(tmp_path, corpus_file, signum, checkpoint):
+    """Start a long ``fastrnn train``, wait for a few log lines, send ``signum``; return (exit status, stderr)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastrnn", "train", str(corpus_file), *SMALL, "--steps", "100000000",
-         "--log-every", "200", "--sample-every", "0", "--checkpoint", "int.npz"],
+         "--log-every", "200", "--sample-every", "0", "--checkpoint", checkpoint],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines, seen = _reader(proc.stdout), 0
@@ -161,13 +162,18 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, corpus_file):
         while seen < 3:  # a few log lines: training is under way
             line = lines.get(timeout=max(1, deadline - time.monotonic()))
             seen += line.startswith("iter ")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         proc.wait(timeout=60)
         err = proc.stderr.read()
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
     assert "Traceback" not in err
+    return proc.returncode, err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, corpus_file):
+    status, err = _train_then_signal(tmp_path, corpus_file, signal.SIGINT, "int.npz")
+    assert status == 130, err
     assert re.fullmatch(r"fastrnn train: interrupted at step [\d,]+; saved checkpoint int\.npz .*\n", err)
     ckpt = load_checkpoint(tmp_path / "int.npz")
     assert ckpt.state.n > 400
@@ -178,23 +184,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, corpus_file):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, corpus_file):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fastrnn", "train", str(corpus_file), *SMALL, "--steps", "100000000",
-         "--log-every", "200", "--sample-every", "0", "--checkpoint", "term.npz"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        lines, seen = _reader(proc.stdout), 0
-        deadline = time.monotonic() + 120
-        while seen < 3:  # a few log lines: training is under way
-            line = lines.get(timeout=max(1, deadline - time.monotonic()))
-            seen += line.startswith("iter ")
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        err = proc.stderr.read()
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, err
-    assert "Traceback" not in err
+    status, err = _train_then_signal(tmp_path, corpus_file, signal.SIGTERM, "term.npz")
+    assert status == 143, err
     assert re.fullmatch(r"fastrnn train: terminated \(SIGTERM\) at step [\d,]+; saved checkpoint term\.npz "
                         r"\(continue with: fastrnn train --resume term\.npz\)\n", err), err
     ckpt = load_checkpoint(tmp_path / "term.npz")
