@@ -18,12 +18,22 @@ Inside ``batch_train_steps`` fastrnn itself runs its chunks on n numba
 threads and holds BLAS to one thread (it restores the pools on return); the
 PyTorch rows run with BLAS/OpenMP at n.
 
+Group ``thread scaling`` (kind ``thread_scaling``): fastrnn's 2-thread speed-up
+at B in 32 and 128, measured with the 1-thread and the 2-thread call
+*alternated* round by round (a 1-thread call, then a 2-thread call, same steps
+per call, each timed after one untimed call of its own that wakes its threads
+and caches), so that a busy spell on the shared machine slows both sides
+rather than only one of the two separately timed rows. The issue-5 bars on
+2t / 1t use these medians when the run has them.
+
 The rows are stored with kind ``batch_train_step`` (not ``train_step``): at
 B=1, 1 thread they would otherwise share their report key with the batch-1
 ``fastrnn.train_step`` / PyTorch rows of ``test_train_step.py`` and
 ``test_torch.py``, which measure different calls.
 """
 from __future__ import annotations
+
+import time
 
 import numba
 import numpy as np
@@ -185,3 +195,52 @@ def _threading_layer():
         return numba.threading_layer()
     except ValueError:  # no parallel region has run yet (serial path only)
         return None
+
+
+SCALING_BATCH_SIZES = (32, 128)
+
+
+@pytest.mark.parametrize("batch_size", SCALING_BATCH_SIZES, ids=[f"B{b:03d}" for b in SCALING_BATCH_SIZES])
+@pytest.mark.parametrize("hidden_size", HIDDEN_SIZES, ids=[f"H{h:03d}" for h in HIDDEN_SIZES])
+@pytest.mark.parametrize("dtype_name", DTYPE_NAMES)
+def test_batch_thread_scaling(benchmark, corpus, dtype_name, hidden_size, batch_size):
+    """One timed call = a 1-thread call then a 2-thread call of fastrnn; their own medians go to extra_info."""
+    if threadpool_limits is None and not benchmark.disabled:
+        pytest.skip("threadpoolctl is not installed, so BLAS threads cannot be pinned: "
+                    "pip install threadpoolctl (the 'bench' extra)")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip(f"2 threads asked, numba allows {numba.config.NUMBA_NUM_THREADS} on this machine")
+    ids, vocab_size = corpus
+    H, B = hidden_size, batch_size
+    benchmark.group = "thread scaling"
+    rounds, steps = PLANS["numba"][(H, B)]
+    if benchmark.disabled:
+        steps = SMOKE_STEPS
+    dtype = np.dtype(dtype_name)
+    steppers = {}
+    for n in (1, 2):
+        with pinned_threads(n):
+            steppers[n] = FastrnnBatchSteps(ShardWindows(ids, B, SEQ_LENGTH), vocab_size, H, dtype, n, steps)
+    times = {1: [], 2: []}
+
+    def one_of_each():
+        for n in (1, 2):
+            with pinned_threads(n):
+                steppers[n]()  # untimed: wake this side's threads and caches after the other side ran
+                start = time.perf_counter()
+                loss = steppers[n]()
+                times[n].append(time.perf_counter() - start)
+        return loss
+
+    if not benchmark.disabled:
+        one_of_each()  # compile or load kernels, start thread pools
+        times[1].clear()
+        times[2].clear()
+    loss = benchmark.pedantic(one_of_each, **plan(rounds))
+    benchmark.extra_info.update(
+        kind="thread_scaling", implementation="numba", dtype=dtype_name, hidden_size=H, vocab_size=vocab_size,
+        seq_length=SEQ_LENGTH, batch_size=B, threads=2, chars_per_step=None, flops_per_char=None,
+        chars_per_call=B * SEQ_LENGTH * steps, steps_per_call=steps, rounds_each=len(times[1]),
+        median_1t=float(np.median(times[1])), median_2t=float(np.median(times[2])),
+        split_2t=steppers[2].workspace.split, chunks_2t=steppers[2].workspace.n_chunks)
+    assert np.isfinite(loss)
