@@ -23,8 +23,9 @@ at B in 32 and 128, measured with the 1-thread and the 2-thread call
 *alternated* round by round (a 1-thread call, then a 2-thread call, same steps
 per call, each timed after one untimed call of its own that wakes its threads
 and caches), so that a busy spell on the shared machine slows both sides
-rather than only one of the two separately timed rows. The issue-5 bars on
-2t / 1t use these medians when the run has them.
+rather than only one of the two separately timed rows: a cross-check shown in
+the report. It reads lower than the steady-state rows (switching thread counts
+between calls costs the 2-thread side), so the issue-5 bars use the rows.
 
 The rows are stored with kind ``batch_train_step`` (not ``train_step``): at
 B=1, 1 thread they would otherwise share their report key with the batch-1
