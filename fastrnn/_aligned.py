@@ -3,7 +3,7 @@
 numpy only guarantees 16-byte alignment. The kernels' vector loads run along
 rows; when an array starts 8, 16 or 48 bytes past a cache line, a 64-byte
 AVX-512 load straddles two lines. Measured on the 2-core machine: a batch-1
-training step at H = 512 (float64) ran ~30 % slower with its arrays at a
+training step at H = 512 (float64) ran 15-45 % slower with its arrays at a
 16-byte offset than with 64-byte-aligned ones, and ~5 % slower at H = 100, so
 speed changed from one process to the next with wherever malloc put them.
 
