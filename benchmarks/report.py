@@ -603,6 +603,16 @@ def render(run, plot_name=None, batch_plot_name=None):
     return "\n".join(lines)
 
 
+def _log_axes(ax, ticks, xlabel):
+    """Log-2 x axis with a tick at each value, log y axis of chars/s."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("characters per second (log)")
+
+
 def plot(run, path, kind="train_step"):
     """chars/s against hidden size, one line per implementation/dtype/B/threads, log y."""
     try:
@@ -630,12 +640,7 @@ def plot(run, path, kind="train_step"):
             ax.plot(sizes, ceiling, color="grey", alpha=0.6, linewidth=1,
                     linestyle="-." if dtype == "float64" else (0, (1, 3)),
                     label=f"GEMM-peak ceiling {dtype} (1 thread)")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xticks(sizes)
-    ax.set_xticklabels([str(h) for h in sizes])
-    ax.set_xlabel("hidden size H")
-    ax.set_ylabel("characters per second (log)")
+    _log_axes(ax, sizes, "hidden size H")
     title = f"fastrnn, {KIND_TITLES.get(kind, kind)}: T=25, V={rows[0].vocab_size if rows else '?'}"
     if run.meta["quick"]:
         title += " (QUICK RUN)"
@@ -682,12 +687,7 @@ def plot_batched(run, path):
                 ax.axhline(peak / here[0].flops_per_char, color="grey", alpha=0.6, linewidth=1,
                            linestyle="-." if dtype == "float64" else (0, (1, 3)),
                            label=f"GEMM-peak ceiling {dtype} (1 thread)")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(batch_sizes)
-        ax.set_xticklabels([str(b) for b in batch_sizes])
-        ax.set_xlabel("batch size B (streams per step)")
-        ax.set_ylabel("characters per second (log)")
+        _log_axes(ax, batch_sizes, "batch size B (streams per step)")
         ax.set_title(f"H={H}", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="best")
