@@ -76,3 +76,10 @@ def init_params(vocab_size: int, hidden_size: int, seed=None, dtype=np.float64) 
     bh = np.zeros(hidden_size)
     by = np.zeros(vocab_size)
     return Params(Wxh, Whh, Why, bh, by).astype(dtype)
+
+
+class SeedGrads(Params):
+    """Gradients of the seed's five arrays (a :class:`Params` that :func:`fastrnn.to_torch` reads as ``.grad``)."""
+
+    __slots__ = ()
+    is_gradient = True

@@ -152,3 +152,126 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
         x[ix] = 1
         ixes.append(ix)
     return np.array(ixes, dtype=np.int64)
+
+
+# --- every cell and depth: the stack's twin, built from the cells' twins --------------
+# Loops time outermost and layers inside, one step of every layer at a time (the order the
+# equations read), where the kernels run one layer over the whole sequence, then the next.
+
+def _stack_state(state, spec, B, dtype):
+    """The initial state as a list (per layer) of tuples of (B, H) arrays."""
+    L, H = spec.num_layers, spec.hidden_size
+    if state is None:
+        state = tuple(np.zeros((L, B, H), dtype) for _ in spec.state_names)
+    return [tuple(np.array(s[layer], dtype=dtype) for s in state) for layer in range(L)]
+
+
+def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP):
+    """Loss, gradients and last state of B streams under a :class:`~fastrnn.model.ModelParams`.
+
+    inputs, targets: (B, T) int ids. state: None (zeros) or a tuple, one (L, B, H)
+    array per state name (``(h,)`` or ``(h, c)``). Returns ``(loss, grads,
+    state_last)``: the cross-entropy summed over the B * T characters divided
+    by B, the gradient of that loss clipped to [-clip, clip] (``clip=None``:
+    unclipped) as a ModelParams, and the last state as a tuple of (L, B, H).
+    """
+    from .model import ModelParams
+    from .reference_cells import STEPS
+
+    spec, dtype = params.spec, params.dtype
+    step, step_backward = STEPS[spec.cell]
+    inputs, targets = np.asarray(inputs), np.asarray(targets)
+    B, T = inputs.shape
+    L, H = spec.num_layers, spec.hidden_size
+    Why, by = params["Why"], params["by"]
+    layers = [params.layer(layer) for layer in range(L)]
+    states = _stack_state(state, spec, B, dtype)
+    caches = [[None] * T for _ in range(L)]
+    outputs = [[None] * T for _ in range(L)]
+    probs = [None] * T
+    loss = 0.0
+    for t in range(T):
+        x = None
+        for layer, (Wxh, Whh, bh, *bhn) in enumerate(layers):
+            x_proj = (Wxh[:, inputs[:, t]].T if layer == 0 else x @ Wxh.T) + bh
+            states[layer], caches[layer][t] = step(x_proj, states[layer], Whh, *bhn)
+            x = outputs[layer][t] = states[layer][0]
+        logits = x @ Why.T + by
+        logits = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        probs[t] = e / e.sum(axis=1, keepdims=True)
+        loss += float(np.sum(np.log(e.sum(axis=1)) - logits[np.arange(B), targets[:, t]]))
+    state_last = tuple(np.stack([states[layer][i] for layer in range(L)]) for i in range(len(spec.state_names)))
+
+    grads = ModelParams(spec, dtype, is_gradient=True)
+    g = grads.arrays
+    d_state = [tuple(np.zeros((B, H), dtype) for _ in spec.state_names) for _ in range(L)]
+    for t in reversed(range(T)):
+        dy = probs[t].copy()
+        dy[np.arange(B), targets[:, t]] -= 1
+        dy /= B
+        g["Why"] += dy.T @ outputs[L - 1][t]
+        g["by"] += dy.sum(axis=0)
+        dx = dy @ Why  # dL/d(output of the top layer at step t)
+        for layer in reversed(range(L)):
+            names = spec.layer_names(layer)
+            Wxh, Whh = layers[layer][0], layers[layer][1]
+            d_new = (d_state[layer][0] + dx,) + d_state[layer][1:]
+            d_x, d_hh, d_state[layer] = step_backward(d_new, caches[layer][t], Whh)
+            g[names[1]] += d_hh.T @ caches[layer][t][0]
+            g[names[2]] += d_x.sum(axis=0)
+            if spec.cell == "gru":
+                g[names[3]] += d_hh[:, 2 * H:].sum(axis=0)
+            if layer == 0:
+                for b in range(B):
+                    g[names[0]][:, inputs[b, t]] += d_x[b]
+            else:
+                g[names[0]] += d_x.T @ outputs[layer - 1][t]
+                dx = d_x @ Wxh
+    if clip is not None:
+        for a in grads:
+            np.clip(a, -clip, clip, out=a)
+    return loss / B, grads, state_last
+
+
+def stack_sequence_loss(params, inputs, targets, state=None):
+    """Forward only: ``(loss, state_last)`` of B streams, as in :func:`stack_loss_and_grads`."""
+    loss, _, state_last = stack_loss_and_grads(params, inputs, targets, state, clip=None)
+    return loss, state_last
+
+
+# --- optimizers over flat arrays (twins of fastrnn.optim_kernels) -------------------------
+
+def _clipped(grad, clip, scale):
+    dtype = grad.dtype.type
+    limit = np.finfo(grad.dtype).max if clip is None else dtype(clip)
+    grad[:] = np.clip(grad, -limit, limit) * dtype(scale)
+    return grad
+
+
+def flat_adagrad_update(param, grad, memory, learning_rate, eps=ADAGRAD_EPS, clip=CLIP, scale=1.0):
+    """The seed's Adagrad over flat arrays, after clipping (value, then ``scale``); all in place."""
+    t = param.dtype.type
+    g = _clipped(grad, clip, scale)
+    memory += g * g
+    param += -t(learning_rate) * g / np.sqrt(memory + t(eps))
+
+
+def flat_rmsprop_update(param, grad, square_avg, learning_rate, alpha, eps, clip=CLIP, scale=1.0):
+    """torch.optim.RMSprop over flat arrays, after clipping; all in place."""
+    t = param.dtype.type
+    g = _clipped(grad, clip, scale)
+    square_avg[:] = t(alpha) * square_avg + t(1.0 - alpha) * (g * g)
+    param += -t(learning_rate) * g / (np.sqrt(square_avg) + t(eps))
+
+
+def flat_adam_update(param, grad, exp_avg, exp_avg_sq, step, learning_rate, beta1, beta2, eps, clip=CLIP,
+                     scale=1.0):
+    """torch.optim.Adam over flat arrays (``step`` 1-based), after clipping; all in place."""
+    t = param.dtype.type
+    g = _clipped(grad, clip, scale)
+    exp_avg[:] = exp_avg + t(1.0 - beta1) * (g - exp_avg)
+    exp_avg_sq[:] = t(beta2) * exp_avg_sq + t(1.0 - beta2) * (g * g)
+    bias_correction1, bias_correction2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+    param += t(-learning_rate / bias_correction1) * exp_avg / (
+        np.sqrt(exp_avg_sq) / t(np.sqrt(bias_correction2)) + t(eps))

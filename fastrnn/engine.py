@@ -1,0 +1,364 @@
+"""One engine for every cell and depth: B streams, T steps, layer by layer (validate, allocate, call the kernels).
+
+A step runs layer 0 over the whole sequence (its input projection a row
+lookup of ``Wxh.T``, then the cell's recurrence), then layer 1 on layer 0's
+outputs (one GEMM for its input projection), and so on; then the output head
+over all T * B rows. Backward runs the head, then the layers in reverse, each
+turning dL/d(its outputs) into its weight gradients (GEMMs over all rows) and
+dL/d(its inputs) for the layer below. The cell's own kernels
+(:mod:`fastrnn.cell_kernels`) are the only code that knows its gates; the
+numpy twin is :func:`fastrnn.reference.stack_loss_and_grads`.
+
+Semantics are those of :mod:`fastrnn.batch`: the loss is the cross-entropy
+summed over the B * T characters divided by B, and the gradient is that of
+this loss (the per-stream gradients summed, divided by B). The 1-layer rnn
+keeps the seed-exact kernels of :mod:`fastrnn.rnn` and :mod:`fastrnn.batch`
+(see :func:`loss_and_grads`); this module's generic path computes the same
+model to rounding.
+
+State layout (PyTorch's): a tuple with one (num_layers, B, H) array per state
+name, ``(h,)`` for rnn and gru, ``(h, c)`` for lstm.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import cell_kernels, kernels, optim, stack_kernels
+from ._aligned import aligned_zeros
+from ._validate import check_ids, check_params
+from .model import ModelParams, ModelSpec
+from .params import Params, SeedGrads
+
+CLIP = 5.0
+SCORE_CHUNK = 1024  # steps per forward-only kernel call when scoring a long text at batch 1
+
+
+class StackWorkspace:
+    """Scratch arrays for steps of ``batch_size`` streams of up to ``seq_length`` ids of a model, allocated once.
+
+    Per layer: hs ((T+1) * B, H) (and cs for an LSTM), gates and dgx (T * B, G*H),
+    dhs (T * B, H) (dL/d(outputs)), tmp (B, G*H), dh, dc (B, H); a GRU also hn
+    (T * B, H), dgh (T * B, 3H) and tmp_h (B, H). Shared: probs (T * B, V),
+    WxhT / dWxhT (V, G*H) and the step's ids (B, T).
+    """
+
+    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64):
+        T, B = int(seq_length), int(batch_size)
+        if T < 1 or B < 1:
+            raise ValueError(f"seq_length and batch_size must be positive, got {T} and {B}")
+        dtype = np.dtype(dtype)
+        self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, dtype
+        H, V, G = spec.hidden_size, spec.vocab_size, spec.gates
+        z = lambda *shape: aligned_zeros(shape, dtype)  # noqa: E731
+        self.layers = []
+        for _ in range(spec.num_layers):
+            a = dict(hs=z((T + 1) * B, H), gates=z(T * B, G * H), dgx=z(T * B, G * H), dhs=z(T * B, H),
+                     tmp=z(B, G * H), dh=z(B, H), dc=z(B, H))
+            if spec.cell == "lstm":
+                a["cs"] = z((T + 1) * B, H)
+            if spec.cell == "gru":
+                a.update(hn=z(T * B, H), dgh=z(T * B, G * H), tmp_h=z(B, H))
+            else:
+                a["dgh"] = a["dgx"]
+            self.layers.append(a)
+        self.probs = z(T * B, V)
+        self.WxhT, self.dWxhT = z(V, G * H), z(V, G * H)
+        self.inputs = np.zeros((B, T), np.int64)
+        self.targets = np.zeros((B, T), np.int64)
+        self.grads = ModelParams(spec, dtype, is_gradient=True)
+
+    def fits(self, params: ModelParams, batch_size, length) -> bool:
+        return (params.spec == self.spec and params.dtype == self.dtype and batch_size == self.batch_size
+                and length == self.seq_length)
+
+
+# --- forward and backward of the stack (arrays already validated) -------------------
+
+def _forward(params, ws, inputs, targets, state):
+    """Forward pass of B streams; returns the summed loss (float64). state: tuple of (L, B, H), read."""
+    spec = params.spec
+    B, T = inputs.shape
+    for layer in range(spec.num_layers):
+        a = ws.layers[layer]
+        Wxh, Whh, bh, *bhn = params.layer(layer)
+        a["hs"][:B] = state[0][layer]
+        if layer == 0:
+            stack_kernels.transpose_into(ws.WxhT, Wxh)
+            stack_kernels.embed_ids(a["gates"], ws.WxhT, inputs, bh)
+        else:
+            stack_kernels.project_inputs(a["gates"], ws.layers[layer - 1]["hs"][B:], Wxh, bh)
+        if spec.cell == "rnn":
+            cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], Whh)
+        elif spec.cell == "lstm":
+            a["cs"][:B] = state[1][layer]
+            cell_kernels.lstm_forward(a["hs"], a["cs"], a["gates"], a["tmp"], Whh)
+        else:
+            cell_kernels.gru_forward(a["hs"], a["gates"], a["hn"], a["tmp"], Whh, bhn[0])
+    top = ws.layers[-1]["hs"][B:]
+    return stack_kernels.head_forward(ws.probs, top, targets, params["Why"], params["by"])
+
+
+def _backward(params, ws, inputs, targets, grads):
+    """Backward pass after :func:`_forward`; *overwrites* ``grads`` with the gradient of loss / B."""
+    spec = params.spec
+    B, T = inputs.shape
+    H = spec.hidden_size
+    g = grads.arrays
+    dtype = params.dtype.type
+    top = ws.layers[-1]
+    stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, top["hs"][B:], targets, params["Why"],
+                                dtype(1) / dtype(B))
+    for layer in reversed(range(spec.num_layers)):
+        a = ws.layers[layer]
+        names = spec.layer_names(layer)
+        Wxh, Whh = params[names[0]], params[names[1]]
+        if spec.cell == "rnn":
+            cell_kernels.rnn_backward(a["dgx"], a["dh"], a["dhs"], a["hs"], Whh)
+        elif spec.cell == "lstm":
+            cell_kernels.lstm_backward(a["dgx"], a["dh"], a["dc"], a["dhs"], a["hs"], a["cs"], a["gates"], Whh)
+        else:
+            cell_kernels.gru_backward(a["dgx"], a["dgh"], a["dh"], a["tmp_h"], a["dhs"], a["hs"], a["gates"],
+                                      a["hn"], Whh)
+            stack_kernels.sum_rows(g[names[3]], a["dgh"], 2 * H)
+        stack_kernels.recurrent_grads(g[names[1]], a["dgh"], a["hs"][:T * B])
+        stack_kernels.sum_rows(g[names[2]], a["dgx"], 0)
+        if layer == 0:
+            stack_kernels.embedding_grads(g[names[0]], ws.dWxhT, a["dgx"], inputs)
+        else:
+            stack_kernels.input_grads(ws.layers[layer - 1]["dhs"], g[names[0]], a["dgx"],
+                                      ws.layers[layer - 1]["hs"][B:], Wxh)
+
+
+def _last_state(ws, spec, B, T, out):
+    """Copy each layer's final state into ``out`` (tuple of (L, B, H))."""
+    for layer, a in enumerate(ws.layers):
+        out[0][layer] = a["hs"][T * B:]
+        if spec.cell == "lstm":
+            out[1][layer] = a["cs"][T * B:]
+
+
+# --- argument normalisation -------------------------------------------------------
+
+def _check_model(params) -> ModelParams:
+    if isinstance(params, Params):
+        return ModelParams.from_seed(check_params(params))
+    if not isinstance(params, ModelParams):
+        raise ValueError("params must be a fastrnn.ModelParams (from init_params) or a fastrnn.Params")
+    return params
+
+
+def _check_batch_ids(inputs, targets, vocab_size):
+    """(B, T) int64 inputs and targets, and whether they came as one (T,) sequence."""
+    a, b = np.asarray(inputs), np.asarray(targets)
+    single = a.ndim == 1
+    if single:
+        a, b = a[None, :], b[None, :] if b.ndim == 1 else b
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"inputs must be a non-empty (T,) or (B, T) array of ids, got shape {np.shape(inputs)}")
+    if b.shape != a.shape:
+        raise ValueError(f"inputs and targets must have the same shape, got {np.shape(inputs)} and "
+                         f"{np.shape(targets)}")
+    a = check_ids(a.reshape(-1), vocab_size, "inputs").reshape(a.shape)
+    b = check_ids(b.reshape(-1), vocab_size, "targets").reshape(b.shape)
+    return a, b, single
+
+
+def check_state(state, spec: ModelSpec, B, dtype, single=False):
+    """``state`` in PyTorch's layout as a tuple of fresh C-contiguous (L, B, H) arrays of ``dtype``.
+
+    Accepts None (zeros); for an lstm a pair (h, c); for rnn/gru ``h`` alone or
+    a 1-tuple. ``single`` (a (T,) call) also takes (L, H) arrays, and (H,) for a
+    1-layer model.
+    """
+    L, H, n = spec.num_layers, spec.hidden_size, len(spec.state_names)
+    if state is None:
+        return tuple(np.zeros((L, B, H), dtype) for _ in range(n))
+    parts = tuple(state) if isinstance(state, (tuple, list)) else (state,)
+    if len(parts) != n:
+        what = "a pair (h, c)" if n == 2 else "one array h"
+        raise ValueError(f"the state of a {spec.cell} is {what}, got {len(parts)} array(s)")
+    out = []
+    for name, s in zip(spec.state_names, parts):
+        arr = np.asarray(s)
+        if arr.dtype.kind not in "fiu":
+            raise ValueError(f"state {name} must be a float array, got dtype {arr.dtype}")
+        allowed = [(L, B, H)] + ([(L, H)] if single else []) + ([(H,), (H, 1)] if single and L == 1 else [])
+        if arr.shape not in allowed:
+            raise ValueError(f"state {name} must have shape {' or '.join(map(str, allowed))}, got {arr.shape}")
+        out.append(np.array(arr.reshape(L, B, H), dtype=dtype, order="C"))
+    return tuple(out)
+
+
+def _state_like(state_last, state_given, spec, single):
+    """The last state in the layout the caller gave (PyTorch's by default)."""
+    parts = None if state_given is None else (
+        tuple(state_given) if isinstance(state_given, (tuple, list)) else (state_given,))
+    out = []
+    for i, s in enumerate(state_last):
+        shape = s.shape if parts is None else np.shape(parts[i])
+        if single and parts is None:
+            shape = (s.shape[0], s.shape[2])
+        out.append(s.reshape(shape))
+    if spec.cell == "lstm":
+        return tuple(out)
+    return out[0]
+
+
+# --- public functions ------------------------------------------------------------------
+
+def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=None):
+    """The generic engine's loss, gradients and last state, any model (the 1-layer rnn too).
+
+    Same meaning as :func:`fastrnn.reference.stack_loss_and_grads`: inputs,
+    targets (B, T); state a tuple of (L, B, H) arrays or None. Returns
+    ``(loss, grads, state_last)`` with fresh arrays.
+    """
+    params = _check_model(params)
+    inputs, targets, _ = _check_batch_ids(inputs, targets, params.vocab_size)
+    B, T = inputs.shape
+    state = check_state(state, params.spec, B, params.dtype)
+    ws = workspace if workspace is not None else StackWorkspace(params.spec, T, B, params.dtype)
+    if not ws.fits(params, B, T):
+        raise ValueError("workspace does not fit these parameters, batch size and sequence length")
+    loss = _forward(params, ws, inputs, targets, state)
+    grads = ws.grads
+    _backward(params, ws, inputs, targets, grads)
+    limit = optim.clip_value(clip, params.dtype)
+    kernels.clip_inplace(grads.flat, limit)
+    _last_state(ws, params.spec, B, T, state)
+    return float(loss) / B, grads.copy(), state
+
+
+def loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=None):
+    """Loss, gradients (clipped to [-clip, clip]; ``clip=None``: unclipped) and last state of any model.
+
+    ``params``: a :class:`~fastrnn.model.ModelParams` from :func:`fastrnn.init_params`
+    (or the seed's :class:`~fastrnn.Params`). inputs, targets: (T,) or (B, T)
+    ids. ``state``: None (zeros) or PyTorch's layout, ``h`` (L, B, H) for
+    rnn/gru, a pair ``(h, c)`` for lstm; a (T,) call also takes (L, H), and
+    (H,) for a 1-layer model. Returns ``(loss, grads, state_last)``: the
+    cross-entropy summed over the B * T characters divided by B (B = 1: the
+    seed's sum), gradients of the same type as ``params``, and the last state
+    in the layout given (PyTorch's when None).
+
+    A 1-layer rnn runs the seed-exact kernels (:func:`fastrnn.rnn.loss_and_grads`
+    at batch 1, with ``workspace`` a :class:`fastrnn.Workspace` to reuse;
+    :func:`fastrnn.batch.batch_loss_and_grads` above), every other model the
+    generic engine (``workspace`` a :class:`StackWorkspace`).
+    """
+    seed_in = not isinstance(params, ModelParams)  # the seed's Params (or its tuple / dict forms)
+    if seed_in or params.spec.is_seed:
+        seed_params = check_params(params) if seed_in else params.as_seed()
+        loss, g, state_last = _seed_loss_and_grads(seed_params, inputs, targets, state, clip, workspace)
+        return loss, (SeedGrads(*g) if seed_in else ModelParams.from_seed(SeedGrads(*g))), state_last
+    model = _check_model(params)
+    spec, dtype = model.spec, model.dtype
+    ids, tgt, single = _check_batch_ids(inputs, targets, spec.vocab_size)
+    st = check_state(state, spec, ids.shape[0], dtype, single)
+    loss, grads, state_last = stack_loss_and_grads(model, ids, tgt, st, clip, workspace)
+    return loss, grads, _state_like(state_last, state, spec, single)
+
+
+def _seed_loss_and_grads(params, inputs, targets, state, clip, workspace):
+    """The 1-layer rnn on the seed-exact kernels, with the state in any of the accepted layouts."""
+    from . import rnn
+
+    H = int(params.Whh.shape[0])
+    if np.ndim(inputs) != 2 or (state is not None and np.ndim(state) < 3):
+        # One sequence (with the seed's state, or what is not a sequence: rnn's checks say why).
+        shape = None if state is None else np.shape(state)
+        h = np.zeros(H) if state is None else np.asarray(state)
+        if shape in ((1, H), (1, 1, H)) and shape != (H, 1):
+            h = h.reshape(H)
+        loss, g, h_last = rnn.loss_and_grads(params, inputs, targets, h, clip=clip, workspace=workspace)
+        # PyTorch's (L, H) for no state; the layout given otherwise; the seed's (H,) for (H,) or (H, 1).
+        out_shape = (1, H) if shape is None else (H,) if shape in ((H,), (H, 1)) else shape
+        return loss, g, h_last.reshape(out_shape)
+    from .batch import batch_loss_and_grads
+
+    ids = np.asarray(inputs)
+    B = ids.shape[0] if ids.ndim == 2 else 1
+    spec = ModelSpec("rnn", 1, int(params.Why.shape[0]), H)
+    (h,) = check_state(state, spec, B, params.Whh.dtype)
+    loss, g, h_last = batch_loss_and_grads(params, inputs, targets, h[0], clip=clip, threads=1,
+                                           workspace=workspace)
+    shape = (1, B, H) if state is None else np.shape(state)
+    return loss, g, h_last.reshape(shape)
+
+
+def sequence_loss(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUNK):
+    """Forward only, one stream of any length: ``(loss, state_last)``; the loss summed over the T steps.
+
+    inputs, targets (T,) int ids (any integer arrays: read ``chunk`` steps at a
+    time); ``state`` a tuple of (L, 1, H) arrays or None; carried across chunks.
+    """
+    params = _check_model(params)
+    spec = params.spec
+    state = check_state(state, spec, 1, params.dtype)
+    n = int(np.asarray(targets).shape[0]) if hasattr(targets, "shape") else len(targets)
+    ws = None
+    loss = 0.0
+    for s in range(0, n, chunk):
+        x = check_ids(np.asarray(inputs[s:s + chunk]), spec.vocab_size, "inputs")[None, :]
+        y = check_ids(np.asarray(targets[s:s + chunk]), spec.vocab_size, "targets")[None, :]
+        if x.shape != y.shape:
+            raise ValueError("inputs and targets must have the same length")
+        T = x.shape[1]
+        if ws is None or ws.seq_length != T:
+            ws = StackWorkspace(spec, T, 1, params.dtype)
+        loss += _forward(params, ws, x, y, state)
+        _last_state(ws, spec, 1, T, state)
+    return float(loss), state
+
+
+def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUNK):
+    """Per-step ``log p(targets[t])`` (T,) float64 of one stream, and the last state."""
+    params = _check_model(params)
+    spec = params.spec
+    state = check_state(state, spec, 1, params.dtype)
+    inputs, targets = np.asarray(inputs), np.asarray(targets)
+    out = np.empty(targets.shape[0], np.float64)
+    ws = None
+    for s in range(0, targets.shape[0], chunk):
+        x = check_ids(inputs[s:s + chunk], spec.vocab_size, "inputs")[None, :]
+        y = check_ids(targets[s:s + chunk], spec.vocab_size, "targets")[None, :]
+        T = x.shape[1]
+        if ws is None or ws.seq_length != T:
+            ws = StackWorkspace(spec, T, 1, params.dtype)
+        _forward(params, ws, x, y, state)
+        _last_state(ws, spec, 1, T, state)
+        out[s:s + T] = np.log(ws.probs[np.arange(T), y[0]].astype(np.float64))
+    return out, state
+
+
+def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False):
+    """``n`` sampled ids (int64) from ``state`` (tuple of (L, 1, H) or None), seeded with id ``seed_ix``.
+
+    Draw t uses the t-th ``numpy.random.default_rng(seed).random()`` value
+    through the inverse CDF of ``softmax(logits / temperature)``, as
+    :func:`fastrnn.sample` does; ``argmax=True``: greedy.
+    """
+    params = _check_model(params)
+    spec = params.spec
+    state = check_state(state, spec, 1, params.dtype)
+    rng = np.random.default_rng(seed)
+    ws = StackWorkspace(spec, 1, 1, params.dtype)
+    x = np.array([[int(seed_ix)]], np.int64)
+    out = np.empty(int(n), np.int64)
+    inv_t = params.dtype.type(1.0 / float(temperature))
+    logits = np.empty(spec.vocab_size, params.dtype)
+    for t in range(out.size):
+        _forward(params, ws, x, x, state)
+        _last_state(ws, spec, 1, 1, state)
+        u = rng.random()
+        h_top = ws.layers[-1]["hs"][1]
+        kernels.output_logits(logits, h_top, params["Why"], params["by"])
+        if argmax:
+            ix = int(np.argmax(logits))
+        else:
+            logits *= inv_t
+            kernels.softmax_inplace(logits)
+            ix = int(kernels.pick_id(logits, u))
+        out[t] = ix
+        x[0, 0] = ix
+    return out

@@ -1,0 +1,113 @@
+"""Numba kernels of the stack around the cells: input projections, the output head, weight gradients.
+
+Everything here is off the sequential path: matrix-matrix products over all
+T * B (time-major) rows at once, plus the per-row softmax. The cells
+(:mod:`fastrnn.cell_kernels`) do the recurrence in between. Float arrays
+share one dtype; ids are int64 (B, T) with row ``t * B + b`` reading ``ids[b, t]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._numba import fast
+from .batch_kernels import transpose_into  # noqa: F401  (the stack's weight transposes)
+from .kernels import add_into, softmax_inplace
+
+
+@fast
+def embed_ids(x_proj, WxhT, ids, bh):
+    """x_proj (T * B, GH) row t * B + b = Wxh[:, ids[b, t]] + bh, read from WxhT (V, GH) = Wxh.T."""
+    B, T = ids.shape
+    for t in range(T):
+        for b in range(B):
+            row, w = x_proj[t * B + b], WxhT[ids[b, t]]
+            for k in range(row.shape[0]):
+                row[k] = w[k] + bh[k]
+
+
+@fast
+def project_inputs(x_proj, X, Wxh, bh):
+    """x_proj (T * B, GH) = X (T * B, H) @ Wxh.T (H, GH) + bh: the input of a layer above the first."""
+    np.dot(X, Wxh.T, x_proj)
+    for r in range(x_proj.shape[0]):
+        add_into(x_proj[r], bh)
+
+
+@fast
+def head_forward(probs, Htop, targets, Why, by):
+    """Output layer and softmax of every row; returns the summed cross-entropy (float64, nats).
+
+    probs (T * B, V) receives the softmax of ``Htop (T * B, H) @ Why.T + by``; targets (B, T).
+    """
+    B, T = targets.shape
+    np.dot(Htop, Why.T, probs)
+    loss = 0.0
+    for t in range(T):
+        for b in range(B):
+            p = probs[t * B + b]
+            for v in range(p.shape[0]):
+                p[v] += by[v]
+            target_logit = p[targets[b, t]]
+            m, log_sum = softmax_inplace(p)
+            loss += log_sum - (target_logit - m)
+    return loss
+
+
+@fast
+def head_backward(dHtop, dWhy, dby, probs, Htop, targets, Why, scale):
+    """Gradients of ``scale`` times the summed loss: dy = (probs - onehot(targets)) * scale (in place in
+    probs), dWhy (V, H) = dy.T @ Htop, dby (V,) = sum of the rows of dy, dHtop (T * B, H) = dy @ Why
+    (overwritten)."""
+    B, T = targets.shape
+    one = probs.dtype.type(1)
+    for t in range(T):
+        for b in range(B):
+            p = probs[t * B + b]
+            p[targets[b, t]] -= one
+            for v in range(p.shape[0]):
+                p[v] *= scale
+    np.dot(probs.T, Htop, dWhy)
+    dby[:] = 0
+    for r in range(probs.shape[0]):
+        add_into(dby, probs[r])
+    np.dot(probs, Why, dHtop)
+
+
+@fast
+def recurrent_grads(dWhh, dgh, hs_prev):
+    """dWhh (GH, H) = dgh.T (GH, T * B) @ hs_prev (T * B, H), hs_prev the states each step started from."""
+    np.dot(dgh.T, hs_prev, dWhh)
+
+
+@fast
+def sum_rows(out, a, c0):
+    """out (n,) = the sum over rows of a[:, c0:c0 + n] (a (R, m))."""
+    out[:] = 0
+    n = out.shape[0]
+    for r in range(a.shape[0]):
+        row = a[r]
+        for k in range(n):
+            out[k] += row[c0 + k]
+
+
+@fast
+def input_grads(dX, dWxh, dgx, X, Wxh):
+    """A layer above the first: dWxh (GH, H) = dgx.T @ X and dX (T * B, H) = dgx @ Wxh (overwritten)."""
+    np.dot(dgx.T, X, dWxh)
+    np.dot(dgx, Wxh, dX)
+
+
+@fast
+def embedding_grads(dWxh, dWxhT, dgx, ids):
+    """Layer 0: dWxh (GH, V) = the rows of dgx (T * B, GH) scatter-added by id, through dWxhT (V, GH)."""
+    B, T = ids.shape
+    dWxhT[:] = 0
+    for t in range(T):
+        for b in range(B):
+            add_into(dWxhT[ids[b, t]], dgx[t * B + b])
+    GH, V = dWxh.shape
+    for v in range(V):
+        row = dWxhT[v]
+        for k in range(GH):
+            dWxh[k, v] = row[k]
+
