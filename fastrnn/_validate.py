@@ -21,7 +21,9 @@ def check_params(params, dtype=None) -> Params:
     updates reach the caller's arrays.
     """
     if not isinstance(params, Params):
-        if isinstance(params, dict):
+        if hasattr(params, "as_seed") and hasattr(params, "spec"):  # a fastrnn.ModelParams of a 1-layer rnn
+            params = params.as_seed()  # ValueError for any other model
+        elif isinstance(params, dict):
             missing = [k for k in PARAM_NAMES if k not in params]
             if missing:
                 raise ValueError(f"params is missing {', '.join(missing)}")

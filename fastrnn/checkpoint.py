@@ -13,6 +13,15 @@ and ``corpus_path`` ("" for the embedded corpus); ``format`` and
 
 Version 2 added ``pointers`` and the config's ``batch_size`` and ``threads``;
 version 1 files (batch 1 only) still load, as batch 1 with the default threads.
+
+Version 3 holds any model: the arrays under the model's own names
+(:meth:`fastrnn.model.ModelSpec.param_shapes`; a 1-layer rnn's are the seed's
+five), each optimizer buffer under a prefix (``m`` + name for Adagrad's memory,
+as before; ``square_avg.``, ``exp_avg.``, ``exp_avg_sq.`` + name), the state
+``hprev`` (and ``cprev`` for an LSTM) in the seed's layout for one layer ((H,)
+at batch 1, (B, H)) and (L, B, H) above; the config gains ``cell``,
+``num_layers``, ``optimizer`` and its options, ``clip_norm``. Version 1 and 2
+files load as a 1-layer rnn trained with Adagrad.
 """
 from __future__ import annotations
 
@@ -26,19 +35,20 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import Corpus, Fingerprint
-from .params import PARAM_NAMES, Params
-from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState
+from .model import ModelParams, describe
+from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState, seed_hidden_layout
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 V1_CONFIG_DEFAULTS = ("batch_size", "threads")  # config fields a version-1 file lacks: take the defaults
-MEMORY_NAMES = tuple("m" + name for name in PARAM_NAMES)
+V2_CONFIG_DEFAULTS = ("cell", "num_layers", "optimizer", "alpha", "beta1", "beta2", "eps", "clip_norm")  # v1/v2 lack
+STATE_PREFIX = {"memory": "m", "square_avg": "square_avg.", "exp_avg": "exp_avg.", "exp_avg_sq": "exp_avg_sq."}
+HIDDEN_NAMES = {"h": "hprev", "c": "cprev"}
 _SCALARS = ("p", "n", "smooth_loss", "bytes_mode", "format_version", "corpus_length")
 _STRINGS = ("format", "config", "rng_state", "corpus_sha256", "corpus_path")
-REQUIRED = PARAM_NAMES + MEMORY_NAMES + ("hprev", "vocab") + _SCALARS + _STRINGS
-REQUIRED_V2 = REQUIRED + ("pointers",)
+REQUIRED = ("vocab",) + _SCALARS + _STRINGS
 
 
 class CheckpointError(ValueError):
@@ -104,10 +114,13 @@ def _version():
 def checkpoint_arrays(trainer: Trainer) -> dict:
     """The arrays a checkpoint of ``trainer`` holds, by name."""
     corpus = trainer.corpus
-    arrays = dict(zip(PARAM_NAMES, trainer.params))
-    arrays.update(zip(MEMORY_NAMES, trainer.memory))
+    arrays = dict(trainer.params.arrays)
+    for state_name, buffers in zip(trainer.optimizer.state_names, trainer.opt_state):
+        arrays.update((STATE_PREFIX[state_name] + name, a) for name, a in buffers.arrays.items())
+    for state_name, h in zip(trainer.spec.state_names, trainer.hidden):
+        arrays[HIDDEN_NAMES[state_name]] = seed_hidden_layout(h)
     arrays.update(
-        hprev=trainer.hprev, p=np.int64(trainer.p), n=np.int64(trainer.n), pointers=trainer.pointers,
+        p=np.int64(trainer.p), n=np.int64(trainer.n), pointers=trainer.pointers,
         smooth_loss=np.float64(trainer.smooth_loss),
         vocab=trainer.vocab.codes, bytes_mode=np.bool_(trainer.vocab.bytes_mode),
         config=np.str_(json.dumps(trainer.config.to_dict())),
@@ -205,7 +218,7 @@ def load_checkpoint(path) -> Checkpoint:
     if version not in READABLE_VERSIONS:
         raise CheckpointError(f"checkpoint {path!r} has format version {version}; this fastrnn "
                               f"({_version()}) reads versions {', '.join(map(str, READABLE_VERSIONS))}")
-    missing = [name for name in (REQUIRED if version == 1 else REQUIRED_V2) if name not in arrays]
+    missing = [name for name in REQUIRED + (("pointers",) if version >= 2 else ()) if name not in arrays]
     if missing:
         raise _bad(path, f"missing {', '.join(missing)}")
     for name in _STRINGS:
@@ -217,6 +230,8 @@ def load_checkpoint(path) -> Checkpoint:
     except json.JSONDecodeError as e:
         raise _bad(path, f"damaged JSON ({e})") from None
     known = {f.name for f in fields(TrainConfig)}
+    if version <= 2:
+        known -= set(V2_CONFIG_DEFAULTS)
     if version == 1:
         known -= set(V1_CONFIG_DEFAULTS)
     if not isinstance(config_dict, dict) or set(config_dict) != known:
@@ -232,10 +247,16 @@ def load_checkpoint(path) -> Checkpoint:
     except ValueError as e:
         raise _bad(path, f"bad vocabulary ({e})") from None
     dtype = np.dtype(config.dtype)
-    H, V, B = config.hidden_size, len(vocab), config.batch_size
-    shapes = dict(zip(PARAM_NAMES, ((H, V), (H, H), (V, H), (H,), (V,))))
-    shapes.update({"m" + k: v for k, v in shapes.items()}, hprev=(H,) if B == 1 else (B, H))
-    for name, shape in shapes.items():
+    spec = config.spec(len(vocab))
+    L, H, B = spec.num_layers, config.hidden_size, config.batch_size
+    hidden_shape = (H,) if L == 1 and B == 1 else (B, H) if L == 1 else (L, B, H)
+    prefixes = [STATE_PREFIX[s] for s in config.optimizer_settings.state_names]
+    expected = {prefix + name: shape for prefix in ("", *prefixes) for name, shape in spec.param_shapes()}
+    expected.update((HIDDEN_NAMES[s], hidden_shape) for s in spec.state_names)
+    missing = [name for name in expected if name not in arrays]
+    if missing:
+        raise _bad(path, f"missing {', '.join(missing)} (a {describe(spec)} trained with {config.optimizer})")
+    for name, shape in expected.items():
         a = arrays[name]
         if a.shape != shape or a.dtype != dtype:
             raise _bad(path, f"{name} has shape {a.shape} {a.dtype}, expected {shape} {dtype}")
@@ -259,7 +280,11 @@ def load_checkpoint(path) -> Checkpoint:
     length, sha = _scalar(arrays, "corpus_length", path, "iu"), str(arrays["corpus_sha256"])
     if len(sha) != 64:
         raise _bad(path, "bad corpus fingerprint")
-    state = TrainState(Params(*(arrays[k] for k in PARAM_NAMES)), Params(*(arrays[k] for k in MEMORY_NAMES)),
-                       arrays["hprev"], int(p), int(n), float(smooth_loss), rng_state)
+    names = [name for name, _ in spec.param_shapes()]
+    params = ModelParams.from_arrays(spec, {name: arrays[name] for name in names}, dtype)
+    opt_state = tuple(ModelParams.from_arrays(spec, {name: arrays[prefix + name] for name in names}, dtype)
+                      for prefix in prefixes)
+    hidden = tuple(np.ascontiguousarray(arrays[HIDDEN_NAMES[s]].reshape(L, B, H)) for s in spec.state_names)
+    state = TrainState(params, opt_state, hidden, int(p), int(n), float(smooth_loss), rng_state)
     return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), str(arrays["corpus_path"]) or None,
                       pointers)

@@ -362,3 +362,56 @@ def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, a
         out[t] = ix
         x[0, 0] = ix
     return out
+
+
+def blas_threads(threads):
+    """A context holding BLAS (numpy's and the one Numba's ``np.dot`` calls) to ``threads`` threads."""
+    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls before limiting it)
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=int(threads), user_api="blas")
+
+
+def train_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step, clip=CLIP,
+                clip_norm=None, threads=1):
+    """k training steps of any model (the trainer's loop off the seed's path); returns their losses (k,) float64.
+
+    Step s trains stream b on ``data[starts[s, b] : starts[s, b] + T]`` -> one
+    character later (T the workspace's ``seq_length``), from the state
+    ``state`` (tuple of (L, B, H), carried in and out in place) after zeroing
+    every stream's state where ``resets[s]``; then clips and applies
+    ``optimizer`` (:func:`fastrnn.optim.apply`, step number ``first_step + s``)
+    to ``params`` and ``opt_state`` in place. ``data``: 1-D int64 ids.
+    The products run on ``threads`` BLAS threads.
+    """
+    ws = workspace
+    B, T = ws.batch_size, ws.seq_length
+    spec = params.spec
+    if not (isinstance(ws, StackWorkspace) and ws.fits(params, B, T)):
+        raise ValueError("workspace must be a StackWorkspace for these parameters")
+    starts = np.asarray(starts, np.int64)
+    if starts.ndim != 2 or starts.shape[1] != B:
+        raise ValueError(f"starts must be a (k, {B}) integer array, got shape {starts.shape}")
+    if starts.size and (starts.min() < 0 or starts.max() + T + 1 > data.size):
+        raise ValueError(f"every start must leave {T + 1} ids of data")
+    touched = data[starts.reshape(-1, 1) + np.arange(T + 1)] if starts.size else data[:0]
+    if touched.size and (touched.min() < 0 or touched.max() >= spec.vocab_size):
+        raise ValueError(f"data holds ids outside the vocabulary [0, {spec.vocab_size})")
+    shape = (spec.num_layers, B, spec.hidden_size)
+    if len(state) != len(spec.state_names) or any(h.shape != shape or h.dtype != params.dtype for h in state):
+        raise ValueError(f"state must be {len(spec.state_names)} {params.dtype} array(s) of shape {shape}")
+    losses = np.zeros(starts.shape[0], np.float64)
+    grads = ws.grads
+    with blas_threads(threads):
+        for s in range(starts.shape[0]):
+            window = touched[s * B:(s + 1) * B]  # (B, T + 1)
+            ws.inputs[:] = window[:, :T]
+            ws.targets[:] = window[:, 1:]
+            if resets[s]:
+                for h in state:
+                    h[:] = 0
+            losses[s] = _forward(params, ws, ws.inputs, ws.targets, state) / B
+            _backward(params, ws, ws.inputs, ws.targets, grads)
+            optim.apply(optimizer, params.flat, grads.flat, [m.flat for m in opt_state], first_step + s, clip,
+                        clip_norm)
+            _last_state(ws, spec, B, T, state)
+    return losses

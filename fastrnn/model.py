@@ -79,14 +79,15 @@ class ModelSpec:
         return tuple(n + suffix for n in names)
 
     def param_shapes(self) -> list:
-        """``[(name, shape), ...]`` in buffer order: layer 0, layer 1, ..., then ``Why``, ``by``."""
+        """``[(name, shape), ...]`` in buffer order: the weights layer by layer, then ``Why``; then the biases
+        layer by layer, then ``by`` (for a 1-layer rnn the seed's order: Wxh, Whh, Why, bh, by)."""
         V, H, G = self.vocab_size, self.hidden_size, self.gates
-        out = []
+        weights, biases = [], []
         for layer in range(self.num_layers):
             names = self.layer_names(layer)
-            shapes = [(G * H, V if layer == 0 else H), (G * H, H), (G * H,)] + ([(H,)] if self.cell == "gru" else [])
-            out.extend(zip(names, shapes))
-        return out + [("Why", (V, H)), ("by", (V,))]
+            weights += [(names[0], (G * H, V if layer == 0 else H)), (names[1], (G * H, H))]
+            biases += [(names[2], (G * H,))] + ([(names[3], (H,))] if self.cell == "gru" else [])
+        return weights + [("Why", (V, H))] + biases + [("by", (V,))]
 
     @property
     def size(self) -> int:
@@ -111,7 +112,7 @@ def _layout(spec: ModelSpec, itemsize: int):
 class ModelParams:
     """A model's arrays as named views of one flat, 64-byte-aligned buffer.
 
-    ``params["Whh_l1"]`` or ``params.arrays`` (an ordered dict) reach the views;
+    ``params["Whh_l1"]``, ``params.Whh_l1`` or ``params.arrays`` (an ordered dict) reach the views;
     iteration yields them in buffer order. ``flat`` (n,) is the whole buffer,
     padding included (padding is always zero, so flat-array loops over it, such
     as a gradient norm, are unaffected). Gradients and optimizer memories are
@@ -182,6 +183,12 @@ class ModelParams:
 
     def __getitem__(self, name) -> np.ndarray:
         return self.arrays[name]
+
+    def __getattr__(self, name):  # params.Whh, params.Wxh_l1: the views by name
+        try:
+            return object.__getattribute__(self, "arrays")[name]
+        except (KeyError, AttributeError):
+            raise AttributeError(f"ModelParams has no array or attribute {name!r}") from None
 
     def __iter__(self):
         return iter(self.arrays.values())

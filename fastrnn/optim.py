@@ -82,7 +82,7 @@ def norm_scale(grad_flat, clip, clip_norm) -> float:
     """The factor of global-norm clipping, ``min(1, clip_norm / (||clip(g)|| + 1e-6))``; 1.0 when ``clip_norm`` is None."""
     if clip_norm is None:
         return 1.0
-    norm = math.sqrt(optim_kernels.sum_of_squares(grad_flat, clip))
+    norm = math.sqrt(optim_kernels.sum_of_squares(grad_flat, clip_value(clip, grad_flat.dtype)))
     return min(1.0, float(clip_norm) / (norm + NORM_EPS))
 
 

@@ -46,6 +46,9 @@ import numpy as np
 from . import rnn
 from ._aligned import aligned, aligned_copy, aligned_zeros
 from .corpus import Corpus, held_out_count
+from . import engine
+from .model import CELLS, ModelParams, ModelSpec, describe, init_model
+from .optim import DEFAULT_LEARNING_RATE, OPTIMIZERS, Optimizer
 from .params import Params, init_params
 from .vocab import Vocab
 
@@ -67,7 +70,13 @@ def score_windows(params, inputs, targets, per_char=False, window=SCORE_WINDOW, 
     """
     inputs = inputs if hasattr(inputs, "dtype") else np.asarray(inputs)
     targets = targets if hasattr(targets, "dtype") else np.asarray(targets)
-    h = np.zeros(params.hidden_size, params.dtype)
+    seed = seed_view(params)
+    if seed is not None:  # the seed's model: rnn's kernels
+        params, h = seed, np.zeros(seed.hidden_size, seed.dtype)
+        sequence_loss, log_probs = rnn.sequence_loss, rnn.log_probs
+    else:  # any other model: the engine, with its (L, 1, H) state
+        h = None
+        sequence_loss, log_probs = engine.sequence_loss, engine.log_probs
     count = int(targets.size)
     if inputs.shape != targets.shape or inputs.ndim != 1 or count <= window:  # one call; rnn reports bad shapes
         pairs = [(inputs, targets)]
@@ -77,10 +86,10 @@ def score_windows(params, inputs, targets, per_char=False, window=SCORE_WINDOW, 
     nats, done = 0.0, 0
     for x, y in pairs:
         if per_char:  # rnn copies each window to int64 and checks its ids
-            lp, h = rnn.log_probs(params, x, y, h)
+            lp, h = log_probs(params, x, y, h)
             out[done:done + lp.size] = lp
         else:
-            loss, h = rnn.sequence_loss(params, x, y, h)
+            loss, h = sequence_loss(params, x, y, h)
             nats += loss
         done += y.size
         if after_window is not None:
@@ -88,6 +97,13 @@ def score_windows(params, inputs, targets, per_char=False, window=SCORE_WINDOW, 
     if per_char:
         nats = float(-out.sum())
     return nats, count, out
+
+
+def seed_view(params):
+    """The seed's :class:`Params` of a 1-layer rnn (views of a :class:`ModelParams`), else None."""
+    if isinstance(params, Params):
+        return params
+    return params.as_seed() if params.spec.is_seed else None
 
 
 class ConfigError(ValueError):
@@ -119,27 +135,70 @@ class TrainConfig:
     many threads a batched step uses; it also fixes how the batch is cut into
     per-thread chunks, which changes results by rounding only (a resumed run may
     change it; every other field must match the checkpoint). Unused at batch 1.
+    ``cell`` (rnn, lstm, gru) and ``num_layers`` say what model; ``optimizer``
+    (adagrad, rmsprop, adam) with ``alpha`` (rmsprop), ``beta1``/``beta2`` (adam)
+    and ``eps`` how it learns (:mod:`fastrnn.optim`); ``clip`` (by value) or
+    ``clip_norm`` (by global norm) how gradients are clipped.
     """
 
     hidden_size: int = 100
     seq_length: int = 25
-    learning_rate: float = 0.1
+    learning_rate: float | None = None  # None: the optimizer's default (adagrad 0.1, the seed's)
     seed: int | None = None
     dtype: str = "float64"
     val_fraction: float = 0.05
-    clip: float = 5.0
+    clip: float | None = 5.0  # clip by value to [-clip, clip]; None: off
     batch_size: int = 1
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
+    cell: str = "rnn"
+    num_layers: int = 1
+    optimizer: str = "adagrad"
+    alpha: float = 0.95  # rmsprop's smoothing constant
+    beta1: float = 0.9  # adam's
+    beta2: float = 0.999  # adam's
+    eps: float = 1e-8
+    clip_norm: float | None = None  # clip by global norm instead of by value; None: off
+
+    def __post_init__(self):
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE.get(self.optimizer, 0.1))
+
+    def spec(self, vocab_size) -> ModelSpec:
+        """The :class:`~fastrnn.model.ModelSpec` of this config for a vocabulary of ``vocab_size``."""
+        return ModelSpec(self.cell, self.num_layers, vocab_size, self.hidden_size)
+
+    @property
+    def optimizer_settings(self) -> Optimizer:
+        return Optimizer(self.optimizer, self.learning_rate, self.alpha, self.beta1, self.beta2, self.eps)
+
+    @property
+    def seed_exact(self) -> bool:
+        """The seed's model and update (1-layer rnn, Adagrad, clip by value): trained by the seed-exact kernels."""
+        return (self.cell == "rnn" and self.num_layers == 1 and self.optimizer == "adagrad"
+                and self.clip_norm is None and self.clip is not None)
 
     def validate(self) -> "TrainConfig":
-        for name in ("hidden_size", "seq_length", "batch_size", "threads"):
+        for name in ("hidden_size", "seq_length", "batch_size", "threads", "num_layers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("learning_rate", "clip"):
+        if self.cell not in CELLS:
+            raise ConfigError(f"model must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for name in ("learning_rate", "clip", "clip_norm"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value) and value > 0):
+            if value is None and name != "learning_rate":
+                continue
+            if not (isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+                    and math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value!r}")
+        if self.clip is not None and self.clip_norm is not None:
+            raise ConfigError("clip by value (clip) and by norm (clip-norm) exclude each other; set one")
+        try:
+            self.optimizer_settings
+        except ValueError as e:
+            raise ConfigError(str(e).replace("_", "-")) from None
         if self.dtype not in ("float64", "float32"):
             raise ConfigError(f"dtype must be float64 or float32, got {self.dtype!r}")
         vf = self.val_fraction
@@ -199,11 +258,9 @@ class Score:
 class CharModel:
     """A trained model with its vocabulary: sample text from it, score text under it."""
 
-    def __init__(self, params: Params, vocab: Vocab):
+    def __init__(self, params, vocab: Vocab):
+        """``params``: a :class:`~fastrnn.model.ModelParams` (or the seed's :class:`Params`)."""
         self.params, self.vocab = params.astype(params.dtype), vocab  # cache-line aligned (copies only if not)
-
-    def _zeros(self):
-        return np.zeros(self.params.hidden_size, self.params.dtype)
 
     def encode(self, text) -> np.ndarray:
         """Ids of ``text`` (str, or bytes in bytes mode); unknown symbols raise a ``ValueError`` listing them."""
@@ -243,11 +300,16 @@ class CharModel:
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
         rng = np.random.default_rng(seed)
-        h = self._zeros()
+        seed_params = seed_view(self.params)
+        # The seed's model: rnn's kernels and its (H,) state; any other: the engine and its (L, 1, H) state.
+        h = np.zeros(seed_params.hidden_size, seed_params.dtype) if seed_params is not None else None
         if prime:
             ids = self.encode(prime)
             if ids.size > 1:
-                _, h = rnn.sequence_loss(self.params, ids[:-1], ids[1:], h)
+                if seed_params is not None:
+                    _, h = rnn.sequence_loss(seed_params, ids[:-1], ids[1:], h)
+                else:
+                    _, h = engine.sequence_loss(self.params, ids[:-1], ids[1:])
             seed_ix = int(ids[-1])
         else:
             newline = np.searchsorted(self.vocab.codes, 10)
@@ -255,21 +317,49 @@ class CharModel:
                 seed_ix = int(newline)
             else:
                 seed_ix = int(rng.integers(len(self.vocab)))
-        out = rnn.sample(self.params, h, seed_ix, length, seed=rng, temperature=temperature, argmax=argmax)
+        if seed_params is not None:
+            out = rnn.sample(seed_params, h, seed_ix, length, seed=rng, temperature=temperature, argmax=argmax)
+        else:
+            out = engine.sample(self.params, h, seed_ix, length, seed=rng, temperature=temperature, argmax=argmax)
         return self.vocab.decode(out)
+
+
+def seed_hidden_layout(h: np.ndarray) -> np.ndarray:
+    """A (L, B, H) state in the seed's layout where there is one: (H,) for one layer and one stream,
+    (B, H) for one layer, (L, B, H) otherwise (views)."""
+    if h.shape[0] == 1:
+        return h[0, 0] if h.shape[1] == 1 else h[0]
+    return h
 
 
 @dataclass
 class TrainState:
-    """Everything that changes during training (what a checkpoint stores besides config and vocabulary)."""
+    """Everything that changes during training (what a checkpoint stores besides config and vocabulary).
 
-    params: Params
-    memory: Params
-    hprev: np.ndarray  # (H,) at batch 1, else (B, H): stream b's hidden state in row b
+    ``params``: the model; ``opt_state``: the optimizer's buffers, one per
+    :attr:`fastrnn.Optimizer.state_names` (Adagrad's memory; RMSprop's
+    square average; Adam's two moments), each of the parameters' layout;
+    ``hidden``: the recurrent state, one (L, B, H) array per state name
+    (``h``, and ``c`` for an LSTM), stream b in ``[:, b]``.
+    """
+
+    params: ModelParams
+    opt_state: tuple
+    hidden: tuple
     p: int  # data pointer within each stream's shard (the whole split at batch 1), a multiple of seq_length
     n: int  # steps done
     smooth_loss: float
     rng_state: dict = field(default_factory=dict)  # numpy Generator bit_generator.state of the sampling RNG
+
+    @property
+    def memory(self) -> ModelParams:
+        """The first optimizer buffer (Adagrad's memory)."""
+        return self.opt_state[0]
+
+    @property
+    def hprev(self) -> np.ndarray:
+        """The hidden state h in the seed's layout: (H,) at batch 1, (B, H) for one layer, else (L, B, H)."""
+        return seed_hidden_layout(self.hidden[0])
 
 
 def _sampling_rng(seed):
@@ -280,8 +370,12 @@ def _sampling_rng(seed):
 class Trainer:
     """Trains a :class:`CharModel` on a :class:`Corpus` with the seed's loop.
 
-    ``Trainer(corpus, config)`` starts fresh (init_params with ``config.seed``);
-    ``state`` (a :class:`TrainState`, e.g. from a checkpoint) continues a run exactly.
+    ``Trainer(corpus, config)`` starts fresh (the seed's init for a 1-layer rnn,
+    PyTorch's for every other model, from ``config.seed``); ``state`` (a
+    :class:`TrainState`, e.g. from a checkpoint) continues a run exactly. The
+    seed's case (1-layer rnn, Adagrad, clip by value) runs the seed-exact
+    kernels (:mod:`fastrnn.rnn`, :mod:`fastrnn.batch`); every other model or
+    update the engine (:mod:`fastrnn.engine`) and :func:`fastrnn.optim.apply`.
     """
 
     def __init__(self, corpus: Corpus, config: TrainConfig | None = None, state: TrainState | None = None):
@@ -296,52 +390,74 @@ class Trainer:
         self.val_targets = corpus.ids[n_train:]
         self._release_pages = getattr(corpus, "release_pages", None)  # a PreparedCorpus: bound the RSS
         T, V, H, B = config.seq_length, len(self.vocab), config.hidden_size, config.batch_size
+        self.spec = config.spec(V)
+        self.optimizer = config.optimizer_settings
         self.shard_length = n_train // B  # S: stream b trains on train_ids[b*S : (b+1)*S]
         self.num_starts = -(-(self.shard_length - T - 1) // T)  # positions p = j*T with p + T + 1 < S
         dtype = np.dtype(config.dtype)
         if state is None:
-            params = init_params(V, H, seed=config.seed, dtype=dtype)
+            if self.spec.is_seed:
+                params = ModelParams.from_seed(init_params(V, H, seed=config.seed, dtype=dtype))
+            else:
+                params = init_model(self.spec, seed=config.seed, dtype=dtype)
             rng = _sampling_rng(config.seed)
-            state = TrainState(params, params.zeros_like(), aligned_zeros(self._hidden_shape(H), dtype), 0, 0,
-                               -math.log(1.0 / V) * T, rng.bit_generator.state)
-        self._load_state(state, V, H, dtype)
-        if B == 1:
+            state = TrainState(params, tuple(params.zeros_like() for _ in self.optimizer.state_names),
+                               tuple(aligned_zeros((self.spec.num_layers, B, H), dtype)
+                                     for _ in self.spec.state_names),
+                               0, 0, -math.log(1.0 / V) * T, rng.bit_generator.state)
+        self._load_state(state, dtype)
+        if config.seed_exact and B == 1:
             self.workspace = rnn.Workspace(V, H, T, dtype)
-        else:
+        elif config.seed_exact:
             from .batch import BatchWorkspace  # imported here: it selects Numba's threading layer
             self.workspace = BatchWorkspace(V, H, T, B, dtype, threads=config.threads)
+        else:
+            self.workspace = engine.StackWorkspace(self.spec, T, B, dtype)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
         self._stop = False
 
-    def _hidden_shape(self, H):
-        B = self.config.batch_size
-        return (H,) if B == 1 else (B, H)
-
-    def _load_state(self, state, V, H, dtype):
-        T = self.config.seq_length
-        for name, group in (("params", state.params), ("memory", state.memory)):
-            for field_name, a, shape in zip(Params._fields, group, ((H, V), (H, H), (V, H), (H,), (V,))):
-                if a.shape != shape or a.dtype != dtype:
-                    raise ValueError(f"{name}.{field_name} has shape {a.shape} {a.dtype}, expected {shape} {dtype}")
-        shape = self._hidden_shape(H)
-        if state.hprev.shape != shape or state.hprev.dtype != dtype:
-            raise ValueError(f"hprev has shape {state.hprev.shape} {state.hprev.dtype}, expected {shape} {dtype}")
+    def _load_state(self, state, dtype):
+        T, B = self.config.seq_length, self.config.batch_size
+        names = self.optimizer.state_names
+        if not isinstance(state.params, ModelParams) or state.params.spec != self.spec:
+            raise ValueError(f"the parameters are not those of a {describe(self.spec)}")
+        if len(state.opt_state) != len(names):
+            raise ValueError(f"{self.config.optimizer} keeps {len(names)} buffer(s), the state has "
+                             f"{len(state.opt_state)}")
+        for group in (state.params, *state.opt_state):
+            if not isinstance(group, ModelParams) or group.spec != self.spec or group.dtype != dtype:
+                raise ValueError(f"the parameters and optimizer buffers must be {dtype} arrays of a "
+                                 f"{describe(self.spec)}")
+        shape = (self.spec.num_layers, B, self.spec.hidden_size)
+        if len(state.hidden) != len(self.spec.state_names):
+            raise ValueError(f"a {self.spec.cell} has state {', '.join(self.spec.state_names)}")
+        for name, h in zip(self.spec.state_names, state.hidden):
+            if h.shape != shape or h.dtype != dtype:
+                raise ValueError(f"state {name} has shape {h.shape} {h.dtype}, expected {shape} {dtype}")
         p, n = int(state.p), int(state.n)
         if n < 0 or p < 0 or p % T or p // T >= self.num_starts:
             raise ValueError(f"data pointer p={p} (step n={n}) is not a position of this training split")
-        # The state's own arrays where they are C-contiguous and cache-line aligned, else aligned copies
-        # (a checkpoint's arrays come from a zip file at any alignment).
-        self.params = Params(*(aligned(a) for a in state.params))
-        self.memory = Params(*(aligned(a) for a in state.memory))
-        self.hprev = aligned_copy(state.hprev)
+        self.params = state.params  # ModelParams are always cache-line aligned
+        self.opt_state = tuple(state.opt_state)
+        self.hidden = tuple(aligned_copy(h) for h in state.hidden)
         self.p, self.n, self.smooth_loss = p, n, float(state.smooth_loss)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state.rng_state  # raises ValueError if it is not a PCG64 state
 
     @property
+    def memory(self) -> ModelParams:
+        """The first optimizer buffer (Adagrad's memory); all of them are ``opt_state``."""
+        return self.opt_state[0]
+
+    @property
+    def hprev(self) -> np.ndarray:
+        """The hidden state h (a view) in the seed's layout: (H,) at batch 1, (B, H) for one layer, else (L, B, H)."""
+        return seed_hidden_layout(self.hidden[0])
+
+    @property
     def state(self) -> TrainState:
         """The current state (the arrays themselves, not copies)."""
-        return TrainState(self.params, self.memory, self.hprev, self.p, self.n, self.smooth_loss,
+        return TrainState(self.params, self.opt_state, self.hidden, self.p, self.n, self.smooth_loss,
                           self.rng.bit_generator.state)
 
     @property
@@ -387,7 +503,7 @@ class Trainer:
         return True
 
     def _advance(self, k):
-        """Run exactly ``k`` steps in one kernel call; update p, n, hprev, smooth_loss."""
+        """Run exactly ``k`` steps in one kernel call; update p, n, hidden, smooth_loss."""
         T = self.config.seq_length
         j = (self.p // T + np.arange(k)) % self.num_starts  # the seed's pointer walk, wrapped
         shard_starts = np.arange(self.config.batch_size, dtype=np.int64) * self.shard_length  # (B,)
@@ -406,7 +522,8 @@ class Trainer:
         self.n += k
         self.p = int((j[-1] + 1) % self.num_starts) * T
         if self.p == 0:
-            self.hprev[:] = 0  # the seed's reset, applied eagerly
+            for h in self.hidden:
+                h[:] = 0  # the seed's reset, applied eagerly
         bad = ~np.isfinite(losses)
         if bad.any():
             i = int(np.argmax(bad))
@@ -415,15 +532,18 @@ class Trainer:
             raise TrainingDiverged(self.n, float(losses[-1]), params_only=True)
 
     def warm_up(self):
-        """Load (or compile) the training kernel for this dtype, on scratch copies: the state is unchanged."""
+        """Load (or compile) the training kernels for this model and dtype, on scratch copies: the state is unchanged."""
         scratch = Trainer.__new__(Trainer)
         scratch.__dict__.update(self.__dict__)
-        scratch.params, scratch.memory, scratch.hprev = self.params.copy(), self.memory.copy(), self.hprev.copy()
+        scratch.params = self.params.copy()
+        scratch.opt_state = tuple(s.copy() for s in self.opt_state)
+        scratch.hidden = tuple(h.copy() for h in self.hidden)
         _train_block(scratch, np.zeros((1, self.config.batch_size), np.int64), np.ones(1, bool))
 
     def is_finite(self) -> bool:
-        """True if every parameter and Adagrad memory is finite (safe to checkpoint)."""
-        return all(np.isfinite(a).all() for a in (*self.params, *self.memory, self.hprev))
+        """True if every parameter, optimizer buffer and state is finite (safe to checkpoint)."""
+        return (self.params.is_finite() and all(s.is_finite() for s in self.opt_state)
+                and all(np.isfinite(h).all() for h in self.hidden))
 
     def validation_loss(self, per_char=False) -> Score | None:
         """Loss over the whole held-out split from a zero hidden state; None without a split.
@@ -438,14 +558,17 @@ class Trainer:
         return Score(nats, count, lp)
 
     def sample(self, length) -> str:
-        """The seed's in-training sample: from the current hidden state, seeded by the next input.
+        """The seed's in-training sample: from stream 0's current state, seeded by its next input.
 
         Draws come from the trainer's own RNG (stored in checkpoints), so a resumed
         run prints the same samples as an uninterrupted one.
         """
         ix = int(self.train_ids[self.p])  # stream 0's next input (its shard starts at 0)
-        h = self.hprev if self.hprev.ndim == 1 else self.hprev[0]
-        out = rnn.sample(self.params, h, ix, int(length), seed=self.rng)
+        seed_params = seed_view(self.params)
+        if seed_params is not None:
+            out = rnn.sample(seed_params, self.hidden[0][0, 0], ix, int(length), seed=self.rng)
+        else:
+            out = engine.sample(self.params, tuple(h[:, :1] for h in self.hidden), ix, int(length), seed=self.rng)
         return self.vocab.decode(out)
 
     @property
@@ -469,18 +592,25 @@ def _gather_windows(ids, starts, T):
 
 
 def _train_block(trainer, starts, resets):
-    """Losses (k,) of k steps at ``starts`` (k, B) in one kernel call; the one place that calls the training kernels.
+    """Losses (k,) of k steps at ``starts`` (k, B); the one place that calls the training kernels.
 
-    The kernels check their arguments once per block (cheap next to k steps), then
-    run k steps with the hidden state carried in ``trainer.hprev``: ``rnn.train_steps``
-    at batch 1 (the seed-exact path), ``batch.batch_train_steps`` otherwise.
+    The seed's case runs k steps in one kernel call with the hidden state carried
+    in place: ``rnn.train_steps`` at batch 1 (the seed-exact path),
+    ``batch.batch_train_steps`` otherwise. Every other model or update runs the
+    engine step by step (:func:`fastrnn.engine.train_steps`).
     """
     t = trainer
-    T, B = t.config.seq_length, t.config.batch_size
+    c = t.config
+    T, B = c.seq_length, c.batch_size
     data, rebased = _gather_windows(t.train_ids, starts, T)
+    if not c.seed_exact:
+        return engine.train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden,
+                                  t.workspace, first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm,
+                                  threads=c.threads)
+    params, memory = t.params.as_seed(), t.memory.as_seed()
     if B == 1:
-        return rnn.train_steps(t.params, t.memory, data, rebased[:, 0], resets, t.hprev, t.config.learning_rate,
-                               t.workspace, clip=t.config.clip)
+        return rnn.train_steps(params, memory, data, rebased[:, 0], resets, t.hidden[0][0, 0], c.learning_rate,
+                               t.workspace, clip=c.clip)
     from .batch import batch_train_steps
-    return batch_train_steps(t.params, t.memory, data, rebased, resets, t.hprev, t.config.learning_rate,
-                             t.workspace, clip=t.config.clip, threads=t.config.threads)
+    return batch_train_steps(params, memory, data, rebased, resets, t.hidden[0][0], c.learning_rate,
+                             t.workspace, clip=c.clip, threads=c.threads)
