@@ -24,6 +24,8 @@ from pathlib import Path
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
+from .model import CELLS
+from .optim import OPTIMIZERS
 from .trainer import LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged
 from .vocab import UnknownSymbolsError
 
@@ -33,8 +35,10 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 DEFAULT_STEPS = 100_000
-HYPERPARAMETERS = ("hidden_size", "seq_length", "learning_rate", "seed", "dtype", "val_fraction", "batch_size")
+HYPERPARAMETERS = ("hidden_size", "seq_length", "learning_rate", "seed", "dtype", "val_fraction", "batch_size",
+                   "cell", "num_layers", "optimizer", "alpha", "beta1", "beta2", "eps", "clip", "clip_norm")
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+FLAGS = {"cell": "--model"}  # config fields whose flag is not --field-name
 
 
 class UsageError(Exception):
@@ -63,14 +67,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,prepare}", parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model on a text file (default: the embedded tiny shakespeare)",
-                       description="Train a vanilla tanh RNN with min-char-rnn's loop (truncated BPTT, "
-                                   "clip to [-5, 5], Adagrad). Ctrl-C or SIGTERM saves a checkpoint.")
+                       description="Train a character-level model with min-char-rnn's loop (truncated BPTT): by "
+                                   "default the seed's vanilla tanh RNN, clip to [-5, 5], Adagrad; --model lstm|gru, "
+                                   "--num-layers and --optimizer rmsprop|adam for more. Ctrl-C or SIGTERM saves a "
+                                   "checkpoint.")
     t.add_argument("corpus", nargs="?", metavar="CORPUS",
                    help=f"UTF-8 text file (default: the embedded {EMBEDDED_NAME}; "
                         "when resuming: the checkpoint's corpus)")
     t.add_argument("--hidden-size", type=int, metavar="N", help=f"hidden units (default {DEFAULTS['hidden_size']})")
     t.add_argument("--seq-length", type=int, metavar="N", help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
-    t.add_argument("--learning-rate", type=float, metavar="LR", help=f"Adagrad learning rate (default {DEFAULTS['learning_rate']})")
+    t.add_argument("--model", dest="cell", choices=CELLS, help="recurrent cell: rnn (tanh, the seed's), lstm or gru "
+                   "(PyTorch's equations and gate order; default rnn)")
+    t.add_argument("--num-layers", type=int, metavar="N", help="stacked recurrent layers (default 1)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="adagrad (the seed's, default), rmsprop or adam, with torch.optim's formulas")
+    t.add_argument("--learning-rate", type=float, metavar="LR",
+                   help="learning rate (default: adagrad 0.1, rmsprop 2e-3, adam 2e-3)")
+    t.add_argument("--alpha", type=float, metavar="A", help="rmsprop's smoothing constant, in [0, 1) (default 0.95)")
+    t.add_argument("--beta1", type=float, metavar="B1", help="adam's first-moment decay, in [0, 1) (default 0.9)")
+    t.add_argument("--beta2", type=float, metavar="B2", help="adam's second-moment decay, in [0, 1) (default 0.999)")
+    t.add_argument("--eps", type=float, metavar="EPS", help="the optimizer's epsilon, > 0 (default 1e-8)")
+    t.add_argument("--clip", type=float, metavar="V",
+                   help="clip each gradient entry to [-V, V] (default 5, the seed's; 0: off)")
+    t.add_argument("--clip-norm", type=float, metavar="N",
+                   help="clip the gradients' global 2-norm to N instead of clipping by value "
+                        "(as torch.nn.utils.clip_grad_norm_)")
     t.add_argument("--batch-size", type=int, metavar="B",
                    help="streams trained per step, each on its own shard of the text (default 1: "
                         "min-char-rnn's loop exactly)")
@@ -186,16 +207,29 @@ def _non_negative(args, *names):
 def _check_train_args(args):
     _positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length")
     _non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed")
-    lr = args.learning_rate
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise UsageError(f"--learning-rate must be a positive number, got {lr}")
+    _positive(args, "num_layers")
+    for name in ("learning_rate", "eps", "clip_norm"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{_flag(name)} must be a positive number, got {value}")
+    if args.clip is not None and not (math.isfinite(args.clip) and args.clip >= 0):
+        raise UsageError(f"--clip must be a positive number (or 0: off), got {args.clip}")
+    for name in ("alpha", "beta1", "beta2"):
+        value = getattr(args, name)
+        if value is not None and not (0 <= value < 1):
+            raise UsageError(f"{_flag(name)} must be in [0, 1), got {value}")
+    if args.clip_norm is not None and args.clip:
+        raise UsageError("--clip and --clip-norm exclude each other: clip by value or by norm")
+    if args.clip == 0 or args.clip_norm is not None:
+        args.clip = None  # off (by norm instead, or not at all)
+        args.clip_off = True
     vf = args.val_fraction
     if vf is not None and not (0 <= vf < 1):
         raise UsageError(f"--val-fraction must be in [0, 1), got {vf}")
 
 
 def _flag(name):
-    return "--" + name.replace("_", "-")
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def _resume_config(args, ckpt: Checkpoint) -> TrainConfig:
@@ -204,6 +238,10 @@ def _resume_config(args, ckpt: Checkpoint) -> TrainConfig:
     clashes = []
     for name in HYPERPARAMETERS:
         given = getattr(args, name)
+        if name == "clip" and getattr(args, "clip_off", False):
+            if stored.clip is not None:
+                clashes.append(f"--clip off (checkpoint: {stored.clip})")
+            continue
         if given is not None and given != getattr(stored, name):
             clashes.append(f"{_flag(name)} {given} (checkpoint: {getattr(stored, name)})")
     if args.bytes and not ckpt.vocab.bytes_mode:
@@ -313,7 +351,7 @@ def cmd_train(args) -> int:
             raise UsageError(f"the checkpoint's corpus {corpus_path!r} is gone; pass it as CORPUS")
     else:
         given = {name: getattr(args, name) for name in (*HYPERPARAMETERS, "threads")
-                 if getattr(args, name) is not None}
+                 if getattr(args, name) is not None or (name == "clip" and getattr(args, "clip_off", False))}
         config = TrainConfig(**given).validate()
         bytes_mode, corpus_path = args.bytes, args.corpus
     total = args.steps if args.steps is not None else DEFAULT_STEPS
@@ -528,8 +566,13 @@ class _Lines(_Quiet):
         batch = (f", batch-size {c.batch_size} (shards of {trainer.shard_length:,} {unit}), {c.threads} "
                  f"thread{'s' if c.threads > 1 else ''}" + (" (split by hidden units)" if split == "columns" else "")
                  if c.batch_size > 1 else "")
-        self.line(f"{start}: hidden-size {c.hidden_size}, seq-length {c.seq_length}, learning-rate "
-                  f"{c.learning_rate}, {c.dtype}, seed {c.seed}{batch}; {self.total:,} steps; checkpoint {path}")
+        model = "" if (c.cell, c.num_layers) == ("rnn", 1) else f"{c.num_layers}-layer {c.cell}, "
+        update = "" if c.optimizer == "adagrad" else f", optimizer {c.optimizer}"
+        update += ("" if c.clip == DEFAULTS["clip"] else f", clip-norm {c.clip_norm}" if c.clip_norm is not None
+                   else f", clip {c.clip}" if c.clip is not None else ", no clipping")
+        self.line(f"{start}: {model}hidden-size {c.hidden_size}, seq-length {c.seq_length}, learning-rate "
+                  f"{c.learning_rate}{update}, {c.dtype}, seed {c.seed}{batch}; {self.total:,} steps; "
+                  f"checkpoint {path}")
 
     def sample(self, text):
         self.line(f"----\n {_text(text)} \n----")
