@@ -1,0 +1,184 @@
+"""Training every cell, depth and optimizer: the trainer's step equals the twin, resume is exact, the CLI.
+
+The engine's kernels are checked against the twins in test_cells.py; here the
+trainer's loop over them: one step equals the twin's step, resuming from a
+checkpoint continues bit for bit, and ``fastrnn train`` takes the flags and
+refuses bad ones with one line and exit 2.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import optim
+from fastrnn import reference as ref
+from fastrnn.checkpoint import load_checkpoint, save_checkpoint
+from fastrnn.corpus import Corpus
+from fastrnn.trainer import TrainConfig, Trainer
+
+from conftest import allclose_report
+from test_cli import TEXT, fastrnn as run_cli, npz_arrays
+
+MODELS = [("rnn", 2), ("lstm", 1), ("lstm", 2), ("gru", 1), ("gru", 2)]
+UPDATES = [dict(optimizer="adagrad"), dict(optimizer="rmsprop"),
+           dict(optimizer="adam", clip=None, clip_norm=1.0)]
+
+
+def _config(cell, layers, batch_size=3, **update):
+    return TrainConfig(hidden_size=6, seq_length=5, seed=4, val_fraction=0.1, batch_size=batch_size, cell=cell,
+                       num_layers=layers, threads=1, **update)
+
+
+def _state(trainer):
+    return (trainer.params.flat, *(s.flat for s in trainer.opt_state), *trainer.hidden)
+
+
+@pytest.mark.parametrize("update", UPDATES, ids=lambda u: u["optimizer"])
+@pytest.mark.parametrize("cell, layers", MODELS)
+def test_one_trainer_step_equals_the_twin(cell, layers, update):
+    """Step 1 (and 2) of the trainer: the twin's loss and gradients on the same windows, then the twin optimizer."""
+    corpus = Corpus.from_text(TEXT)
+    trainer = Trainer(corpus, _config(cell, layers, **update))
+    params, opt_state = trainer.params.copy(), [s.copy() for s in trainer.opt_state]
+    state = tuple(h.copy() for h in trainer.hidden)
+    opt = trainer.optimizer
+    for step in (1, 2):
+        ids = np.asarray(trainer.train_ids)
+        starts = trainer.pointers
+        windows = ids[starts[:, None] + np.arange(trainer.config.seq_length + 1)]
+        loss, grads, state = ref.stack_loss_and_grads(params, windows[:, :-1], windows[:, 1:], state, clip=None)
+        g = grads.flat
+        scale = optim.norm_scale(g, optim.clip_value(trainer.config.clip, g.dtype), trainer.config.clip_norm)
+        c = trainer.config.clip
+        if opt.name == "adagrad":
+            ref.flat_adagrad_update(params.flat, g, opt_state[0].flat, opt.learning_rate, opt.eps, c, scale)
+        elif opt.name == "rmsprop":
+            ref.flat_rmsprop_update(params.flat, g, opt_state[0].flat, opt.learning_rate, opt.alpha, opt.eps, c,
+                                    scale)
+        else:
+            ref.flat_adam_update(params.flat, g, opt_state[0].flat, opt_state[1].flat, step, opt.learning_rate,
+                                 opt.beta1, opt.beta2, opt.eps, c, scale)
+        before = trainer.smooth_loss
+        trainer.train(1)
+        assert abs((trainer.smooth_loss - before * 0.999) / 0.001 - loss) < 1e-9 * loss
+        ok, worst = allclose_report(trainer.params.flat, params.flat, rtol=1e-9, atol_scale=1e-12)
+        assert ok, f"parameters after step {step}: worst/tol {worst:.3g}"
+        for a, b in zip(trainer.hidden, state):
+            assert allclose_report(a, b)[0]
+
+
+@pytest.mark.parametrize("update", UPDATES, ids=lambda u: u["optimizer"])
+@pytest.mark.parametrize("cell, layers", MODELS + [("rnn", 1)])
+def test_resume_is_bit_exact(tmp_path, cell, layers, update):
+    corpus = Corpus.from_text(TEXT)
+    config = _config(cell, layers, **update)
+    straight = Trainer(corpus, config)
+    straight.train(12)
+    first = Trainer(corpus, config)
+    first.train(5)
+    path = save_checkpoint(tmp_path / "c.npz", first)
+    resumed = load_checkpoint(path).trainer(corpus)
+    resumed.train(7)
+    assert resumed.n == straight.n == 12 and resumed.p == straight.p
+    for a, b in zip(_state(straight), _state(resumed)):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.smooth_loss == straight.smooth_loss
+    assert resumed.sample(20) == straight.sample(20)  # the sampling generator is restored too
+
+
+def test_the_seed_case_keeps_its_checkpoint_names(tmp_path):
+    trainer = Trainer(Corpus.from_text(TEXT), TrainConfig(hidden_size=6, seq_length=5, seed=4, val_fraction=0.1))
+    trainer.train(3)
+    with np.load(save_checkpoint(tmp_path / "c.npz", trainer)) as npz:
+        assert {"Wxh", "Whh", "Why", "bh", "by", "mWxh", "mWhh", "mWhy", "mbh", "mby", "hprev"} <= set(npz.files)
+        assert npz["hprev"].shape == (6,)
+
+
+def test_validation_and_sampling_of_a_stacked_model():
+    trainer = Trainer(Corpus.from_text(TEXT), _config("gru", 2))
+    trainer.train(4)
+    score = trainer.validation_loss()
+    inputs, targets = np.asarray(trainer.val_inputs), np.asarray(trainer.val_targets)
+    nats, _ = ref.stack_sequence_loss(trainer.params, inputs[None], targets[None])
+    assert score.count == targets.size and abs(score.nats - nats) < 1e-10 * nats
+    model = trainer.model
+    text = model.sample(30, prime="York", seed=5)
+    assert len(text) == 30 and text == model.sample(30, prime="York", seed=5)
+    per_char = model.score("York and York", per_char=True)
+    assert abs(-per_char.log_probs.sum() - per_char.nats) < 1e-9
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "york.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    return path
+
+
+SMALL = ["--hidden-size", "8", "--seq-length", "6", "--seed", "2", "--batch-size", "2", "--threads", "1",
+         "--eval-every", "0", "--sample-every", "0", "--log-every", "5"]
+
+
+def test_cli_trains_resumes_samples_and_evaluates_a_stacked_lstm(tmp_path, corpus_file):
+    model = ["--model", "lstm", "--num-layers", "2", "--optimizer", "adam", "--clip-norm", "2"]
+    r = run_cli("train", corpus_file, *SMALL, *model, "--steps", 20, "--checkpoint", "full.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "2-layer lstm, hidden-size 8, seq-length 6, learning-rate 0.002, optimizer adam, clip-norm 2.0" in r.stdout
+    r = run_cli("train", corpus_file, *SMALL, *model, "--steps", 10, "--checkpoint", "half.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("train", "--resume", "half.npz", "--steps", 20, "--log-every", 5, "--sample-every", 0,
+                "--eval-every", 0, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    full, half = npz_arrays(tmp_path / "full.npz"), npz_arrays(tmp_path / "half.npz")
+    assert set(full) == set(half) and "exp_avg_sq.Whh_l1" in full and "cprev" in full
+    for name in full:
+        if name not in ("corpus_path",):
+            np.testing.assert_array_equal(full[name], half[name], err_msg=name)
+    r = run_cli("sample", "full.npz", "--seed", 0, "--length", 25, "--prime", "York", cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout) == len("York") + 25 + 1, r.stderr
+    r = run_cli("eval", "full.npz", cwd=tmp_path)
+    assert r.returncode == 0 and "held-out split" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "transformer"], "invalid choice: 'transformer'"),
+    (["--optimizer", "sgd"], "invalid choice: 'sgd'"),
+    (["--num-layers", "0"], "--num-layers must be a positive integer"),
+    (["--optimizer", "rmsprop", "--alpha", "1"], r"--alpha must be in \[0, 1\)"),
+    (["--optimizer", "adam", "--beta2", "-0.1"], r"--beta2 must be in \[0, 1\)"),
+    (["--eps", "0"], "--eps must be a positive number"),
+    (["--clip-norm", "-1"], "--clip-norm must be a positive number"),
+    (["--clip", "3", "--clip-norm", "1"], "exclude each other"),
+])
+def test_bad_model_and_optimizer_flags(tmp_path, corpus_file, flags, message):
+    r = run_cli("train", corpus_file, *SMALL, *flags, "--steps", 2, "--checkpoint", "x.npz", cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert re.search(message, r.stderr), r.stderr
+    assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "gru"], r"--model gru \(checkpoint: lstm\)"),
+    (["--num-layers", "1"], r"--num-layers 1 \(checkpoint: 2\)"),
+    (["--optimizer", "adagrad"], r"--optimizer adagrad \(checkpoint: rmsprop\)"),
+    (["--clip-norm", "1"], r"--clip off \(checkpoint: 5.0\)"),
+])
+def test_resume_refuses_a_changed_model(tmp_path, corpus_file, flags, message):
+    r = run_cli("train", corpus_file, *SMALL, "--model", "lstm", "--num-layers", "2", "--optimizer", "rmsprop",
+                "--steps", 4, "--checkpoint", "c.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    before = (tmp_path / "c.npz").read_bytes()
+    r = run_cli("train", "--resume", "c.npz", *flags, "--steps", 8, cwd=tmp_path)
+    assert r.returncode == 2 and "contradict" in r.stderr
+    assert re.search(message, r.stderr), r.stderr
+    assert (tmp_path / "c.npz").read_bytes() == before
+
+
+def test_public_api_names():
+    params = fastrnn.init_params(5, 4, cell="gru", num_layers=2, seed=0, dtype=np.float32)
+    assert isinstance(params, fastrnn.ModelParams) and params.dtype == np.float32
+    assert params.names == ("Wxh", "Whh", "Wxh_l1", "Whh_l1", "Why", "bh", "bhn", "bh_l1", "bhn_l1", "by")
+    assert isinstance(fastrnn.init_params(5, 4, seed=0), fastrnn.Params)  # the seed's, unchanged
