@@ -1,0 +1,132 @@
+"""Group ``cells``: training steps of LSTM and GRU stacks, fastrnn beside PyTorch on the same model.
+
+fastrnn: a :class:`fastrnn.Trainer` on tiny shakespeare (``--model``,
+``--num-layers``, ``--hidden-size``, ``--batch-size``, ``--seq-length``, Adam
+2e-3, clip by global norm 5, float32), one timed call = ``steps`` steps.
+PyTorch: ``nn.Embedding`` (an identity lookup, the same as one-hot input) +
+``nn.LSTM`` / ``nn.GRU`` + ``nn.Linear``, cross-entropy summed over the B * T
+characters and divided by B, ``clip_grad_norm_(5)``, ``Adam(lr=2e-3)``, the
+same windows and the same number of steps per call, hidden state carried.
+Threads pinned in code (numba and every BLAS pool; ``torch.set_num_threads``).
+
+These rows carry no ``kind`` in ``extra_info``, so ``benchmarks.report`` does
+not tabulate them yet; ``python -m benchmarks.cells_summary JSON`` prints the
+chars/s of each row and fastrnn's ratio over PyTorch at the same point.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.trainer import TrainConfig, Trainer
+
+from fastrnn.corpus import held_out_count
+
+from ._support import pinned_threads, plan
+
+try:
+    import torch
+except ImportError as error:
+    torch, TORCH_MISSING = None, f"PyTorch is not importable (optional 'torch' extra): {error}"
+else:
+    TORCH_MISSING = None
+
+#: (cell, layers, H, B, T, steps per timed call, rounds)
+POINTS = [("lstm", 2, 128, 50, 50, 4, 8), ("lstm", 2, 512, 32, 64, 1, 6), ("gru", 2, 512, 32, 64, 1, 6)]
+THREADS = (1, 2)
+LEARNING_RATE = 2e-3
+CLIP_NORM = 5.0
+
+
+VAL_FRACTION = 0.05
+
+
+def _trainer(cell, layers, H, B, T, threads):
+    corpus = fastrnn.load_corpus(None)
+    config = TrainConfig(hidden_size=H, seq_length=T, batch_size=B, cell=cell, num_layers=layers,
+                         optimizer="adam", learning_rate=LEARNING_RATE, clip=None, clip_norm=CLIP_NORM,
+                         dtype="float32", seed=0, threads=threads, val_fraction=VAL_FRACTION)
+    trainer = Trainer(corpus, config)
+    trainer.warm_up()
+    return trainer
+
+
+class TorchSteps:
+    """PyTorch's model on the trainer's windows (B shards of the training split): ``steps`` Adam steps a call."""
+
+    def __init__(self, cell, layers, H, B, T, steps):
+        corpus = fastrnn.load_corpus(None)
+        ids = np.asarray(corpus.ids, np.int64)
+        n_train = ids.size - held_out_count(ids.size, VAL_FRACTION)
+        V = len(corpus.vocab)
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(V, V)
+        with torch.no_grad():
+            self.embed.weight.copy_(torch.eye(V))  # one-hot input through a lookup
+        self.embed.weight.requires_grad_(False)
+        self.rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](V, H, layers, batch_first=True)
+        self.decoder = torch.nn.Linear(H, V)
+        self.parameters = [*self.rnn.parameters(), *self.decoder.parameters()]
+        self.opt = torch.optim.Adam(self.parameters, lr=LEARNING_RATE)
+        self.cell, self.B, self.T, self.steps, self.V = cell, B, T, steps, V
+        self.ids = torch.from_numpy(ids[:n_train])
+        self.shard = n_train // B
+        self.p = 0
+        zeros = torch.zeros(layers, B, H)
+        self.state = (zeros, zeros.clone()) if cell == "lstm" else zeros
+
+    def __call__(self):
+        B, T = self.B, self.T
+        for _ in range(self.steps):
+            if self.p + T + 1 >= self.shard:
+                self.p = 0
+            starts = torch.arange(B) * self.shard + self.p
+            windows = self.ids[starts[:, None] + torch.arange(T + 1)]
+            self.p += T
+            out, state = self.rnn(self.embed(windows[:, :-1]), self.state)
+            self.state = tuple(s.detach() for s in state) if self.cell == "lstm" else state.detach()
+            loss = torch.nn.functional.cross_entropy(self.decoder(out).reshape(-1, self.V),
+                                                     windows[:, 1:].reshape(-1), reduction="sum") / B
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.parameters, CLIP_NORM)
+            self.opt.step()
+
+
+def _smoke_sized(benchmark, H, B, T):
+    """Tiny sizes when timing is off (a plain ``pytest`` smoke-calls each benchmark once)."""
+    return (16, 4, 8) if benchmark.disabled else (H, B, T)
+
+
+def _info(benchmark, implementation, cell, layers, H, B, T, threads, steps):
+    benchmark.extra_info.update(implementation=implementation, cell=cell, num_layers=layers, hidden_size=H,
+                                batch_size=B, seq_length=T, threads=threads, dtype="float32",
+                                chars_per_call=steps * B * T)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("cell, layers, H, B, T, steps, rounds", POINTS,
+                         ids=[f"{c}{l}x{h}-B{b}-T{t}" for c, l, h, b, t, _, _ in POINTS])
+def test_fastrnn_cells(benchmark, cell, layers, H, B, T, steps, rounds, threads):
+    benchmark.group = "cells"
+    H, B, T = _smoke_sized(benchmark, H, B, T)
+    with pinned_threads(threads):
+        trainer = _trainer(cell, layers, H, B, T, threads)
+        _info(benchmark, "fastrnn", cell, layers, H, B, T, threads, steps)
+        benchmark.pedantic(trainer.train, args=(steps,), **plan(rounds))
+
+
+@pytest.mark.skipif(torch is None, reason=TORCH_MISSING or "")
+@pytest.mark.parametrize("threads", THREADS)
+@pytest.mark.parametrize("cell, layers, H, B, T, steps, rounds", POINTS,
+                         ids=[f"{c}{l}x{h}-B{b}-T{t}" for c, l, h, b, t, _, _ in POINTS])
+def test_pytorch_cells(benchmark, cell, layers, H, B, T, steps, rounds, threads):
+    benchmark.group = "cells"
+    H, B, T = _smoke_sized(benchmark, H, B, T)
+    torch.set_num_threads(threads)
+    with pinned_threads(threads):
+        call = TorchSteps(cell, layers, H, B, T, steps)
+        call()  # warm up (oneDNN primitives)
+        _info(benchmark, "pytorch", cell, layers, H, B, T, threads, steps)
+        benchmark.pedantic(call, **plan(rounds))
