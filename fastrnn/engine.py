@@ -263,6 +263,7 @@ def _seed_loss_and_grads(params, inputs, targets, state, clip, workspace):
     """The 1-layer rnn on the seed-exact kernels, with the state in any of the accepted layouts."""
     from . import rnn
 
+    state = state[0] if isinstance(state, (tuple, list)) and len(state) == 1 else state  # (h,) as check_state takes
     H = int(params.Whh.shape[0])
     if np.ndim(inputs) != 2 or (state is not None and np.ndim(state) < 3):
         # One sequence (with the seed's state, or what is not a sequence: rnn's checks say why).

@@ -165,11 +165,33 @@ def _warm(dtype):
                         fastrnn.Workspace(V, H, T, dtype))
 
 
+def _warm_stack(dtype):
+    """The generic engine (every cell; layer 0 and a layer above it) and the flat-buffer optimizers."""
+    from fastrnn import engine, optim
+    from fastrnn.model import ModelSpec, init_model
+
+    ids = np.array([[0, 2], [1, 0]], np.int64)
+    for cell in fastrnn.CELLS:
+        p = init_model(ModelSpec(cell, 2, 3, 2), seed=0, dtype=dtype)
+        engine.stack_loss_and_grads(p, ids, ids)
+        engine.stack_loss_and_grads(p, ids, ids, clip=None)
+        engine.sequence_loss(p, ids[0], ids[0])
+        engine.log_probs(p, ids[0], ids[0])
+        engine.sample(p, None, 0, 2, seed=0)
+        engine.sample(p, None, 0, 2, seed=0, argmax=True)
+    for name in fastrnn.OPTIMIZERS:
+        opt = fastrnn.Optimizer(name)
+        flat = p.flat.copy()
+        optim.apply(opt, flat, p.flat.copy(), [np.zeros_like(flat) for _ in opt.state_names], 1, clip=5.0,
+                    clip_norm=1.0)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def warm_kernels():
     """Compile (or load from cache) every kernel for float64 and float32, once per session."""
     for dtype in (np.float64, np.float32):
         _warm(dtype)
+        _warm_stack(dtype)
     return kernels
 
 
