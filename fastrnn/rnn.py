@@ -5,6 +5,8 @@ Every function here has a twin of the same name, arguments and meaning in
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import kernels
@@ -48,9 +50,17 @@ class Workspace:
         return self.hs[: length + 1], self.probs[:length], self.dhs[:length]
 
 
+_cached = threading.local()  # each thread's last workspace, reused by calls that pass none
+
+
 def _workspace(params, length, workspace):
     if workspace is None:
-        return Workspace(params.vocab_size, params.hidden_size, length, params.dtype)
+        # A seed porter calls loss_and_grads / train_step once per sequence without a workspace:
+        # allocating and zeroing one per call cost as much as the step itself at H = 256-512.
+        ws = getattr(_cached, "workspace", None)
+        if ws is None or not ws.fits(params, length):
+            ws = _cached.workspace = Workspace(params.vocab_size, params.hidden_size, length, params.dtype)
+        return ws
     if not workspace.fits(params, length):
         raise ValueError("workspace does not fit these parameters and sequence length")
     return workspace
