@@ -263,9 +263,12 @@ def _seed_loss_and_grads(params, inputs, targets, state, clip, workspace):
     """The 1-layer rnn on the seed-exact kernels, with the state in any of the accepted layouts."""
     from . import rnn
 
-    state = state[0] if isinstance(state, (tuple, list)) and len(state) == 1 else state  # (h,) as check_state takes
+    if isinstance(state, (tuple, list)) and state and all(isinstance(s, np.ndarray) for s in state):
+        if len(state) != 1:
+            raise ValueError(f"the state of a rnn is one array h, got {len(state)} arrays")
+        state = state[0]  # (h,), as check_state takes it
     H = int(params.Whh.shape[0])
-    if np.ndim(inputs) != 2 or (state is not None and np.ndim(state) < 3):
+    if np.ndim(inputs) != 2 or (state is not None and np.ndim(state) == 1):
         # One sequence (with the seed's state, or what is not a sequence: rnn's checks say why).
         shape = None if state is None else np.shape(state)
         h = np.zeros(H) if state is None else np.asarray(state)
