@@ -38,7 +38,8 @@ import numpy as np
 from numba import prange
 
 from ._numba import exact, fast, parallel
-from .kernels import add_into, rnn_backward_impl, rnn_forward, softmax_inplace, tanh_add_inplace
+from .kernels import (add_into, rnn_backward_impl, rnn_forward, rows_cross_entropy, softmax_inplace,
+                      tanh_add_inplace)
 
 REDUCE_BLOCK = 16384  # elements per work item of the parallel gradient reduction
 PARALLEL_REDUCE_MIN_BLOCKS = 8  # fewer work items than this: reduce on one thread
@@ -64,16 +65,7 @@ def chunk_forward(hs, probs, inputs, targets, WhhT, WhyT, xb, by):
             tanh_add_inplace(h_out[j], xb[inputs[j, t]])
     # Output layer for all T * Bc rows at once: (T * Bc, H) @ (H, V).
     np.dot(hs[Bc:], WhyT, probs)
-    loss = 0.0
-    for t in range(T):
-        for j in range(Bc):
-            p = probs[t * Bc + j]
-            for v in range(p.shape[0]):
-                p[v] += by[v]
-            target_logit = p[targets[j, t]]
-            m, log_sum = softmax_inplace(p)
-            loss += log_sum - (target_logit - m)
-    return loss
+    return rows_cross_entropy(probs, targets, by)
 
 
 @fast

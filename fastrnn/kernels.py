@@ -200,6 +200,25 @@ def softmax_inplace(p):
     return m, np.log(s)
 
 
+@fast
+def rows_cross_entropy(probs, targets, by):
+    """Logit rows to softmax rows in place, adding ``by`` first; returns the summed cross-entropy (float64).
+
+    probs (T * B, V) time-major (row t * B + b is stream b at step t), targets (B, T) int64.
+    """
+    B, T = targets.shape
+    loss = 0.0
+    for t in range(T):
+        for b in range(B):
+            p = probs[t * B + b]
+            for v in range(p.shape[0]):
+                p[v] += by[v]
+            target_logit = p[targets[b, t]]
+            m, log_sum = softmax_inplace(p)
+            loss += log_sum - (target_logit - m)
+    return loss
+
+
 # --- forward / backward ----------------------------------------------------
 
 @fast

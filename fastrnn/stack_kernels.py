@@ -11,7 +11,7 @@ import numpy as np
 
 from ._numba import fast
 from .batch_kernels import transpose_into  # noqa: F401  (the stack's weight transposes)
-from .kernels import add_into, softmax_inplace
+from .kernels import add_into, rows_cross_entropy
 
 
 @fast
@@ -39,18 +39,8 @@ def head_forward(probs, Htop, targets, Why, by):
 
     probs (T * B, V) receives the softmax of ``Htop (T * B, H) @ Why.T + by``; targets (B, T).
     """
-    B, T = targets.shape
     np.dot(Htop, Why.T, probs)
-    loss = 0.0
-    for t in range(T):
-        for b in range(B):
-            p = probs[t * B + b]
-            for v in range(p.shape[0]):
-                p[v] += by[v]
-            target_logit = p[targets[b, t]]
-            m, log_sum = softmax_inplace(p)
-            loss += log_sum - (target_logit - m)
-    return loss
+    return rows_cross_entropy(probs, targets, by)
 
 
 @fast

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from . import rnn
-from ._aligned import aligned, aligned_copy, aligned_zeros
+from ._aligned import aligned_copy, aligned_zeros
 from .corpus import Corpus, held_out_count
 from . import engine
 from .model import CELLS, ModelParams, ModelSpec, describe, init_model
@@ -332,8 +332,22 @@ def seed_hidden_layout(h: np.ndarray) -> np.ndarray:
     return h
 
 
+class _StateViews:
+    """``memory`` and ``hprev`` of anything with ``opt_state`` and ``hidden`` (a state, a trainer)."""
+
+    @property
+    def memory(self) -> ModelParams:
+        """The first optimizer buffer (Adagrad's memory); all of them are ``opt_state``."""
+        return self.opt_state[0]
+
+    @property
+    def hprev(self) -> np.ndarray:
+        """The hidden state h (a view) in the seed's layout: (H,) at batch 1, (B, H) for one layer, else (L, B, H)."""
+        return seed_hidden_layout(self.hidden[0])
+
+
 @dataclass
-class TrainState:
+class TrainState(_StateViews):
     """Everything that changes during training (what a checkpoint stores besides config and vocabulary).
 
     ``params``: the model; ``opt_state``: the optimizer's buffers, one per
@@ -351,23 +365,13 @@ class TrainState:
     smooth_loss: float
     rng_state: dict = field(default_factory=dict)  # numpy Generator bit_generator.state of the sampling RNG
 
-    @property
-    def memory(self) -> ModelParams:
-        """The first optimizer buffer (Adagrad's memory)."""
-        return self.opt_state[0]
-
-    @property
-    def hprev(self) -> np.ndarray:
-        """The hidden state h in the seed's layout: (H,) at batch 1, (B, H) for one layer, else (L, B, H)."""
-        return seed_hidden_layout(self.hidden[0])
-
 
 def _sampling_rng(seed):
     # A stream of its own, so samples drawn during training never touch the init's stream.
     return np.random.default_rng([int(seed), 1])
 
 
-class Trainer:
+class Trainer(_StateViews):
     """Trains a :class:`CharModel` on a :class:`Corpus` with the seed's loop.
 
     ``Trainer(corpus, config)`` starts fresh (the seed's init for a 1-layer rnn,
@@ -443,16 +447,6 @@ class Trainer:
         self.p, self.n, self.smooth_loss = p, n, float(state.smooth_loss)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state.rng_state  # raises ValueError if it is not a PCG64 state
-
-    @property
-    def memory(self) -> ModelParams:
-        """The first optimizer buffer (Adagrad's memory); all of them are ``opt_state``."""
-        return self.opt_state[0]
-
-    @property
-    def hprev(self) -> np.ndarray:
-        """The hidden state h (a view) in the seed's layout: (H,) at batch 1, (B, H) for one layer, else (L, B, H)."""
-        return seed_hidden_layout(self.hidden[0])
 
     @property
     def state(self) -> TrainState:
