@@ -1,13 +1,24 @@
-"""fastrnn: min-char-rnn's vanilla tanh RNN, trained fast on a CPU with Numba kernels."""
-from .params import Params, init_params
-from .rnn import (
-    Workspace, adagrad_update, log_probs, loss_and_grads, sample, sequence_loss, train_step, train_steps,
-)
-from . import reference
-from .vocab import Vocab
-from .corpus import Corpus, CorpusError, load_corpus
-from .trainer import CharModel, ConfigError, Score, TrainConfig, Trainer, TrainingDiverged
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+"""fastrnn: min-char-rnn's vanilla tanh RNN, trained fast on a CPU with Numba kernels.
+
+The names below are loaded on first use (PEP 562), so that ``import fastrnn``
+itself is cheap: the ``fastrnn`` command installs its signal handling before
+numpy and Numba are imported (see :mod:`fastrnn._entry`).
+"""
+import importlib
+import importlib.util
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "params": ("Params", "init_params"),
+    "rnn": ("Workspace", "adagrad_update", "log_probs", "loss_and_grads", "sample", "sequence_loss",
+            "train_step", "train_steps"),
+    "vocab": ("Vocab",),
+    "corpus": ("Corpus", "CorpusError", "load_corpus"),
+    "trainer": ("CharModel", "ConfigError", "Score", "TrainConfig", "Trainer", "TrainingDiverged"),
+    "checkpoint": ("Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "Params", "init_params", "Workspace", "loss_and_grads", "adagrad_update", "train_step",
@@ -16,4 +27,19 @@ __all__ = [
     "TrainConfig", "Trainer", "CharModel", "Score", "ConfigError", "TrainingDiverged",
     "Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint",
 ]
-__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)  # a submodule, e.g. fastrnn.reference
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
