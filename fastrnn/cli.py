@@ -8,7 +8,7 @@ a checkpoint and exits 130 or 143 (128 + the signal); a second one before that
 stops at once without saving (the last checkpoint file stays intact). A loss
 that becomes NaN or infinite, or parameters whose outputs could overflow, stop
 training, keep the last good checkpoint and exit 1. Elsewhere SIGTERM acts like
-Ctrl-C: the same cleanup, then exit 143 (from the first moment of the process:
+Ctrl-C: the same cleanup, then exit 143 (from the start of the entry point:
 see :mod:`fastrnn._entry`).
 
 One run per checkpoint: ``train`` holds an OS lock on ``PATH.lock`` beside the
