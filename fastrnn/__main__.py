@@ -1,6 +1,6 @@
 """``python -m fastrnn``: the same as the ``fastrnn`` command."""
 import sys
 
-from .cli import main
+from ._entry import main
 
 sys.exit(main())

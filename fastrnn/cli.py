@@ -1,12 +1,19 @@
 """The ``fastrnn`` command: ``train``, ``sample`` and ``eval``, a thin layer over the Python API.
 
-Bad input (a missing or broken file, an impossible option, a checkpoint that
-does not fit) prints one line on stderr and exits with status 2 before anything
-is written. Ctrl-C (SIGINT) or SIGTERM during training saves a checkpoint and
-exits 130 or 143 (128 + the signal); a second one before that stops at once
-without saving (the last checkpoint file stays intact). A loss that becomes NaN
-or infinite stops training, keeps the last good checkpoint and exits 1.
-Elsewhere SIGTERM acts like Ctrl-C: the same cleanup, then exit 143.
+Bad input (a missing or broken file, an impossible option, a size the machine
+cannot hold, a checkpoint that does not fit, one another run is writing)
+prints one line on stderr and exits with status 2 before anything is written.
+Ctrl-C (SIGINT) or SIGTERM during training, the final validation included, saves
+a checkpoint and exits 130 or 143 (128 + the signal); a second one before that
+stops at once without saving (the last checkpoint file stays intact). A loss
+that becomes NaN or infinite, or parameters whose outputs could overflow, stop
+training, keep the last good checkpoint and exit 1. Elsewhere SIGTERM acts like
+Ctrl-C: the same cleanup, then exit 143 (from the start of the entry point:
+see :mod:`fastrnn._entry`).
+
+One run per checkpoint: ``train`` holds an OS lock on ``PATH.lock`` beside the
+checkpoint from its start to its end (:mod:`fastrnn.lock`), and never replaces a
+checkpoint file that someone else wrote meanwhile.
 """
 from __future__ import annotations
 
@@ -19,14 +26,21 @@ import signal
 import sys
 import threading
 import time
+import zipfile
 from dataclasses import fields, replace
 from pathlib import Path
 
+import numpy as np
+
+from ._entry import Terminated
+from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
+from .limits import INT64_MAX, SAMPLE_BYTES_PER_CHAR, fits, outputs_bounded, training_bytes
+from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
 from .model import CELLS
 from .optim import OPTIMIZERS
-from .trainer import LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged
+from .trainer import LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split
 from .vocab import UnknownSymbolsError
 
 EXIT_DIVERGED = 1
@@ -45,8 +59,13 @@ class UsageError(Exception):
     """Bad command-line input: reported as one line on stderr, exit status 2."""
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so the same cleanup runs (exit 143)."""
+class OutputsOverflow(TrainingDiverged):
+    """Finite parameters so large that the model's logits can overflow: not a checkpoint worth keeping."""
+
+    def __init__(self, step):
+        RuntimeError.__init__(self, f"training diverged: by step {step:,} the parameters are so large that the "
+                                    f"model's outputs can overflow (a lower learning rate may help)")
+        self.step, self.loss = step, math.nan
 
 
 def _interruption(signum) -> KeyboardInterrupt:
@@ -55,6 +74,17 @@ def _interruption(signum) -> KeyboardInterrupt:
 
 def _exit_status(signum) -> int:
     return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+
+def _int(text):
+    """An int flag: a 64-bit integer (a larger one is refused here, not by a traceback later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (at most {INT64_MAX:,})")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,11 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("corpus", nargs="?", metavar="CORPUS",
                    help=f"UTF-8 text file (default: the embedded {EMBEDDED_NAME}; "
                         "when resuming: the checkpoint's corpus)")
-    t.add_argument("--hidden-size", type=int, metavar="N", help=f"hidden units (default {DEFAULTS['hidden_size']})")
-    t.add_argument("--seq-length", type=int, metavar="N", help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
+    t.add_argument("--hidden-size", type=_int, metavar="N", help=f"hidden units (default {DEFAULTS['hidden_size']})")
+    t.add_argument("--seq-length", type=_int, metavar="N", help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
     t.add_argument("--model", dest="cell", choices=CELLS, help="recurrent cell: rnn (tanh, the seed's), lstm or gru "
                    "(PyTorch's equations and gate order; default rnn)")
-    t.add_argument("--num-layers", type=int, metavar="N", help="stacked recurrent layers (default 1)")
+    t.add_argument("--num-layers", type=_int, metavar="N", help="stacked recurrent layers (default 1)")
     t.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="adagrad (the seed's, default), rmsprop or adam, with torch.optim's formulas")
     t.add_argument("--learning-rate", type=float, metavar="LR",
@@ -92,26 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clip-norm", type=float, metavar="N",
                    help="clip the gradients' global 2-norm to N instead of clipping by value "
                         "(as torch.nn.utils.clip_grad_norm_)")
-    t.add_argument("--batch-size", type=int, metavar="B",
+    t.add_argument("--batch-size", type=_int, metavar="B",
                    help="streams trained per step, each on its own shard of the text (default 1: "
                         "min-char-rnn's loop exactly)")
-    t.add_argument("--threads", type=int, metavar="N",
+    t.add_argument("--threads", type=_int, metavar="N",
                    help="threads of a batched step (default: all cores for a new run, the recorded "
                         "count when resuming; another count changes results by rounding only)")
-    t.add_argument("--steps", type=int, metavar="N", help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
-    t.add_argument("--seed", type=int, metavar="N", help="seed of the initial weights and of samples (default: drawn, then recorded)")
+    t.add_argument("--steps", type=_int, metavar="N", help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
+    t.add_argument("--seed", type=_int, metavar="N", help="seed of the initial weights and of samples (default: drawn, then recorded)")
     t.add_argument("--dtype", choices=("float64", "float32"), help="float type (default float64)")
     t.add_argument("--val-fraction", type=float, metavar="F",
                    help=f"fraction of the text, at its end, held out for validation (default {DEFAULTS['val_fraction']}; "
                         "0 trains on all of it, as min-char-rnn does)")
-    t.add_argument("--eval-every", type=int, metavar="N", default=10_000, help="validation every N steps, 0: only at the end (10,000)")
-    t.add_argument("--sample-every", type=int, metavar="N", default=10_000, help="print a sample every N steps, 0: never (10,000)")
-    t.add_argument("--sample-length", type=int, metavar="N", default=200, help="characters per sample (200)")
-    t.add_argument("--log-every", type=int, metavar="N", default=1_000,
+    t.add_argument("--eval-every", type=_int, metavar="N", default=10_000, help="validation every N steps, 0: only at the end (10,000)")
+    t.add_argument("--sample-every", type=_int, metavar="N", default=10_000, help="print a sample every N steps, 0: never (10,000)")
+    t.add_argument("--sample-length", type=_int, metavar="N", default=200, help="characters per sample (200)")
+    t.add_argument("--log-every", type=_int, metavar="N", default=1_000,
                    help="log line every N steps when output is not a terminal (1,000)")
     t.add_argument("--checkpoint", metavar="PATH",
                    help="where to save (default: CORPUS-NAME.ckpt.npz in the current folder, or the --resume file)")
-    t.add_argument("--checkpoint-every", type=int, metavar="N", default=10_000, help="save every N steps, 0: only at the end (10,000)")
+    t.add_argument("--checkpoint-every", type=_int, metavar="N", default=10_000, help="save every N steps, 0: only at the end (10,000)")
     t.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
     t.add_argument("--overwrite", action="store_true", help="let a new run replace an existing checkpoint file")
     t.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
@@ -122,10 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="sample text from a checkpoint", description="Sample text from a checkpoint.")
     s.add_argument("checkpoint", metavar="CHECKPOINT")
-    s.add_argument("--length", type=int, metavar="N", default=200, help="characters to sample (200)")
+    s.add_argument("--length", type=_int, metavar="N", default=200, help="characters to sample (200)")
     s.add_argument("--temperature", type=float, metavar="T", default=1.0, help="softmax temperature, > 0 (1.0)")
     s.add_argument("--prime", metavar="TEXT", help="text to continue (warms the hidden state)")
-    s.add_argument("--seed", type=int, metavar="N", help="seed of the draws (default: random)")
+    s.add_argument("--seed", type=_int, metavar="N", help="seed of the draws (default: random)")
     s.add_argument("--argmax", action="store_true", help="always take the most likely character")
     s.set_defaults(run=cmd_sample)
 
@@ -133,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Score a text under a model: nats/char and bits/char. Without FILE, "
                                    "the held-out split of the training corpus.")
     e.add_argument("checkpoint", metavar="CHECKPOINT")
-    e.add_argument("file", nargs="?", metavar="FILE", help="text to score (default: the held-out split)")
+    e.add_argument("file", nargs="?", metavar="FILE",
+                   help="text to score, - for standard input (default: the held-out split)")
     e.add_argument("--per-char", action="store_true", help="print each character's probability")
     e.add_argument("--cache-dir", metavar="DIR",
                    help="folder for the training corpus's prepared ids when scoring its held-out split, "
@@ -156,7 +187,7 @@ def main(argv=None) -> int:
     with _sigterm_as_interrupt():
         try:
             return args.run(args)
-        except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError) as e:
+        except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError, CheckpointBusy) as e:
             print(f"fastrnn {args.command}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt as e:
@@ -253,13 +284,14 @@ def _resume_config(args, ckpt: Checkpoint) -> TrainConfig:
     return stored if args.threads is None else replace(stored, threads=args.threads)
 
 
-def _checkpoint_path(args, corpus_path) -> Path:
+def _checkpoint_path(args) -> Path:
+    """Where this run saves: ``--checkpoint``, else the ``--resume`` file, else NAME.ckpt.npz here."""
     if args.checkpoint:
         path = Path(args.checkpoint)
     elif args.resume:
         path = Path(args.resume)
     else:
-        stem = Path(corpus_path).stem if corpus_path else Path(EMBEDDED_NAME).stem
+        stem = Path(args.corpus).stem if args.corpus else Path(EMBEDDED_NAME).stem
         path = Path(f"{stem}.ckpt.npz")
     if path.is_dir():
         raise UsageError(f"checkpoint path {str(path)!r} is a directory")
@@ -268,13 +300,62 @@ def _checkpoint_path(args, corpus_path) -> Path:
         raise UsageError(f"cannot save checkpoints to {str(path)!r}: folder {str(folder)!r} does not exist")
     if not os.access(folder, os.W_OK):
         raise UsageError(f"cannot save checkpoints to {str(path)!r}: folder {str(folder)!r} is not writable")
-    if corpus_path and path.exists() and os.path.samefile(path, corpus_path):
+    return path
+
+
+def _not_a_checkpoint(path) -> str | None:
+    """None if ``path`` holds fastrnn's checkpoint format marker, else what it is instead."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return "not an .npz file"
+        with np.load(path, allow_pickle=False) as npz:
+            if "format" in npz.files and str(npz["format"]) == CHECKPOINT_FORMAT:
+                return None
+        return "an .npz file without fastrnn's format marker"
+    except Exception as e:  # unreadable in any way: not something we know to be ours
+        return f"unreadable ({e})"
+
+
+def _check_existing(args, path: Path, corpus_path):
+    """Refuse to replace what is at ``path``, unless resuming it, or ``--overwrite`` of a checkpoint."""
+    if not path.exists():
+        return
+    if corpus_path and os.path.exists(corpus_path) and os.path.samefile(path, corpus_path):
         raise UsageError(f"the checkpoint path {str(path)!r} is the corpus itself")
-    resuming_here = args.resume and path.exists() and os.path.samefile(path, args.resume)
-    if path.exists() and not resuming_here and not args.overwrite:
+    if args.resume and os.path.samefile(path, args.resume):
+        return
+    if not args.overwrite:
         raise UsageError(f"{str(path)!r} already exists; continue it with --resume {path}, choose another "
                          f"--checkpoint, or pass --overwrite to replace it")
-    return path
+    why = _not_a_checkpoint(path)
+    if why is not None:
+        raise UsageError(f"--overwrite replaces only a fastrnn checkpoint, and {str(path)!r} is {why}; "
+                         f"choose another --checkpoint")
+
+
+def _check_memory(args, corpus, config: TrainConfig, report_warning):
+    """One line naming the flag, before anything is allocated, for sizes this machine cannot hold."""
+    unit = "bytes" if corpus.vocab.bytes_mode else "characters"
+    check_split(len(corpus), config, unit)  # its errors first: a --seq-length longer than the text
+    H, T, B = config.hidden_size, config.seq_length, config.batch_size
+    model, sequences = training_bytes(len(corpus.vocab), H, T, B, config.threads or os.cpu_count() or 1,
+                                      config.dtype, cell=config.cell, num_layers=config.num_layers,
+                                      optimizer_buffers=len(config.optimizer_settings.state_names))
+    if model >= sequences:
+        flag, fix = f"--hidden-size {H:,}", "a smaller --hidden-size"
+    else:
+        flag = f"--seq-length {T:,}" + (f" with --batch-size {B:,}" if B > 1 else "")
+        fix = "a smaller --seq-length" + (" or --batch-size" if B > 1 else "")
+    ok, note = fits(model + sequences)
+    if not ok:
+        raise UsageError(f"{flag} {note} (parameters, optimizer buffers and workspaces, {config.dtype}); use {fix}")
+    if note:
+        report_warning(f"{flag} {note}; it may not fit")
+    if args.sample_every:
+        ok, note = fits(args.sample_length * SAMPLE_BYTES_PER_CHAR)
+        if not ok:
+            raise UsageError(f"--sample-length {args.sample_length:,} {note}; use a smaller --sample-length "
+                             f"(or --sample-every 0, and fastrnn sample, which streams, afterwards)")
 
 
 # --- the corpus ------------------------------------------------------------------
@@ -292,6 +373,22 @@ def _missing_folders(folder: Path) -> list[Path]:
         missing.append(folder)
         folder = folder.parent
     return missing
+
+
+class _CreatedFolders:
+    """The folders up to ``folder`` that do not exist yet; :meth:`remove` removes those that were created since
+    (the deepest with what it holds, its parents only while empty)."""
+
+    def __init__(self, folder: Path):
+        self.created = _missing_folders(folder)
+
+    def remove(self):
+        if self.created:
+            shutil.rmtree(self.created[0], ignore_errors=True)
+            for parent in self.created[1:]:
+                with contextlib.suppress(OSError):
+                    parent.rmdir()  # only while empty
+            self.created.clear()
 
 
 @contextlib.contextmanager
@@ -313,16 +410,7 @@ def _opened_corpus(path, bytes_mode, cache_dir=None):
     from .prepared import cache_folder, prepare_corpus
 
     folder = cache_folder(path, cache_dir)
-    created = _missing_folders(folder)  # with cache_dir, possibly cache_dir and its parents too
-
-    def remove_created():
-        if created:
-            shutil.rmtree(created[0], ignore_errors=True)
-            for parent in created[1:]:
-                with contextlib.suppress(OSError):
-                    parent.rmdir()  # only while empty
-            created.clear()
-
+    remove_created = _CreatedFolders(folder).remove  # with cache_dir, possibly cache_dir and its parents too
     try:
         try:
             corpus = prepare_corpus(path, bytes_mode=bytes_mode, cache_dir=cache_dir)
@@ -340,8 +428,20 @@ def _opened_corpus(path, bytes_mode, cache_dir=None):
 
 # --- train -------------------------------------------------------------------
 
+def _warn(text):
+    print(f"fastrnn train: warning: {text}", file=sys.stderr, flush=True)
+
+
 def cmd_train(args) -> int:
     _check_train_args(args)
+    path = _checkpoint_path(args)
+    with CheckpointLock(path) as lock:  # before any work; released however the run ends
+        if lock.warning:
+            _warn(lock.warning)
+        return _train(args, path)
+
+
+def _train(args, path: Path) -> int:
     ckpt = load_checkpoint(args.resume) if args.resume else None
     if ckpt is not None:
         config = _resume_config(args, ckpt)
@@ -357,16 +457,18 @@ def cmd_train(args) -> int:
     total = args.steps if args.steps is not None else DEFAULT_STEPS
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
+    _check_existing(args, path, corpus_path)
+    guard = SaveGuard(path)  # what is at the path now: the only file a save may replace
     with _opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
+        _check_memory(args, corpus, config, _warn)
         trainer = ckpt.trainer(corpus, threads=config.threads) if ckpt is not None else Trainer(corpus, config)
-        path = _checkpoint_path(args, corpus.path)
     report = _reporter(args, total, trainer)
     report.header(trainer, corpus, path, ckpt)
     if trainer.n >= total:
         report.close()
         report.line(f"the checkpoint is already at step {trainer.n:,} (--steps {total:,}); nothing to do")
         return 0
-    return _train_loop(trainer, args, total, path, report)
+    return _train_loop(trainer, args, total, path, report, guard)
 
 
 def _next_at(s, every, offset=0):
@@ -374,17 +476,25 @@ def _next_at(s, every, offset=0):
     return s + (offset - s - 1) % every + 1
 
 
+class _Abandoned(BaseException):
+    """A first signal during a validation: it is dropped (it changes nothing) and the run saves at once."""
+
+
 class _StopSignals:
     """SIGINT (Ctrl-C) and SIGTERM while training, as a context manager that installs and restores handlers.
 
     The first signal asks the trainer to stop at the end of its block of steps;
-    the loop then saves and exits 128 + that signal (130 or 143). Another signal
-    while that stop is still pending (a long block, validation or sample) stops at
-    once without saving: it raises KeyboardInterrupt (or :class:`Terminated`) and
-    the checkpoint file keeps its last complete version. Signals while a
-    checkpoint is being written, or after the stop was honoured (the final save),
-    are ignored, so they never cut a save short. A signal the process was told to
-    ignore (``SIG_IGN``, e.g. under ``nohup``-like launchers) stays ignored.
+    the loop then saves and exits 128 + that signal (130 or 143). During a
+    validation (:meth:`abandonable`), which changes no state, the first signal
+    instead abandons it at once (at the end of its current window of ids) and the
+    loop saves. Another signal while that stop is still pending (a long block or
+    sample) stops at once without saving: it raises KeyboardInterrupt (or
+    :class:`Terminated`) and the checkpoint file keeps its last complete version.
+    Signals while a checkpoint is being written, or after the stop was honoured
+    (the final save), are ignored, so they never cut a save short. A signal the
+    process was told to ignore (``SIG_IGN``, e.g. under ``nohup``-like launchers)
+    stays ignored. The loop checks :attr:`signum` after its last block and after
+    its final save, so a signal is never dropped wherever it lands.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -393,11 +503,18 @@ class _StopSignals:
         self.trainer = trainer
         self.signum = None  # the first signal received
         self.saving = False
+        self._abandon = False
+        self._finished = False
         self._previous = {}
 
     def __call__(self, signum, frame):
+        if self._finished:
+            return
         if self.signum is None:
             self.signum = signum
+            if self._abandon:
+                self._abandon = False
+                raise _Abandoned()
             self.trainer.request_stop()
         elif self.trainer.stop_requested and not self.saving:
             raise _interruption(signum)
@@ -410,6 +527,19 @@ class _StopSignals:
         finally:
             self.saving = False
 
+    @contextlib.contextmanager
+    def abandonable(self):
+        """A block a first signal may cut short with :class:`_Abandoned` (one that changes no state)."""
+        self._abandon = self.signum is None
+        try:
+            yield
+        finally:
+            self._abandon = False
+
+    def finish(self):
+        """The stop is honoured and saved: ignore signals from now on."""
+        self._finished = True
+
     def __enter__(self):
         for signum in self.SIGNALS:
             if signal.getsignal(signum) is not signal.SIG_IGN:
@@ -419,6 +549,25 @@ class _StopSignals:
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+LOSS_EXPLOSION = 100  # warn when the smoothed loss exceeds this many times a uniform guess's
+
+
+class _LossWatch:
+    """Warns once when the smoothed loss, still finite, grows past LOSS_EXPLOSION x a uniform guess's."""
+
+    def __init__(self, trainer: Trainer):
+        self.uniform = math.log(len(trainer.vocab)) if len(trainer.vocab) > 1 else 1.0
+        self.warned = False
+
+    def __call__(self, trainer: Trainer, report):
+        per_char = trainer.smooth_loss_per_char
+        if not self.warned and math.isfinite(per_char) and per_char > LOSS_EXPLOSION * self.uniform:
+            self.warned = True
+            report.warn(f"at step {trainer.n:,} the smoothed loss is {per_char:.3g} nats/char, over "
+                        f"{LOSS_EXPLOSION} times a uniform guess's {self.uniform:.3g}: training is blowing up "
+                        f"(a lower learning rate may help)")
 
 
 COMPILE_NOTE_AFTER_S = 2.0  # say what the wait is if loading the kernels takes longer than this
@@ -440,50 +589,75 @@ def _warm_up(trainer: Trainer, report) -> None:
         report.line(f"kernels ready after {time.perf_counter() - start:.0f} s")
 
 
-def _train_loop(trainer: Trainer, args, total, path, report) -> int:
+def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -> int:
     saved = [None]  # step of the last checkpoint this run wrote
     stop = _StopSignals(trainer)
+    watch = _LossWatch(trainer)
 
     def save():
+        """Save as the last good checkpoint: finite outputs, and only over this run's own file."""
+        if not outputs_bounded(trainer.params):
+            raise OutputsOverflow(trainer.n)
         with stop.save():
+            guard.check()
             save_checkpoint(path, trainer)
+            guard.saved()
         saved[0] = trainer.n
 
     def kept():
         return (f"the last good checkpoint is {str(path)!r} (step {saved[0]:,})" if saved[0] is not None else
                 f"no checkpoint was saved by this run" + (f"; {str(path)!r} is unchanged" if path.exists() else ""))
 
+    def validate():
+        with stop.abandonable():
+            report.validation(trainer, trainer.validation_loss())
+
     _warm_up(trainer, report)  # so the first chars/s figure is not a compile or cache load
     val_done_at = None
     try:
         with stop:
-            while trainer.n < total:
-                s = trainer.n
-                if args.sample_every and s % args.sample_every == 0:
-                    report.sample(trainer.sample(args.sample_length))
-                stops = [total]
-                for every, offset in ((args.sample_every, 0), (args.log_every, 1), (args.eval_every, 0),
-                                      (args.checkpoint_every, 0), (report.every, 0)):
-                    if every:
-                        stops.append(_next_at(s, every, offset))
-                if not trainer.train(min(stops) - s):
-                    return _interrupted(trainer, path, report, save, stop.signum)
-                s = trainer.n
-                if args.eval_every and s % args.eval_every == 0:
-                    report.validation(trainer, trainer.validation_loss())
-                    val_done_at = s
-                if args.log_every and (s - 1) % args.log_every == 0:
-                    report.log(trainer)
-                if args.checkpoint_every and s % args.checkpoint_every == 0:
-                    save()
-                report.progress(trainer)
-            if val_done_at != trainer.n:
-                report.validation(trainer, trainer.validation_loss())
+            try:
+                while trainer.n < total:
+                    s = trainer.n
+                    if args.sample_every and s % args.sample_every == 0:
+                        report.sample(trainer.sample(args.sample_length))
+                    stops = [total]
+                    for every, offset in ((args.sample_every, 0), (args.log_every, 1), (args.eval_every, 0),
+                                          (args.checkpoint_every, 0), (report.every, 0)):
+                        if every:
+                            stops.append(_next_at(s, every, offset))
+                    if not trainer.train(min(stops) - s):
+                        return _interrupted(trainer, path, report, save, stop)
+                    watch(trainer, report)
+                    s = trainer.n
+                    if args.eval_every and s % args.eval_every == 0:
+                        validate()
+                        val_done_at = s
+                    if args.log_every and (s - 1) % args.log_every == 0:
+                        report.log(trainer)
+                    if args.checkpoint_every and s % args.checkpoint_every == 0:
+                        save()
+                    report.progress(trainer)
+                if stop.signum is None and val_done_at != trainer.n:
+                    validate()
+            except _Abandoned:
+                return _interrupted(trainer, path, report, save, stop)
+            if stop.signum is not None:  # during the last block, or what followed it
+                return _interrupted(trainer, path, report, save, stop)
             save()
+            if stop.signum is not None:  # during the final save: it is complete, so the run is saved
+                return _interrupted(trainer, path, report, save, stop, saved=True)
+            stop.finish()
     except TrainingDiverged as e:
         report.close()
         print(f"fastrnn train: error: {e}; stopped; {kept()}", file=sys.stderr)
         return EXIT_DIVERGED
+    except CheckpointChanged as e:
+        report.close()
+        print(f"fastrnn train: error: {e}; stopped at step {trainer.n:,}, this run's progress since "
+              f"{'step ' + format(saved[0], ',') if saved[0] is not None else 'its start'} is not saved",
+              file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt as e:  # a second signal before the first one's stop came: not saved
         report.close()
         terminated = isinstance(e, Terminated)
@@ -496,16 +670,24 @@ def _train_loop(trainer: Trainer, args, total, path, report) -> int:
     return 0
 
 
-def _interrupted(trainer, path, report, save, signum) -> int:
+def _interrupted(trainer, path, report, save, stop, saved=False) -> int:
     report.close()
+    signum = stop.signum
     how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-    if trainer.is_finite():
-        save()
+    if not saved and not trainer.is_finite():
+        why = "parameters are not finite"
+    elif not saved and not outputs_bounded(trainer.params):
+        why = "parameters are so large that the model's outputs can overflow"
+    else:
+        why = None
+        if not saved:
+            save()
+        stop.finish()
         print(f"fastrnn train: {how} at step {trainer.n:,}; saved checkpoint {path} "
               f"(continue with: fastrnn train --resume {path})", file=sys.stderr)
-    else:
-        print(f"fastrnn train: {how} at step {trainer.n:,}; parameters are not finite, not saved",
-              file=sys.stderr)
+    if why is not None:
+        stop.finish()
+        print(f"fastrnn train: {how} at step {trainer.n:,}; {why}, not saved", file=sys.stderr)
     return _exit_status(signum)
 
 
@@ -535,6 +717,9 @@ class _Quiet:
     def close(self): pass
     def finish(self, trainer, path): pass
 
+    def warn(self, text):
+        _warn(text)
+
     def validation(self, trainer, score):
         self.val = score
 
@@ -560,7 +745,7 @@ class _Lines(_Quiet):
         c, unit = trainer.config, ("bytes" if trainer.vocab.bytes_mode else "characters")
         split = (f"training on {trainer.train_ids.size:,}, validating on {trainer.val_targets.size:,} "
                  f"(val-fraction {c.val_fraction})" if trainer.val_targets.size else "training on all of it")
-        self.line(f"corpus {corpus.name}: {len(corpus):,} {unit}, {len(trainer.vocab)} distinct; {split}")
+        self.line(f"corpus {corpus.name}: {len(corpus):,} {unit}, {len(trainer.vocab):,} distinct; {split}")
         start = f"resuming {ckpt.path} at step {trainer.n:,}" if ckpt else "new model"
         split = getattr(trainer.workspace, "split", "streams")
         batch = (f", batch-size {c.batch_size} (shards of {trainer.shard_length:,} {unit}), {c.threads} "
@@ -615,6 +800,12 @@ class _Bar(_Lines):
     def log(self, trainer):
         pass
 
+    def warn(self, text):
+        if self.bar is None:
+            _warn(text)
+        else:
+            self._tqdm.write(f"fastrnn train: warning: {text}", file=sys.stderr)
+
     def progress(self, trainer):
         if self._closed:
             return
@@ -654,18 +845,26 @@ def cmd_sample(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.model
     prime = args.prime or ""
-    try:
-        text = model.sample(args.length, prime=prime, temperature=args.temperature, seed=args.seed,
-                            argmax=args.argmax)
+    try:  # streamed: drawn and written a piece at a time, so any --length fits in memory
+        pieces = model.sample_chunks(args.length, prime=prime, temperature=args.temperature, seed=args.seed,
+                                     argmax=args.argmax)
     except UnknownSymbolsError as e:
         raise UsageError(f"--prime has {e}") from None
     if ckpt.vocab.bytes_mode:
         sys.stdout.flush()
-        sys.stdout.buffer.write(prime.encode("utf-8") + text + b"\n")
-        sys.stdout.buffer.flush()
+        out = sys.stdout.buffer
+        out.write(prime.encode("utf-8"))
+        for piece in pieces:
+            out.write(piece)
+        out.write(b"\n")
+        out.flush()
     else:
         _utf8_stdout()
-        sys.stdout.write(prime + text + "\n")
+        sys.stdout.write(prime)
+        for piece in pieces:
+            sys.stdout.write(piece)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     return 0
 
 
@@ -687,17 +886,27 @@ def cmd_eval(args) -> int:
         name, trainer = _held_out(ckpt, args.cache_dir)
         score, targets = trainer.validation_loss(per_char=args.per_char), trainer.val_targets
     else:
-        data = read_bytes(args.file, "file")
-        text = data if ckpt.vocab.bytes_mode else decode_utf8(data, f"file {args.file!r}",
-                                                                   "this model reads UTF-8 text")
+        if args.file == "-":
+            name, data = "standard input", sys.stdin.buffer.read()
+            if not data:
+                raise UsageError("standard input is empty: nothing to score")
+        else:
+            name, data = args.file, read_bytes(args.file, "file")
+        text = data if ckpt.vocab.bytes_mode else decode_utf8(
+            data, "standard input" if args.file == "-" else f"file {args.file!r}", "this model reads UTF-8 text")
         try:
             ids = model.encode(text)
         except UnknownSymbolsError as e:
-            raise UsageError(f"{args.file} has {e}") from None
+            raise UsageError(f"{name} has {e}") from None
         if ids.size < 2:
-            raise UsageError(f"{args.file} is too short to score: it needs at least 2 characters")
-        name, targets = args.file, ids[1:]
+            raise UsageError(f"{name} is too short to score: it needs at least 2 characters")
+        targets = ids[1:]
         score = model.score_ids(ids[:-1], targets, per_char=args.per_char)
+    if not math.isfinite(score.nats):
+        print(f"fastrnn eval: error: the model's outputs are not finite on {name} (its score is "
+              f"{score.nats_per_char} nats/char): {args.checkpoint} holds parameters so large that its "
+              f"logits overflow, as after a diverged run", file=sys.stderr)
+        return EXIT_DIVERGED
     _utf8_stdout()
     if args.per_char:
         print("position\tcharacter\tprobability\tbits")
@@ -713,7 +922,7 @@ def cmd_eval(args) -> int:
 # --- prepare ---------------------------------------------------------------------
 
 def cmd_prepare(args) -> int:
-    from .prepared import prepare_corpus
+    from .prepared import cache_folder, prepare_corpus
 
     size = os.path.getsize(args.corpus) if os.path.isfile(args.corpus) else 0
     bar = None
@@ -724,14 +933,18 @@ def cmd_prepare(args) -> int:
     def progress(phase, done):
         bar.update((done if phase == "scan" else size + done) - bar.n)
 
+    folders = _CreatedFolders(cache_folder(args.corpus, args.cache_dir))
     try:
         prepared = prepare_corpus(args.corpus, bytes_mode=args.bytes, cache_dir=args.cache_dir,
                                   progress=progress if bar is not None else None)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: no cache folder left behind that this run made
+        folders.remove()
+        raise
     finally:
         if bar is not None:
             bar.close()
     unit = "bytes" if args.bytes else "characters"
-    summary = (f"{len(prepared):,} {unit}, {len(prepared.vocab)} distinct, ids {prepared.dtype} "
+    summary = (f"{len(prepared):,} {unit}, {len(prepared.vocab):,} distinct, ids {prepared.dtype} "
                f"({prepared.ids_path.stat().st_size:,} bytes)")
     if prepared.reused:
         print(f"{args.corpus}: up to date, reusing {prepared.ids_path}: {summary}")

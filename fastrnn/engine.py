@@ -25,12 +25,13 @@ import numpy as np
 
 from . import cell_kernels, kernels, optim, stack_kernels
 from ._aligned import aligned_zeros
-from ._validate import check_ids, check_params
+from ._validate import check_count, check_ids, check_params, check_positive
 from .model import ModelParams, ModelSpec
 from .params import Params, SeedGrads
 
 CLIP = 5.0
 SCORE_CHUNK = 1024  # steps per forward-only kernel call when scoring a long text at batch 1
+SAMPLE_CHUNK = 1 << 16  # ids per piece of a long sample
 
 
 class StackWorkspace:
@@ -342,30 +343,50 @@ def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, a
     through the inverse CDF of ``softmax(logits / temperature)``, as
     :func:`fastrnn.sample` does; ``argmax=True``: greedy.
     """
+    pieces = list(sample_chunks(params, state, seed_ix, n, seed, temperature, argmax))
+    return np.concatenate(pieces) if pieces else np.empty(0, np.int64)
+
+
+def sample_chunks(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False,
+                  chunk=SAMPLE_CHUNK):
+    """:func:`sample` in pieces of at most ``chunk`` ids, the state carried: joined, the same ids.
+
+    Arguments are checked when this is called; the ids are drawn as the pieces are consumed.
+    """
     params = _check_model(params)
     spec = params.spec
     state = check_state(state, spec, 1, params.dtype)
-    rng = np.random.default_rng(seed)
+    (seed_ix,) = check_ids([seed_ix], spec.vocab_size, "seed_ix")
+    n = check_count(n, "n")
+    chunk = check_count(chunk, "chunk")
+    if chunk < 1:
+        raise ValueError("chunk must be positive")
+    inv_t = params.dtype.type(1.0 / check_positive(temperature, "temperature"))
+    return _sample_pieces(params, state, int(seed_ix), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk)
+
+
+def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk):
+    spec = params.spec
     ws = StackWorkspace(spec, 1, 1, params.dtype)
-    x = np.array([[int(seed_ix)]], np.int64)
-    out = np.empty(int(n), np.int64)
-    inv_t = params.dtype.type(1.0 / float(temperature))
+    x = np.array([[ix]], np.int64)
     logits = np.empty(spec.vocab_size, params.dtype)
-    for t in range(out.size):
-        _forward(params, ws, x, x, state)
-        _last_state(ws, spec, 1, 1, state)
-        u = rng.random()
-        h_top = ws.layers[-1]["hs"][1]
-        kernels.output_logits(logits, h_top, params["Why"], params["by"])
-        if argmax:
-            ix = int(np.argmax(logits))
-        else:
-            logits *= inv_t
-            kernels.softmax_inplace(logits)
-            ix = int(kernels.pick_id(logits, u))
-        out[t] = ix
-        x[0, 0] = ix
-    return out
+    done = 0
+    while done < n:
+        out = np.empty(min(chunk, n - done), np.int64)
+        for t in range(out.size):
+            _forward(params, ws, x, x, state)
+            _last_state(ws, spec, 1, 1, state)
+            u = rng.random()
+            kernels.output_logits(logits, ws.layers[-1]["hs"][1], params["Why"], params["by"])
+            if argmax:
+                ix = int(np.argmax(logits))
+            else:
+                logits *= inv_t
+                kernels.softmax_inplace(logits)
+                ix = int(kernels.pick_id(logits, u))
+            out[t] = x[0, 0] = ix
+        done += out.size
+        yield out
 
 
 def blas_threads(threads):

@@ -19,13 +19,17 @@ header). The JSON is written last with ``os.replace``: it is the commit, so a
 reader sees the old ids or the new ones, never half of a file.
 
 Reuse rule (:func:`cache_status`): the cache is reused without reading the
-corpus when its size and ``st_mtime_ns`` equal the recorded ones and that mtime
-was at least 2 s older than the moment it was recorded (a file written in the
-same clock tick as the check could change again without changing its mtime).
-When the size matches but the mtime does not, or the mtime is that recent, or
-``verify=True``, the corpus is hashed: the same sha256 reuses the ids (and
-records the new mtime), another rebuilds them. A different size, a missing,
-damaged or older-format cache always rebuilds.
+corpus when its size, ``st_mtime_ns``, ``st_ctime_ns``, inode and device all
+equal the recorded ones and both times were at least 2 s older than the moment
+they were recorded (a file written in the same clock tick as the check could
+change again without changing its times). The mtime alone is not enough: ``cp
+-p``, ``rsync -a`` and ``touch -d`` set it back after changing the content, but
+none can set the ctime (the kernel stamps it at every change, ``touch``
+included) nor keep the inode of a file that was replaced. When the size matches
+but any of the others does not (or was not recorded), or a time is that
+recent, or ``verify=True``, the corpus is hashed: the same sha256 reuses the ids
+(and records the new stamps), another rebuilds them. A different size, a
+missing, damaged or older-format cache always rebuilds.
 """
 from __future__ import annotations
 
@@ -421,6 +425,11 @@ def file_sha256(path) -> Fingerprint:
     return Fingerprint(length, sha.hexdigest())
 
 
+def _stamps(st: os.stat_result) -> dict:
+    """What identifies a corpus file's version without reading it (see the module docstring)."""
+    return {"mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "device": st.st_dev}
+
+
 def cache_status(path, bytes_mode=False, cache_dir=None, verify=False) -> str:
     """``"fresh"`` (reuse, no hashing needed), ``"hashed"`` (reuse after hashing, mtime refreshed),
     or ``"stale"`` (rebuild: missing, damaged or a different text). See the module docstring."""
@@ -434,13 +443,13 @@ def cache_status(path, bytes_mode=False, cache_dir=None, verify=False) -> str:
     recorded = meta["corpus"]
     if st.st_size != meta["_fingerprint"].length:
         return "stale"
-    mtime, checked = recorded.get("mtime_ns"), recorded.get("checked_ns")
-    if (not verify and st.st_mtime_ns == mtime and isinstance(checked, int)
-            and checked - st.st_mtime_ns >= _RACY_NS):
+    stamps, checked = _stamps(st), recorded.get("checked_ns")
+    if (not verify and all(recorded.get(k) == v for k, v in stamps.items()) and isinstance(checked, int)
+            and checked - max(st.st_mtime_ns, st.st_ctime_ns) >= _RACY_NS):
         return "fresh"
     if file_sha256(path) != meta["_fingerprint"]:
         return "stale"
-    recorded.update(mtime_ns=st.st_mtime_ns, checked_ns=time.time_ns(), path=os.path.abspath(path))
+    recorded.update(stamps, checked_ns=time.time_ns(), path=os.path.abspath(path))
     try:
         _write_meta(meta_path, meta)
     except OSError:
@@ -495,8 +504,8 @@ def prepare_corpus(path, bytes_mode=False, cache_dir=None, chunk_bytes=DEFAULT_C
         except OSError as e:
             raise CorpusError(f"cannot write ids to {str(tmp.parent)!r}: {e.strerror or e}") from None
         after = path.stat()
-        if (written != count or fingerprint.length != before.st_size
-                or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)):
+        if (written != count or fingerprint.length != before.st_size or after.st_size != before.st_size
+                or _stamps(after) != _stamps(before)):
             raise CorpusError(f"{name} changed while it was being prepared; run prepare again")
         ids_path = folder / f"{_mode(bytes_mode)}-{fingerprint.sha256[:16]}.ids"
         os.replace(tmp, ids_path)
@@ -507,7 +516,7 @@ def prepare_corpus(path, bytes_mode=False, cache_dir=None, chunk_bytes=DEFAULT_C
         "ids_file": ids_path.name, "dtype": dtype.name, "length": written, "byte_order": "little"
         if np.little_endian else "big", "vocab": vocab.codes.tolist(),
         "corpus": {"path": os.path.abspath(path), "length": fingerprint.length, "sha256": fingerprint.sha256,
-                   "mtime_ns": before.st_mtime_ns, "checked_ns": time.time_ns()},
+                   **_stamps(before), "checked_ns": time.time_ns()},
     }
     _write_meta(meta_path, meta)  # the commit: readers now see the new ids
     if previous is not None and previous != ids_path:

@@ -235,3 +235,36 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
     kernels.sample_ids(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
                        np.int64(seed_ix), uniforms, *params, params.dtype.type(1) / temperature, bool(argmax))
     return out
+
+
+SAMPLE_CHUNK = 1 << 16  # ids per kernel call of sample_chunks: ~1 MB of draws and ids, whatever n is
+
+
+def sample_chunks(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False, chunk=SAMPLE_CHUNK):
+    """:func:`sample` in pieces of at most ``chunk`` ids (int64 arrays), so ``n`` may exceed memory.
+
+    The hidden state and the last id are carried from one piece to the next, and
+    the draws come from one ``numpy.random.default_rng(seed)`` stream, ``chunk``
+    at a time, so the pieces joined equal :func:`sample` with the same arguments.
+    """
+    params = check_params(params)
+    (seed_ix,) = check_ids([seed_ix], params.vocab_size, "seed_ix")
+    h = check_hidden(hprev, params.hidden_size, params.dtype)
+    n = check_count(n, "n")
+    chunk = check_count(chunk, "chunk")
+    if chunk < 1:
+        raise ValueError("chunk must be positive")
+    temperature = _scalar(temperature, params.dtype, "temperature")
+    return _sample_pieces(params, h, np.int64(seed_ix), n, np.random.default_rng(seed),
+                          params.dtype.type(1) / temperature, bool(argmax), chunk)  # arguments checked now
+
+
+def _sample_pieces(params, h, ix, n, rng, inv_temperature, argmax, chunk):
+    h_next, logits = np.empty_like(h), np.empty(params.vocab_size, params.dtype)
+    done = 0
+    while done < n:
+        k = min(chunk, n - done)
+        out = np.empty(k, np.int64)
+        kernels.sample_ids(out, h, h_next, logits, ix, rng.random(k), *params, inv_temperature, argmax)
+        ix, done = np.int64(out[-1]), done + k
+        yield out

@@ -293,6 +293,23 @@ class CharModel:
         Without a prime: zero state, seeded with a newline (or, if the vocabulary
         has none, a random symbol). ``seed`` (int, Generator or None) fixes the draws.
         """
+        return b"".join(self.sample_chunks(length, prime, temperature, seed, argmax)) if self.vocab.bytes_mode \
+            else "".join(self.sample_chunks(length, prime, temperature, seed, argmax))
+
+    def sample_chunks(self, length, prime=None, temperature=1.0, seed=None, argmax=False, chunk=rnn.SAMPLE_CHUNK):
+        """:meth:`sample` as pieces of at most ``chunk`` symbols, drawn as they are consumed (bounded memory);
+        joined, they are exactly the text :meth:`sample` returns for the same arguments."""
+        rng, h, seed_ix, temperature, length, seed_params = self._sample_start(length, prime, temperature,
+                                                                                seed)  # errors now
+        if seed_params is not None:
+            chunks = rnn.sample_chunks(seed_params, h, seed_ix, length, seed=rng, temperature=temperature,
+                                       argmax=argmax, chunk=chunk)
+        else:
+            chunks = engine.sample_chunks(self.params, h, seed_ix, length, seed=rng, temperature=temperature,
+                                          argmax=argmax, chunk=chunk)
+        return (self.vocab.decode(out) for out in chunks)
+
+    def _sample_start(self, length, prime, temperature, seed):
         temperature = float(temperature)
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {temperature}")
@@ -317,11 +334,7 @@ class CharModel:
                 seed_ix = int(newline)
             else:
                 seed_ix = int(rng.integers(len(self.vocab)))
-        if seed_params is not None:
-            out = rnn.sample(seed_params, h, seed_ix, length, seed=rng, temperature=temperature, argmax=argmax)
-        else:
-            out = engine.sample(self.params, h, seed_ix, length, seed=rng, temperature=temperature, argmax=argmax)
-        return self.vocab.decode(out)
+        return rng, h, seed_ix, temperature, length, seed_params
 
 
 def seed_hidden_layout(h: np.ndarray) -> np.ndarray:

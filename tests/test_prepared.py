@@ -111,9 +111,12 @@ def test_cache_is_reused_without_encoding(tmp_path, monkeypatch):
     again = prepare_corpus(path)  # just written: mtime is "racy", so it hashes, then reuses
     assert again.reused
     assert prep.cache_status(path) in ("fresh", "hashed")
-    # an old mtime and an old check: reused on size + mtime alone, without reading the corpus
-    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
-    prepare_corpus(path)  # mtime changed: hashed, same text, mtime recorded
+    # an old mtime and an old check: reused on size + stamps alone, without reading the corpus
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))  # (the kernel sets the ctime to now)
+    real_time_ns = prep.time.time_ns
+    monkeypatch.setattr(prep.time, "time_ns", lambda: real_time_ns() + 3_000_000_000)  # checked 3 s later
+    prepare_corpus(path)  # mtime and ctime changed: hashed, same text, stamps recorded
+    monkeypatch.setattr(prep.time, "time_ns", real_time_ns)
     monkeypatch.setattr(prep, "file_sha256", boom)
     assert prep.cache_status(path) == "fresh"
     third = prepare_corpus(path)
