@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads of a batched step (default: all cores for a new run, the recorded "
                         "count when resuming; another count changes results by rounding only)")
     t.add_argument("--steps", type=_int, metavar="N", help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
+    t.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="train until this much wall time has passed since the command started (or --steps "
+                        "are done), then validate, save and exit 0")
     t.add_argument("--seed", type=_int, metavar="N", help="seed of the initial weights and of samples (default: drawn, then recorded)")
     t.add_argument("--dtype", choices=("float64", "float32"), help="float type (default float64)")
     t.add_argument("--val-fraction", type=float, metavar="F",
@@ -239,6 +242,9 @@ def _check_train_args(args):
     _positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length")
     _non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed")
     _positive(args, "num_layers")
+    budget = args.time_budget
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise UsageError(f"--time-budget must be a positive number of seconds, got {budget}")
     for name in ("learning_rate", "eps", "clip_norm"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -433,6 +439,7 @@ def _warn(text):
 
 
 def cmd_train(args) -> int:
+    args.started = time.perf_counter()  # the --time-budget clock
     _check_train_args(args)
     path = _checkpoint_path(args)
     with CheckpointLock(path) as lock:  # before any work; released however the run ends
@@ -614,10 +621,11 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -
 
     _warm_up(trainer, report)  # so the first chars/s figure is not a compile or cache load
     val_done_at = None
+    deadline = None if args.time_budget is None else args.started + args.time_budget
     try:
         with stop:
             try:
-                while trainer.n < total:
+                while trainer.n < total and not (deadline is not None and time.perf_counter() >= deadline):
                     s = trainer.n
                     if args.sample_every and s % args.sample_every == 0:
                         report.sample(trainer.sample(args.sample_length))
@@ -626,7 +634,7 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -
                                           (args.checkpoint_every, 0), (report.every, 0)):
                         if every:
                             stops.append(_next_at(s, every, offset))
-                    if not trainer.train(min(stops) - s):
+                    if not trainer.train(min(stops) - s, deadline=deadline):
                         return _interrupted(trainer, path, report, save, stop)
                     watch(trainer, report)
                     s = trainer.n
@@ -638,6 +646,8 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -
                     if args.checkpoint_every and s % args.checkpoint_every == 0:
                         save()
                     report.progress(trainer)
+                if trainer.n < total:
+                    report.line(f"time budget of {args.time_budget:g} s reached at step {trainer.n:,}")
                 if stop.signum is None and val_done_at != trainer.n:
                     validate()
             except _Abandoned:
@@ -756,8 +766,9 @@ class _Lines(_Quiet):
         update += ("" if c.clip == DEFAULTS["clip"] else f", clip-norm {c.clip_norm}" if c.clip_norm is not None
                    else f", clip {c.clip}" if c.clip is not None else ", no clipping")
         self.line(f"{start}: {model}hidden-size {c.hidden_size}, seq-length {c.seq_length}, learning-rate "
-                  f"{c.learning_rate}{update}, {c.dtype}, seed {c.seed}{batch}; {self.total:,} steps; "
-                  f"checkpoint {path}")
+                  f"{c.learning_rate}{update}, {c.dtype}, seed {c.seed}{batch}; {self.total:,} steps"
+                  + (f" or {self.args.time_budget:g} s" if self.args.time_budget is not None else "")
+                  + f"; checkpoint {path}")
 
     def sample(self, text):
         self.line(f"----\n {_text(text)} \n----")
@@ -817,6 +828,9 @@ class _Bar(_Lines):
         if self.val:
             post += f", val {self.val.bits_per_char:.3f} bpc"
         cps = self.chars_per_second(trainer)
+        budget = self.args.time_budget
+        if budget is not None:
+            post += f", {time.perf_counter() - self.args.started:.0f}/{budget:g} s"
         self.bar.set_postfix_str(f"{post}, {cps:,.0f} chars/s", refresh=False)
 
     def close(self):

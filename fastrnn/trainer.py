@@ -54,6 +54,7 @@ from .vocab import Vocab
 
 LN2 = math.log(2.0)
 BLOCK_STEPS = 256  # steps per kernel call: amortises the call, keeps Ctrl-C latency ~ tens of ms
+ENGINE_BLOCK_STEPS = 8  # the engine's steps are ms to 100s of ms each: shorter blocks keep Ctrl-C and deadlines prompt
 SCORE_WINDOW = 1 << 20  # ids per forward-only kernel call when scoring: an 8 MB int64 copy at most
 
 
@@ -489,19 +490,24 @@ class Trainer(_StateViews):
         """Ask :meth:`train` to return at the end of the current block of steps (safe from a signal handler)."""
         self._stop = True
 
-    def train(self, steps, callback=None, every=None) -> bool:
+    def train(self, steps, callback=None, every=None, deadline=None) -> bool:
         """Run ``steps`` more steps; True if all ran, False if :meth:`request_stop` cut them short.
 
         ``callback(trainer)`` runs whenever ``trainer.n`` reaches a multiple of
-        ``every`` (default: only at the end) and after the last step. Raises
+        ``every`` (default: only at the end) and after the last step.
+        ``deadline`` (a ``time.perf_counter()`` value): stop at the first block
+        boundary past it (returning True; ``n`` says how far it got). Raises
         :class:`TrainingDiverged` on a NaN or infinite loss.
         """
         target = self.n + int(steps)
+        block = BLOCK_STEPS if self.config.seed_exact else ENGINE_BLOCK_STEPS
         while self.n < target:
             if self._stop:
                 self._stop = False
                 return False
-            k = min(target - self.n, BLOCK_STEPS)
+            if deadline is not None and time.perf_counter() >= deadline:
+                return True
+            k = min(target - self.n, block)
             if every:
                 k = min(k, every - self.n % every)
             self._advance(k)

@@ -182,3 +182,20 @@ def test_public_api_names():
     assert isinstance(params, fastrnn.ModelParams) and params.dtype == np.float32
     assert params.names == ("Wxh", "Whh", "Wxh_l1", "Whh_l1", "Why", "bh", "bhn", "bh_l1", "bhn_l1", "by")
     assert isinstance(fastrnn.init_params(5, 4, seed=0), fastrnn.Params)  # the seed's, unchanged
+
+
+def test_train_stops_at_a_deadline_on_a_block_boundary():
+    import time
+    trainer = Trainer(Corpus.from_text(TEXT), _config("lstm", 1))
+    assert trainer.train(50, deadline=time.perf_counter() - 1) and trainer.n == 0
+    assert trainer.train(5, deadline=time.perf_counter() + 60) and trainer.n == 5
+
+
+def test_cli_time_budget_trains_until_it_then_validates_and_saves(tmp_path, corpus_file):
+    r = run_cli("train", corpus_file, *SMALL, "--model", "gru", "--steps", 10_000_000, "--time-budget", 4,
+                "--checkpoint", "t.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "10,000,000 steps or 4 s" in r.stdout and "time budget of 4 s reached at step" in r.stdout
+    assert "validation" in r.stdout and "saved checkpoint t.npz" in r.stdout
+    n = int(npz_arrays(tmp_path / "t.npz")["n"])
+    assert 0 < n < 10_000_000 and f"reached at step {n:,}" in r.stdout
