@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="streams trained per step, each on its own shard of the text (default 1: "
                         "min-char-rnn's loop exactly)")
     t.add_argument("--threads", type=_int, metavar="N",
-                   help="threads of a batched step (default: all cores for a new run, the recorded "
-                        "count when resuming; another count changes results by rounding only)")
+                   help="threads of a batched step, and of the matrix products of lstm, gru and stacked "
+                        "models (default: all cores for a new run, the recorded count when resuming; another "
+                        "count changes results by rounding only)")
     t.add_argument("--steps", type=_int, metavar="N", help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
     t.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="train until this much wall time has passed since the command started (or --steps "

@@ -135,7 +135,9 @@ class TrainConfig:
     ``batch_size``: streams trained per step (1: the seed's loop). ``threads``: how
     many threads a batched step uses; it also fixes how the batch is cut into
     per-thread chunks, which changes results by rounding only (a resumed run may
-    change it; every other field must match the checkpoint). Unused at batch 1.
+    change it; every other field must match the checkpoint). Unused by the seed's
+    case at batch 1; off the seed's case (:attr:`seed_exact`) the engine's matrix
+    products run on this many BLAS threads.
     ``cell`` (rnn, lstm, gru) and ``num_layers`` say what model; ``optimizer``
     (adagrad, rmsprop, adam) with ``alpha`` (rmsprop), ``beta1``/``beta2`` (adam)
     and ``eps`` how it learns (:mod:`fastrnn.optim`); ``clip`` (by value) or
