@@ -291,6 +291,17 @@ def _seed_loss_and_grads(params, inputs, targets, state, clip, workspace):
     return loss, g, h_last.reshape(shape)
 
 
+def _check_lengths(inputs, targets) -> int:
+    """The common length of two 1-D id sequences (any integer arrays, memmaps too), or a ValueError."""
+    if np.ndim(inputs) != 1 or np.ndim(targets) != 1:
+        raise ValueError(f"inputs and targets must be 1-D sequences of ids, got shapes {np.shape(inputs)} and "
+                         f"{np.shape(targets)}")
+    if len(inputs) != len(targets) or len(targets) == 0:
+        raise ValueError(f"inputs and targets must have the same, non-zero length, got {len(inputs)} and "
+                         f"{len(targets)}")
+    return len(targets)
+
+
 def sequence_loss(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUNK):
     """Forward only, one stream of any length: ``(loss, state_last)``; the loss summed over the T steps.
 
@@ -300,7 +311,7 @@ def sequence_loss(params: ModelParams, inputs, targets, state=None, chunk=SCORE_
     params = _check_model(params)
     spec = params.spec
     state = check_state(state, spec, 1, params.dtype)
-    n = int(np.asarray(targets).shape[0]) if hasattr(targets, "shape") else len(targets)
+    n = _check_lengths(inputs, targets)
     ws = None
     loss = 0.0
     for s in range(0, n, chunk):
@@ -321,6 +332,7 @@ def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUN
     params = _check_model(params)
     spec = params.spec
     state = check_state(state, spec, 1, params.dtype)
+    _check_lengths(inputs, targets)
     inputs, targets = np.asarray(inputs), np.asarray(targets)
     out = np.empty(targets.shape[0], np.float64)
     ws = None
