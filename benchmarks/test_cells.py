@@ -94,6 +94,13 @@ class TorchSteps:
             self.opt.step()
 
 
+def each_point(test):
+    """Parametrize a benchmark over POINTS x THREADS (the same ids for fastrnn and PyTorch)."""
+    test = pytest.mark.parametrize("cell, layers, H, B, T, steps, rounds", POINTS,
+                                   ids=[f"{c}{l}x{h}-B{b}-T{t}" for c, l, h, b, t, _, _ in POINTS])(test)
+    return pytest.mark.parametrize("threads", THREADS)(test)
+
+
 def _smoke_sized(benchmark, H, B, T):
     """Tiny sizes when timing is off (a plain ``pytest`` smoke-calls each benchmark once)."""
     return (16, 4, 8) if benchmark.disabled else (H, B, T)
@@ -105,9 +112,7 @@ def _info(benchmark, implementation, cell, layers, H, B, T, threads, steps):
                                 chars_per_call=steps * B * T)
 
 
-@pytest.mark.parametrize("threads", THREADS)
-@pytest.mark.parametrize("cell, layers, H, B, T, steps, rounds", POINTS,
-                         ids=[f"{c}{l}x{h}-B{b}-T{t}" for c, l, h, b, t, _, _ in POINTS])
+@each_point
 def test_fastrnn_cells(benchmark, cell, layers, H, B, T, steps, rounds, threads):
     benchmark.group = "cells"
     H, B, T = _smoke_sized(benchmark, H, B, T)
@@ -118,9 +123,7 @@ def test_fastrnn_cells(benchmark, cell, layers, H, B, T, steps, rounds, threads)
 
 
 @pytest.mark.skipif(torch is None, reason=TORCH_MISSING or "")
-@pytest.mark.parametrize("threads", THREADS)
-@pytest.mark.parametrize("cell, layers, H, B, T, steps, rounds", POINTS,
-                         ids=[f"{c}{l}x{h}-B{b}-T{t}" for c, l, h, b, t, _, _ in POINTS])
+@each_point
 def test_pytorch_cells(benchmark, cell, layers, H, B, T, steps, rounds, threads):
     benchmark.group = "cells"
     H, B, T = _smoke_sized(benchmark, H, B, T)

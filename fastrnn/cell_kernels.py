@@ -34,7 +34,7 @@ def sigmoid(x):
 
 @fast
 def rnn_forward(hs, gates, tmp, Whh):
-    """hs ((T+1) * B, H): h_0 in rows 0..B-1 on entry. gates (T * B, H): x_proj on entry, h_{t+1} after.
+    """hs ((T+1) * B, H): h_0 in rows 0..B-1 on entry, receives h_{t+1}. gates (T * B, H): x_proj (read).
     tmp (B, H): workspace. Whh (H, H)."""
     B, H = tmp.shape
     T = gates.shape[0] // B
@@ -44,9 +44,7 @@ def rnn_forward(hs, gates, tmp, Whh):
             r = t * B + b
             x, u, h_new = gates[r], tmp[b], hs[r + B]
             for k in range(H):
-                h = np.tanh(x[k] + u[k])
-                x[k] = h
-                h_new[k] = h
+                h_new[k] = np.tanh(x[k] + u[k])
 
 
 @fast

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cell_kernels, kernels, optim, stack_kernels
+from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
 from ._aligned import aligned_zeros
 from ._validate import check_count, check_ids, check_params, check_positive
 from .model import ModelParams, ModelSpec
@@ -84,7 +84,7 @@ def _forward(params, ws, inputs, targets, state):
         Wxh, Whh, bh, *bhn = params.layer(layer)
         a["hs"][:B] = state[0][layer]
         if layer == 0:
-            stack_kernels.transpose_into(ws.WxhT, Wxh)
+            batch_kernels.transpose_into(ws.WxhT, Wxh)
             stack_kernels.embed_ids(a["gates"], ws.WxhT, inputs, bh)
         else:
             stack_kernels.project_inputs(a["gates"], ws.layers[layer - 1]["hs"][B:], Wxh, bh)
@@ -153,7 +153,8 @@ def _check_batch_ids(inputs, targets, vocab_size):
     a, b = np.asarray(inputs), np.asarray(targets)
     single = a.ndim == 1
     if single:
-        a, b = a[None, :], b[None, :] if b.ndim == 1 else b
+        a = a[None, :]
+        b = b[None, :] if b.ndim == 1 else b
     if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"inputs must be a non-empty (T,) or (B, T) array of ids, got shape {np.shape(inputs)}")
     if b.shape != a.shape:

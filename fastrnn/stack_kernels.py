@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from ._numba import fast
-from .batch_kernels import transpose_into  # noqa: F401  (the stack's weight transposes)
 from .kernels import add_into, rows_cross_entropy
 
 

@@ -25,9 +25,9 @@ TEXT = ("Now is the winter of our discontent\nMade glorious summer by this sun o
 SMALL = ["--hidden-size", "16", "--seq-length", "10", "--seed", "1"]
 
 
-def fastrnn(*args, cwd, timeout=180):
+def fastrnn(*args, cwd, timeout=180, **kwargs):
     return subprocess.run([sys.executable, "-m", "fastrnn", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 @pytest.fixture

@@ -23,16 +23,12 @@ from fastrnn.lock import CheckpointBusy, CheckpointLock, lock_path
 from fastrnn.trainer import TrainConfig, Trainer
 
 from conftest import rewrite_npz
+from test_cli import fastrnn
 
 TEXT = ("Now is the winter of our discontent\nMade glorious summer by this sun of York;\n"
         "And all the clouds that lour'd upon our house\nIn the deep bosom of the ocean buried.\n") * 6
 SMALL = ["--hidden-size", "16", "--seq-length", "10"]
 CLI = [sys.executable, "-m", "fastrnn"]
-
-
-def fastrnn(*args, cwd, timeout=180, **kwargs):
-    return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          **kwargs)
 
 
 @pytest.fixture
