@@ -73,6 +73,84 @@ class StackWorkspace:
                 and length == self.seq_length)
 
 
+class ParallelWorkspace:
+    """A training step's B streams cut into ``n = min(threads, B)`` contiguous chunks, one thread each.
+
+    Chunk c holds streams ``bounds[c]:bounds[c + 1]`` (``bounds[c] = c * B // n``,
+    as :class:`fastrnn.batch.BatchWorkspace` cuts them) in a :class:`StackWorkspace`
+    of its own; :func:`train_steps` runs the chunks' forward and backward on n
+    Python threads at once (the kernels release the GIL) with BLAS held to one
+    thread, then sums their gradients in chunk order into ``grads``. With one
+    chunk ``grads`` is the chunk's own and the step is that of one
+    :class:`StackWorkspace`, bit for bit. Results depend on n (rounding only:
+    the sums of the weight gradients are split at the chunk bounds), not on how
+    busy the machine is; a chunk's gradient is the gradient of its streams'
+    loss divided by the whole B, so the chunks' sum is the batch's gradient
+    (and an allreduce of the chunks' gradients across processes is the same sum).
+    """
+
+    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, threads=1):
+        T, B, threads = int(seq_length), int(batch_size), int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be positive, got {threads}")
+        n = min(threads, max(B, 1))
+        self.bounds = [c * B // n for c in range(n + 1)]
+        self.chunks = [StackWorkspace(spec, T, hi - lo, dtype) for lo, hi in zip(self.bounds, self.bounds[1:])]
+        self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, np.dtype(dtype)
+        self.threads = threads
+        self.grads = self.chunks[0].grads if n == 1 else ModelParams(spec, dtype, is_gradient=True)
+        self._pool = None
+
+    @classmethod
+    def of(cls, workspace: StackWorkspace) -> "ParallelWorkspace":
+        """One chunk: ``workspace`` itself (its arrays shared, not copied)."""
+        self = cls.__new__(cls)
+        self.spec, self.seq_length, self.batch_size, self.dtype = (workspace.spec, workspace.seq_length,
+                                                                    workspace.batch_size, workspace.dtype)
+        self.threads, self.bounds, self.chunks = 1, [0, workspace.batch_size], [workspace]
+        self.grads, self._pool = workspace.grads, None
+        return self
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunks)
+
+    def fits(self, params: ModelParams, batch_size, length) -> bool:
+        return (params.spec == self.spec and params.dtype == self.dtype and batch_size == self.batch_size
+                and length == self.seq_length)
+
+    def map(self, fn):
+        """``[fn(c) for c in range(n_chunks)]``, chunk 0 on the calling thread and the others on the pool's."""
+        if self.n_chunks == 1:
+            return [fn(0)]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(self.n_chunks - 1, thread_name_prefix="fastrnn-chunk")
+        futures = [self._pool.submit(fn, c) for c in range(1, self.n_chunks)]
+        first = fn(0)
+        return [first] + [f.result() for f in futures]
+
+    def sum_grads(self):
+        """``grads`` = the chunks' gradients summed in chunk order (nothing to do for one chunk)."""
+        if self.n_chunks == 1:
+            return self.grads
+        out = self.grads.flat
+        np.add(self.chunks[0].grads.flat, self.chunks[1].grads.flat, out=out)
+        for ws in self.chunks[2:]:
+            np.add(out, ws.grads.flat, out=out)
+        return self.grads
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __del__(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
 # --- forward and backward of the stack (arrays already validated) -------------------
 
 def _forward(params, ws, inputs, targets, state):
@@ -99,8 +177,12 @@ def _forward(params, ws, inputs, targets, state):
     return stack_kernels.head_forward(ws.probs, top, targets, params["Why"], params["by"])
 
 
-def _backward(params, ws, inputs, targets, grads):
-    """Backward pass after :func:`_forward`; *overwrites* ``grads`` with the gradient of loss / B."""
+def _backward(params, ws, inputs, targets, grads, batch_total=None):
+    """Backward pass after :func:`_forward`; *overwrites* ``grads`` with the gradient of loss / ``batch_total``.
+
+    ``batch_total``: the B the loss is divided by (default: these streams' own B; a chunk of a larger
+    batch passes the whole batch's).
+    """
     spec = params.spec
     B, T = inputs.shape
     H = spec.hidden_size
@@ -108,7 +190,7 @@ def _backward(params, ws, inputs, targets, grads):
     dtype = params.dtype.type
     top = ws.layers[-1]
     stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, top["hs"][B:], targets, params["Why"],
-                                dtype(1) / dtype(B))
+                                dtype(1) / dtype(B if batch_total is None else batch_total))
     for layer in reversed(range(spec.num_layers)):
         a = ws.layers[layer]
         names = spec.layer_names(layer)
@@ -409,6 +491,37 @@ def blas_threads(threads):
     return threadpool_limits(limits=int(threads), user_api="blas")
 
 
+def chunked_loss_and_grads(params, ws, inputs, targets, state):
+    """``(loss, grads)`` of B streams over the chunks of ``ws`` (a :class:`ParallelWorkspace`), unclipped.
+
+    inputs, targets (B, T) int64 ids (validated by the caller); ``state`` a tuple
+    of (L, B, H) arrays, read as the initial state and overwritten with the last.
+    ``loss``: the cross-entropy summed over the B * T characters divided by B
+    (the chunks' sums added in chunk order); ``grads`` (``ws.grads``, reused by
+    the next call): its gradient, the chunks' gradients summed in chunk order.
+    The chunks run on ``ws``'s threads; BLAS threads are the caller's to set.
+    """
+    spec = params.spec
+    B, T = inputs.shape
+    bounds = ws.bounds
+
+    def chunk_step(c):
+        lo, hi = bounds[c], bounds[c + 1]
+        cw, part = ws.chunks[c], tuple(h[:, lo:hi] for h in state)
+        cw.inputs[:] = inputs[lo:hi]
+        cw.targets[:] = targets[lo:hi]
+        loss = _forward(params, cw, cw.inputs, cw.targets, part)
+        _backward(params, cw, cw.inputs, cw.targets, cw.grads, B)
+        _last_state(cw, spec, hi - lo, T, part)
+        return loss
+
+    chunk_losses = ws.map(chunk_step)
+    total = chunk_losses[0]
+    for x in chunk_losses[1:]:
+        total += x
+    return total / B, ws.sum_grads()
+
+
 def train_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step, clip=CLIP,
                 clip_norm=None, threads=1):
     """k training steps of any model (the trainer's loop off the seed's path); returns their losses (k,) float64.
@@ -419,13 +532,15 @@ def train_steps(params, optimizer, opt_state, data, starts, resets, state, works
     every stream's state where ``resets[s]``; then clips and applies
     ``optimizer`` (:func:`fastrnn.optim.apply`, step number ``first_step + s``)
     to ``params`` and ``opt_state`` in place. ``data``: 1-D int64 ids.
-    The products run on ``threads`` BLAS threads.
+    ``workspace``: a :class:`ParallelWorkspace` (its stream chunks run on as
+    many threads, BLAS at one thread each) or a :class:`StackWorkspace` (one
+    chunk; its products run on ``threads`` BLAS threads).
     """
     ws = workspace
     B, T = ws.batch_size, ws.seq_length
     spec = params.spec
-    if not (isinstance(ws, StackWorkspace) and ws.fits(params, B, T)):
-        raise ValueError("workspace must be a StackWorkspace for these parameters")
+    if not (isinstance(ws, (StackWorkspace, ParallelWorkspace)) and ws.fits(params, B, T)):
+        raise ValueError("workspace must be a StackWorkspace or ParallelWorkspace for these parameters")
     starts = np.asarray(starts, np.int64)
     if starts.ndim != 2 or starts.shape[1] != B:
         raise ValueError(f"starts must be a (k, {B}) integer array, got shape {starts.shape}")
@@ -437,19 +552,16 @@ def train_steps(params, optimizer, opt_state, data, starts, resets, state, works
     shape = (spec.num_layers, B, spec.hidden_size)
     if len(state) != len(spec.state_names) or any(h.shape != shape or h.dtype != params.dtype for h in state):
         raise ValueError(f"state must be {len(spec.state_names)} {params.dtype} array(s) of shape {shape}")
+    if isinstance(ws, StackWorkspace):
+        ws = ParallelWorkspace.of(ws)
     losses = np.zeros(starts.shape[0], np.float64)
-    grads = ws.grads
-    with blas_threads(threads):
+    with blas_threads(threads if ws.n_chunks == 1 else 1):
         for s in range(starts.shape[0]):
             window = touched[s * B:(s + 1) * B]  # (B, T + 1)
-            ws.inputs[:] = window[:, :T]
-            ws.targets[:] = window[:, 1:]
             if resets[s]:
                 for h in state:
                     h[:] = 0
-            losses[s] = _forward(params, ws, ws.inputs, ws.targets, state) / B
-            _backward(params, ws, ws.inputs, ws.targets, grads)
+            losses[s], grads = chunked_loss_and_grads(params, ws, window[:, :T], window[:, 1:], state)
             optim.apply(optimizer, params.flat, grads.flat, [m.flat for m in opt_state], first_step + s, clip,
                         clip_norm)
-            _last_state(ws, spec, B, T, state)
     return losses

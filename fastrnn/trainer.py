@@ -136,8 +136,8 @@ class TrainConfig:
     many threads a batched step uses; it also fixes how the batch is cut into
     per-thread chunks, which changes results by rounding only (a resumed run may
     change it; every other field must match the checkpoint). Unused by the seed's
-    case at batch 1; off the seed's case (:attr:`seed_exact`) the engine's matrix
-    products run on this many BLAS threads.
+    case at batch 1; off the seed's case (:attr:`seed_exact`) the engine runs that
+    many chunks of streams at once (:class:`fastrnn.engine.ParallelWorkspace`).
     ``cell`` (rnn, lstm, gru) and ``num_layers`` say what model; ``optimizer``
     (adagrad, rmsprop, adam) with ``alpha`` (rmsprop), ``beta1``/``beta2`` (adam)
     and ``eps`` how it learns (:mod:`fastrnn.optim`); ``clip`` (by value) or
@@ -432,7 +432,7 @@ class Trainer(_StateViews):
             from .batch import BatchWorkspace  # imported here: it selects Numba's threading layer
             self.workspace = BatchWorkspace(V, H, T, B, dtype, threads=config.threads)
         else:
-            self.workspace = engine.StackWorkspace(self.spec, T, B, dtype)
+            self.workspace = engine.ParallelWorkspace(self.spec, T, B, dtype, threads=config.threads)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
         self._stop = False
 

@@ -500,6 +500,34 @@ def test_one_blas_thread_equals_two_bit_for_bit(cell, num_layers):
     assert all(np.array_equal(a, b) for a, b in zip(s1, s2))
 
 
+@pytest.mark.parametrize("threads, B", [(2, 3), (3, 5), (4, 2)])  # uneven chunks; more threads than streams
+@pytest.mark.parametrize("cell,num_layers", CELL_LAYERS)
+def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B):
+    """The trainer's step cuts the B streams into chunks run on threads at once and sums their gradients:
+    with saturated weights that is the twin's whole-batch loss, gradient and last state (float64, 1e-10);
+    it is the same bit for bit when the chunks run one after another (no chunk reads another's arrays),
+    and from one run to the next."""
+    seed = case_seed(cell, num_layers, B, salt=13)
+    params = make_model(cell, num_layers, "large", seed=seed)
+    inputs, targets, state = make_data(params.spec, B, seed=seed)
+    ws = engine.ParallelWorkspace(params.spec, T, B, np.float64, threads=threads)
+    assert ws.n_chunks == min(threads, B)
+    runs = []
+    for sequential in (False, False, True):
+        if sequential:
+            ws.map = lambda fn: [fn(c) for c in range(ws.n_chunks)]
+        st = tuple(h.copy() for h in state)
+        loss, grads = engine.chunked_loss_and_grads(params, ws, inputs, targets, st)
+        runs.append((loss, grads.copy(), st))
+    twin = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None)
+    failures = compare_stack(runs[0], twin, **TOL[np.float64])
+    assert not failures, failures
+    for loss, grads, st in runs[1:]:
+        assert loss == runs[0][0] and np.array_equal(grads.flat, runs[0][1].flat)
+        assert all(np.array_equal(a, b) for a, b in zip(st, runs[0][2]))
+    ws.close()
+
+
 # --- 9. scoring and sampling ---------------------------------------------------------------------------
 
 def twin_step_losses(params, inputs, targets, state):

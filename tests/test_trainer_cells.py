@@ -27,21 +27,23 @@ UPDATES = [dict(optimizer="adagrad"), dict(optimizer="rmsprop"),
            dict(optimizer="adam", clip=None, clip_norm=1.0)]
 
 
-def _config(cell, layers, batch_size=3, **update):
+def _config(cell, layers, batch_size=3, threads=1, **update):
     return TrainConfig(hidden_size=6, seq_length=5, seed=4, val_fraction=0.1, batch_size=batch_size, cell=cell,
-                       num_layers=layers, threads=1, **update)
+                       num_layers=layers, threads=threads, **update)
 
 
 def _state(trainer):
     return (trainer.params.flat, *(s.flat for s in trainer.opt_state), *trainer.hidden)
 
 
+@pytest.mark.parametrize("threads", [1, 2])  # 2: the 3 streams run as chunks of 1 and 2 on two threads
 @pytest.mark.parametrize("update", UPDATES, ids=lambda u: u["optimizer"])
 @pytest.mark.parametrize("cell, layers", MODELS)
-def test_one_trainer_step_equals_the_twin(cell, layers, update):
+def test_one_trainer_step_equals_the_twin(cell, layers, update, threads):
     """Step 1 (and 2) of the trainer: the twin's loss and gradients on the same windows, then the twin optimizer."""
     corpus = Corpus.from_text(TEXT)
-    trainer = Trainer(corpus, _config(cell, layers, **update))
+    trainer = Trainer(corpus, _config(cell, layers, threads=threads, **update))
+    assert trainer.workspace.n_chunks == threads
     params, opt_state = trainer.params.copy(), [s.copy() for s in trainer.opt_state]
     state = tuple(h.copy() for h in trainer.hidden)
     opt = trainer.optimizer
@@ -70,11 +72,12 @@ def test_one_trainer_step_equals_the_twin(cell, layers, update):
             assert allclose_report(a, b)[0]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("update", UPDATES, ids=lambda u: u["optimizer"])
 @pytest.mark.parametrize("cell, layers", MODELS + [("rnn", 1)])
-def test_resume_is_bit_exact(tmp_path, cell, layers, update):
+def test_resume_is_bit_exact(tmp_path, cell, layers, update, threads):
     corpus = Corpus.from_text(TEXT)
-    config = _config(cell, layers, **update)
+    config = _config(cell, layers, threads=threads, **update)
     straight = Trainer(corpus, config)
     straight.train(12)
     first = Trainer(corpus, config)
