@@ -22,6 +22,10 @@ as before; ``square_avg.``, ``exp_avg.``, ``exp_avg_sq.`` + name), the state
 at batch 1, (B, H)) and (L, B, H) above; the config gains ``cell``,
 ``num_layers``, ``optimizer`` and its options, ``clip_norm``. Version 1 and 2
 files load as a 1-layer rnn trained with Adagrad.
+
+Version 4 (the same arrays) adds the learning-rate schedule to the config:
+``lr_schedule``, ``warmup_steps``, ``decay_steps``, ``min_lr_fraction``; older
+files load with a constant rate.
 """
 from __future__ import annotations
 
@@ -40,10 +44,11 @@ from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState, s
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 V1_CONFIG_DEFAULTS = ("batch_size", "threads")  # config fields a version-1 file lacks: take the defaults
 V2_CONFIG_DEFAULTS = ("cell", "num_layers", "optimizer", "alpha", "beta1", "beta2", "eps", "clip_norm")  # v1/v2 lack
+V3_CONFIG_DEFAULTS = ("lr_schedule", "warmup_steps", "decay_steps", "min_lr_fraction")  # v1-v3 lack: constant rate
 STATE_PREFIX = {"memory": "m", "square_avg": "square_avg.", "exp_avg": "exp_avg.", "exp_avg_sq": "exp_avg_sq."}
 HIDDEN_NAMES = {"h": "hprev", "c": "cprev"}
 _SCALARS = ("p", "n", "smooth_loss", "bytes_mode", "format_version", "corpus_length")
@@ -230,6 +235,8 @@ def load_checkpoint(path) -> Checkpoint:
     except json.JSONDecodeError as e:
         raise _bad(path, f"damaged JSON ({e})") from None
     known = {f.name for f in fields(TrainConfig)}
+    if version <= 3:
+        known -= set(V3_CONFIG_DEFAULTS)
     if version <= 2:
         known -= set(V2_CONFIG_DEFAULTS)
     if version == 1:

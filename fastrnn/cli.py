@@ -39,8 +39,8 @@ from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_b
 from .limits import INT64_MAX, SAMPLE_BYTES_PER_CHAR, fits, outputs_bounded, training_bytes
 from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
 from .model import CELLS
-from .optim import OPTIMIZERS
-from .trainer import LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split
+from .optim import OPTIMIZERS, SCHEDULES
+from .trainer import LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split, recipe_config
 from .vocab import UnknownSymbolsError
 
 EXIT_DIVERGED = 1
@@ -50,7 +50,8 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 DEFAULT_STEPS = 100_000
 HYPERPARAMETERS = ("hidden_size", "seq_length", "learning_rate", "seed", "dtype", "val_fraction", "batch_size",
-                   "cell", "num_layers", "optimizer", "alpha", "beta1", "beta2", "eps", "clip", "clip_norm")
+                   "cell", "num_layers", "optimizer", "alpha", "beta1", "beta2", "eps", "clip", "clip_norm",
+                   "lr_schedule", "warmup_steps", "decay_steps", "min_lr_fraction")
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 FLAGS = {"cell": "--model"}  # config fields whose flag is not --field-name
 
@@ -122,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clip-norm", type=float, metavar="N",
                    help="clip the gradients' global 2-norm to N instead of clipping by value "
                         "(as torch.nn.utils.clip_grad_norm_)")
+    t.add_argument("--lr-schedule", choices=SCHEDULES,
+                   help="constant (default) or cosine: decay the learning rate along half a cosine to "
+                        "--min-lr-fraction of it by --decay-steps")
+    t.add_argument("--warmup-steps", type=_int, metavar="N",
+                   help="raise the learning rate linearly over the first N steps (default 0)")
+    t.add_argument("--decay-steps", type=_int, metavar="N",
+                   help="cosine: the step where the rate reaches its floor (default: --steps; with --time-budget, "
+                        "the steps the budget is measured to hold)")
+    t.add_argument("--min-lr-fraction", type=float, metavar="F",
+                   help="cosine: the floor, a fraction of the learning rate, in [0, 1] (default 0.1)")
     t.add_argument("--batch-size", type=_int, metavar="B",
                    help="streams trained per step, each on its own shard of the text (default 1: "
                         "min-char-rnn's loop exactly)")
@@ -241,7 +252,11 @@ def _non_negative(args, *names):
 
 def _check_train_args(args):
     _positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length")
-    _non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed")
+    _non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed", "warmup_steps",
+                  "decay_steps")
+    f = args.min_lr_fraction
+    if f is not None and not (0 <= f <= 1):
+        raise UsageError(f"--min-lr-fraction must be in [0, 1], got {f}")
     _positive(args, "num_layers")
     budget = args.time_budget
     if budget is not None and not (math.isfinite(budget) and budget > 0):
@@ -460,7 +475,7 @@ def _train(args, path: Path) -> int:
     else:
         given = {name: getattr(args, name) for name in (*HYPERPARAMETERS, "threads")
                  if getattr(args, name) is not None or (name == "clip" and getattr(args, "clip_off", False))}
-        config = TrainConfig(**given).validate()
+        config = recipe_config(**given).validate()
         bytes_mode, corpus_path = args.bytes, args.corpus
     total = args.steps if args.steps is not None else DEFAULT_STEPS
     if ckpt is not None and total < ckpt.state.n:
@@ -470,6 +485,8 @@ def _train(args, path: Path) -> int:
     with _opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
         _check_memory(args, corpus, config, _warn)
         trainer = ckpt.trainer(corpus, threads=config.threads) if ckpt is not None else Trainer(corpus, config)
+    if trainer.config.lr_schedule == "cosine" and trainer.config.decay_steps is None and args.time_budget is None:
+        trainer.fix_decay(total)  # else sized to the time budget once the speed is measured (_train_loop)
     report = _reporter(args, total, trainer)
     report.header(trainer, corpus, path, ckpt)
     if trainer.n >= total:
@@ -597,6 +614,39 @@ def _warm_up(trainer: Trainer, report) -> None:
         report.line(f"kernels ready after {time.perf_counter() - start:.0f} s")
 
 
+class _DecaySizing:
+    """Sizes a cosine schedule's decay to a time budget: after the first ``PROBE_S`` seconds (or
+    ``PROBE_FRACTION`` of the budget, if more) of steps, ``decay_steps`` = the steps done + those the rest of
+    the budget holds at the measured wall-clock rate (at most the run's --steps). Fixed once, recorded in the
+    checkpoint: the run is repeatable with ``--decay-steps`` set to the printed figure."""
+
+    PROBE_S = 2.0
+    PROBE_FRACTION = 0.03
+
+    def __init__(self, trainer: Trainer, deadline, total):
+        c = trainer.config
+        self.trainer, self.deadline, self.total = trainer, deadline, total
+        self.active = deadline is not None and c.lr_schedule == "cosine" and c.decay_steps is None
+        self.block = 8
+        self.start, self.n0 = time.perf_counter(), trainer.n
+        budget = 0.0 if deadline is None else deadline - self.start
+        self.probe = max(self.PROBE_S, self.PROBE_FRACTION * budget)
+
+    def __call__(self, report):
+        if not self.active:
+            return
+        now = time.perf_counter()
+        done = self.trainer.n - self.n0
+        if now - self.start < self.probe and now < self.deadline:
+            return
+        rate = done / max(now - self.start, 1e-9)
+        steps = min(self.total, self.trainer.n + int(rate * max(self.deadline - now, 0.0)))
+        self.trainer.fix_decay(steps)
+        self.active = False
+        report.line(f"learning rate: cosine decay to {self.trainer.config.min_lr_fraction:g}x by step {steps:,} "
+                    f"(the time budget holds about that many at {rate:,.1f} steps/s)")
+
+
 def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -> int:
     saved = [None]  # step of the last checkpoint this run wrote
     stop = _StopSignals(trainer)
@@ -623,6 +673,7 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -
     _warm_up(trainer, report)  # so the first chars/s figure is not a compile or cache load
     val_done_at = None
     deadline = None if args.time_budget is None else args.started + args.time_budget
+    sizing = _DecaySizing(trainer, deadline, total)
     try:
         with stop:
             try:
@@ -635,8 +686,11 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -
                                           (args.checkpoint_every, 0), (report.every, 0)):
                         if every:
                             stops.append(_next_at(s, every, offset))
+                    if sizing.active:
+                        stops.append(s + sizing.block)
                     if not trainer.train(min(stops) - s, deadline=deadline):
                         return _interrupted(trainer, path, report, save, stop)
+                    sizing(report)
                     watch(trainer, report)
                     s = trainer.n
                     if args.eval_every and s % args.eval_every == 0:
@@ -766,6 +820,11 @@ class _Lines(_Quiet):
         update = "" if c.optimizer == "adagrad" else f", optimizer {c.optimizer}"
         update += ("" if c.clip == DEFAULTS["clip"] else f", clip-norm {c.clip_norm}" if c.clip_norm is not None
                    else f", clip {c.clip}" if c.clip is not None else ", no clipping")
+        if c.warmup_steps:
+            update += f", warmup {c.warmup_steps:,} steps"
+        if c.lr_schedule == "cosine":
+            update += (f", cosine decay to {c.min_lr_fraction:g}x by step " +
+                       (f"{c.decay_steps:,}" if c.decay_steps is not None else "(sized to the time budget)"))
         self.line(f"{start}: {model}hidden-size {c.hidden_size}, seq-length {c.seq_length}, learning-rate "
                   f"{c.learning_rate}{update}, {c.dtype}, seed {c.seed}{batch}; {self.total:,} steps"
                   + (f" or {self.args.time_budget:g} s" if self.args.time_budget is not None else "")

@@ -523,7 +523,7 @@ def chunked_loss_and_grads(params, ws, inputs, targets, state):
 
 
 def train_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step, clip=CLIP,
-                clip_norm=None, threads=1):
+                clip_norm=None, threads=1, learning_rates=None):
     """k training steps of any model (the trainer's loop off the seed's path); returns their losses (k,) float64.
 
     Step s trains stream b on ``data[starts[s, b] : starts[s, b] + T]`` -> one
@@ -534,7 +534,8 @@ def train_steps(params, optimizer, opt_state, data, starts, resets, state, works
     to ``params`` and ``opt_state`` in place. ``data``: 1-D int64 ids.
     ``workspace``: a :class:`ParallelWorkspace` (its stream chunks run on as
     many threads, BLAS at one thread each) or a :class:`StackWorkspace` (one
-    chunk; its products run on ``threads`` BLAS threads).
+    chunk; its products run on ``threads`` BLAS threads). ``learning_rates``:
+    each step's rate (k,) (a schedule's), else ``optimizer.learning_rate``.
     """
     ws = workspace
     B, T = ws.batch_size, ws.seq_length
@@ -552,6 +553,8 @@ def train_steps(params, optimizer, opt_state, data, starts, resets, state, works
     shape = (spec.num_layers, B, spec.hidden_size)
     if len(state) != len(spec.state_names) or any(h.shape != shape or h.dtype != params.dtype for h in state):
         raise ValueError(f"state must be {len(spec.state_names)} {params.dtype} array(s) of shape {shape}")
+    if learning_rates is not None and len(learning_rates) != starts.shape[0]:
+        raise ValueError(f"learning_rates must hold one rate per step ({starts.shape[0]}), got {len(learning_rates)}")
     if isinstance(ws, StackWorkspace):
         ws = ParallelWorkspace.of(ws)
     losses = np.zeros(starts.shape[0], np.float64)
@@ -563,5 +566,5 @@ def train_steps(params, optimizer, opt_state, data, starts, resets, state, works
                     h[:] = 0
             losses[s], grads = chunked_loss_and_grads(params, ws, window[:, :T], window[:, 1:], state)
             optim.apply(optimizer, params.flat, grads.flat, [m.flat for m in opt_state], first_step + s, clip,
-                        clip_norm)
+                        clip_norm, None if learning_rates is None else learning_rates[s])
     return losses

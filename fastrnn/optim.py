@@ -23,6 +23,7 @@ from . import optim_kernels
 OPTIMIZERS = ("adagrad", "rmsprop", "adam")
 DEFAULT_LEARNING_RATE = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
 STATE_NAMES = {"adagrad": ("memory",), "rmsprop": ("square_avg",), "adam": ("exp_avg", "exp_avg_sq")}
+SCHEDULES = ("constant", "cosine")
 NORM_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s
 
 
@@ -86,19 +87,39 @@ def norm_scale(grad_flat, clip, clip_norm) -> float:
     return min(1.0, float(clip_norm) / (norm + NORM_EPS))
 
 
-def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_norm=None):
+def scheduled_rate(learning_rate, step, schedule="constant", warmup_steps=0, decay_steps=None,
+                   min_fraction=0.1) -> float:
+    """The learning rate of the 1-based update ``step`` under a schedule.
+
+    Warmup: steps 1..``warmup_steps`` rise linearly to ``learning_rate``
+    (``learning_rate * step / warmup_steps``). Then ``"constant"`` keeps it;
+    ``"cosine"`` decays it along half a cosine from ``learning_rate`` right after
+    the warmup to ``min_fraction * learning_rate`` at step ``decay_steps``, and
+    keeps that floor after (``decay_steps`` None: not fixed yet, the peak rate).
+    """
+    if warmup_steps and step <= warmup_steps:
+        return learning_rate * step / warmup_steps
+    if schedule == "constant" or decay_steps is None:
+        return learning_rate
+    span = decay_steps - warmup_steps
+    progress = 1.0 if span <= 0 else min(1.0, (step - warmup_steps) / span)
+    return learning_rate * (min_fraction + (1.0 - min_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_norm=None, learning_rate=None):
     """Clip ``grad_flat`` (in place) and apply ``opt`` to ``param_flat`` and ``states`` (in place).
 
     param_flat, grad_flat and each of ``states`` (one per :attr:`Optimizer.state_names`):
     1-D C-contiguous arrays of one float dtype and length. ``step``: the
     1-based number of this update (Adam's bias correction). ``clip``: value
     limit (None: off); ``clip_norm``: global-norm limit (None: off).
+    ``learning_rate``: this step's rate (a schedule's), instead of ``opt.learning_rate``.
     """
     dtype = param_flat.dtype
     t = dtype.type
     limit = clip_value(clip, dtype)
     scale = t(norm_scale(grad_flat, limit, clip_norm))
-    lr = float(opt.learning_rate)
+    lr = float(opt.learning_rate if learning_rate is None else learning_rate)
     if opt.name == "adagrad":
         (memory,) = states
         optim_kernels.adagrad_update(param_flat, grad_flat, memory, t(lr), t(opt.eps), limit, scale)

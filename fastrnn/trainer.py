@@ -48,7 +48,7 @@ from ._aligned import aligned_copy, aligned_zeros
 from .corpus import Corpus, held_out_count
 from . import engine
 from .model import CELLS, ModelParams, ModelSpec, describe, init_model
-from .optim import DEFAULT_LEARNING_RATE, OPTIMIZERS, Optimizer
+from .optim import DEFAULT_LEARNING_RATE, OPTIMIZERS, SCHEDULES, Optimizer, scheduled_rate
 from .params import Params, init_params
 from .vocab import Vocab
 
@@ -141,7 +141,10 @@ class TrainConfig:
     ``cell`` (rnn, lstm, gru) and ``num_layers`` say what model; ``optimizer``
     (adagrad, rmsprop, adam) with ``alpha`` (rmsprop), ``beta1``/``beta2`` (adam)
     and ``eps`` how it learns (:mod:`fastrnn.optim`); ``clip`` (by value) or
-    ``clip_norm`` (by global norm) how gradients are clipped.
+    ``clip_norm`` (by global norm) how gradients are clipped. ``lr_schedule``
+    (constant, cosine), ``warmup_steps``, ``decay_steps`` and ``min_lr_fraction``
+    shape the learning rate over the steps (:func:`fastrnn.optim.scheduled_rate`;
+    ``decay_steps`` None: not fixed yet, see :meth:`Trainer.fix_decay`).
     """
 
     hidden_size: int = 100
@@ -161,6 +164,10 @@ class TrainConfig:
     beta2: float = 0.999  # adam's
     eps: float = 1e-8
     clip_norm: float | None = None  # clip by global norm instead of by value; None: off
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0  # steps of linear warmup to learning_rate
+    decay_steps: int | None = None  # cosine: the step at which the rate reaches its floor
+    min_lr_fraction: float = 0.1  # cosine: the floor, a fraction of learning_rate
 
     def __post_init__(self):
         if self.learning_rate is None:
@@ -178,7 +185,17 @@ class TrainConfig:
     def seed_exact(self) -> bool:
         """The seed's model and update (1-layer rnn, Adagrad, clip by value): trained by the seed-exact kernels."""
         return (self.cell == "rnn" and self.num_layers == 1 and self.optimizer == "adagrad"
-                and self.clip_norm is None and self.clip is not None)
+                and self.clip_norm is None and self.clip is not None and not self.scheduled)
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the learning rate changes over the steps (warmup or a decay)."""
+        return self.warmup_steps > 0 or self.lr_schedule != "constant"
+
+    def learning_rate_at(self, step) -> float:
+        """The learning rate of the 1-based update ``step``."""
+        return scheduled_rate(self.learning_rate, step, self.lr_schedule, self.warmup_steps, self.decay_steps,
+                              self.min_lr_fraction)
 
     def validate(self) -> "TrainConfig":
         for name in ("hidden_size", "seq_length", "batch_size", "threads", "num_layers"):
@@ -187,6 +204,16 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
         if self.cell not in CELLS:
             raise ConfigError(f"model must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
+        for name in ("warmup_steps", "decay_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < 0):
+                raise ConfigError(f"{name.replace('_', '-')} must be a non-negative integer, got {value!r}")
+        f = self.min_lr_fraction
+        if not (isinstance(f, (int, float, np.floating)) and not isinstance(f, bool) and 0 <= f <= 1):
+            raise ConfigError(f"min-lr-fraction must be in [0, 1], got {f!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         for name in ("learning_rate", "clip", "clip_norm"):
@@ -218,6 +245,28 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# What `fastrnn train --model lstm|gru` trains when no other flag says otherwise: the recipe for the best
+# held-out loss in minutes on a CPU (README, "A recipe"); `--model rnn` keeps the seed's defaults.
+_RECURRENT_RECIPE = dict(hidden_size=256, num_layers=2, seq_length=64, batch_size=32, optimizer="adam",
+                         learning_rate=3e-3, clip=None, clip_norm=5.0, dtype="float32", lr_schedule="cosine",
+                         warmup_steps=100, min_lr_fraction=0.1)
+RECIPES = {"lstm": _RECURRENT_RECIPE, "gru": _RECURRENT_RECIPE}
+
+
+def recipe_config(**given) -> TrainConfig:
+    """A :class:`TrainConfig` of the fields ``given``, the rest from the cell's recipe (:data:`RECIPES`) or defaults.
+
+    A given ``clip`` or ``clip_norm`` replaces the recipe's clipping as a whole; a given optimizer other
+    than the recipe's takes its own default learning rate.
+    """
+    recipe = dict(RECIPES.get(given.get("cell", "rnn"), {}))
+    if "clip" in given or "clip_norm" in given:
+        recipe.pop("clip", None), recipe.pop("clip_norm", None)
+    if given.get("optimizer", recipe.get("optimizer")) != recipe.get("optimizer"):
+        recipe.pop("learning_rate", None)
+    return TrainConfig(**{**recipe, **given})
 
 
 def check_split(length: int, config: TrainConfig, unit="characters"):
@@ -484,6 +533,13 @@ class Trainer(_StateViews):
     def model(self) -> CharModel:
         return CharModel(self.params, self.vocab)
 
+    def fix_decay(self, decay_steps: int) -> None:
+        """Fix a cosine schedule's ``decay_steps`` (left None so that a run with a time budget can size it from
+        its measured speed); recorded in the config, so checkpoints and resumes keep it."""
+        if self.config.decay_steps is not None:
+            raise ValueError(f"decay-steps is already fixed at {self.config.decay_steps:,}")
+        self.config = replace(self.config, decay_steps=int(decay_steps)).validate()
+
     @property
     def stop_requested(self) -> bool:
         return self._stop
@@ -619,9 +675,10 @@ def _train_block(trainer, starts, resets):
     T, B = c.seq_length, c.batch_size
     data, rebased = _gather_windows(t.train_ids, starts, T)
     if not c.seed_exact:
+        rates = [c.learning_rate_at(t.n + 1 + s) for s in range(len(starts))] if c.scheduled else None
         return engine.train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden,
                                   t.workspace, first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm,
-                                  threads=c.threads)
+                                  threads=c.threads, learning_rates=rates)
     params, memory = t.params.as_seed(), t.memory.as_seed()
     if B == 1:
         return rnn.train_steps(params, memory, data, rebased[:, 0], resets, t.hidden[0][0, 0], c.learning_rate,

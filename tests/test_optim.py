@@ -213,3 +213,16 @@ def test_bad_apply_arguments_raise(kwargs):
     args = dict(step=1, clip=5.0) | kwargs
     with pytest.raises(ValueError):
         optim.apply(opt, np.zeros(4), np.ones(4), [np.zeros(4), np.zeros(4)], args["step"], clip=args["clip"])
+
+
+def test_scheduled_rate_warms_up_then_decays_along_a_cosine_to_its_floor():
+    rate = lambda step, **kw: optim.scheduled_rate(2.0, step, **kw)  # noqa: E731
+    assert [rate(s) for s in (1, 50, 10**9)] == [2.0, 2.0, 2.0]  # constant
+    assert [rate(s, warmup_steps=4) for s in (1, 2, 4, 5)] == [0.5, 1.0, 2.0, 2.0]
+    cos = dict(schedule="cosine", warmup_steps=10, decay_steps=110, min_fraction=0.1)
+    assert rate(10, **cos) == 2.0 and rate(11, **cos) < 2.0
+    assert rate(60, **cos) == pytest.approx(0.2 + 1.8 * 0.5)  # half way: the mean of peak and floor
+    assert rate(110, **cos) == pytest.approx(0.2) and rate(10**6, **cos) == pytest.approx(0.2)
+    steps = np.arange(11, 111)
+    assert np.all(np.diff([rate(s, **cos) for s in steps]) < 0)  # strictly decreasing over the decay
+    assert rate(500, schedule="cosine", decay_steps=None) == 2.0  # decay not fixed yet: the peak

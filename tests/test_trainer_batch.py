@@ -13,7 +13,7 @@ import pytest
 
 from fastrnn import init_params, rnn
 from fastrnn.batch import BatchWorkspace, batch_train_step
-from fastrnn.checkpoint import V2_CONFIG_DEFAULTS, CheckpointError, load_checkpoint, save_checkpoint
+from fastrnn.checkpoint import FORMAT_VERSION, V2_CONFIG_DEFAULTS, V3_CONFIG_DEFAULTS, CheckpointError, load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
 from fastrnn.trainer import ConfigError, TrainConfig, Trainer
 from conftest import rewrite_npz
@@ -208,7 +208,7 @@ def test_batched_checkpoint_contents(tmp_path):
     with np.load(path, allow_pickle=False) as npz:
         assert npz["hprev"].shape == (3, 8)
         np.testing.assert_array_equal(npz["pointers"], [28, 105, 182])
-        assert int(npz["p"]) == 28 and int(npz["format_version"]) == 3
+        assert int(npz["p"]) == 28 and int(npz["format_version"]) == FORMAT_VERSION
         config = json.loads(str(npz["config"]))
         assert (config["batch_size"], config["threads"]) == (3, 2)
 
@@ -236,9 +236,9 @@ def test_version_1_checkpoints_still_load_and_resume_exactly(tmp_path):
     first = Trainer(corpus, config)
     first.train(15)
     new = save_checkpoint(tmp_path / "v2.npz", first)
-    # A version-1 file's config: without batch_size and threads, nor what version 3 added.
+    # A version-1 file's config: without batch_size and threads, nor what versions 3 and 4 added.
     old_config = {k: v for k, v in config.to_dict().items()
-                  if k not in ("batch_size", "threads") + V2_CONFIG_DEFAULTS}
+                  if k not in ("batch_size", "threads") + V2_CONFIG_DEFAULTS + V3_CONFIG_DEFAULTS}
     old = rewrite_npz(new, tmp_path / "v1.npz", pointers=None, format_version=np.int64(1),
                    config=np.str_(json.dumps(old_config)))
     ckpt = load_checkpoint(old)

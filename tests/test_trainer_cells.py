@@ -7,6 +7,7 @@ refuses bad ones with one line and exit 2.
 """
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -24,7 +25,10 @@ from test_cli import TEXT, fastrnn as run_cli, npz_arrays
 
 MODELS = [("rnn", 2), ("lstm", 1), ("lstm", 2), ("gru", 1), ("gru", 2)]
 UPDATES = [dict(optimizer="adagrad"), dict(optimizer="rmsprop"),
-           dict(optimizer="adam", clip=None, clip_norm=1.0)]
+           dict(optimizer="adam", clip=None, clip_norm=1.0),
+           # rates lr / 2, lr, lr / 10 at steps 1, 2, 3: warmup, peak, the cosine's floor
+           dict(optimizer="adam", clip=None, clip_norm=1.0, lr_schedule="cosine", warmup_steps=2, decay_steps=3)]
+UPDATE_IDS = ["adagrad", "rmsprop", "adam", "adam-cosine"]
 
 
 def _config(cell, layers, batch_size=3, threads=1, **update):
@@ -37,17 +41,19 @@ def _state(trainer):
 
 
 @pytest.mark.parametrize("threads", [1, 2])  # 2: the 3 streams run as chunks of 1 and 2 on two threads
-@pytest.mark.parametrize("update", UPDATES, ids=lambda u: u["optimizer"])
+@pytest.mark.parametrize("update", UPDATES, ids=UPDATE_IDS)
 @pytest.mark.parametrize("cell, layers", MODELS)
 def test_one_trainer_step_equals_the_twin(cell, layers, update, threads):
-    """Step 1 (and 2) of the trainer: the twin's loss and gradients on the same windows, then the twin optimizer."""
+    """Steps 1, 2 and 3 of the trainer: the twin's loss and gradients on the same windows, then the twin optimizer
+    at the step's scheduled rate."""
     corpus = Corpus.from_text(TEXT)
     trainer = Trainer(corpus, _config(cell, layers, threads=threads, **update))
     assert trainer.workspace.n_chunks == threads
     params, opt_state = trainer.params.copy(), [s.copy() for s in trainer.opt_state]
     state = tuple(h.copy() for h in trainer.hidden)
     opt = trainer.optimizer
-    for step in (1, 2):
+    for step in (1, 2, 3):
+        lr = trainer.config.learning_rate_at(step)
         ids = np.asarray(trainer.train_ids)
         starts = trainer.pointers
         windows = ids[starts[:, None] + np.arange(trainer.config.seq_length + 1)]
@@ -56,13 +62,12 @@ def test_one_trainer_step_equals_the_twin(cell, layers, update, threads):
         scale = optim.norm_scale(g, optim.clip_value(trainer.config.clip, g.dtype), trainer.config.clip_norm)
         c = trainer.config.clip
         if opt.name == "adagrad":
-            ref.flat_adagrad_update(params.flat, g, opt_state[0].flat, opt.learning_rate, opt.eps, c, scale)
+            ref.flat_adagrad_update(params.flat, g, opt_state[0].flat, lr, opt.eps, c, scale)
         elif opt.name == "rmsprop":
-            ref.flat_rmsprop_update(params.flat, g, opt_state[0].flat, opt.learning_rate, opt.alpha, opt.eps, c,
-                                    scale)
+            ref.flat_rmsprop_update(params.flat, g, opt_state[0].flat, lr, opt.alpha, opt.eps, c, scale)
         else:
-            ref.flat_adam_update(params.flat, g, opt_state[0].flat, opt_state[1].flat, step, opt.learning_rate,
-                                 opt.beta1, opt.beta2, opt.eps, c, scale)
+            ref.flat_adam_update(params.flat, g, opt_state[0].flat, opt_state[1].flat, step, lr, opt.beta1,
+                                 opt.beta2, opt.eps, c, scale)
         before = trainer.smooth_loss
         trainer.train(1)
         assert abs((trainer.smooth_loss - before * 0.999) / 0.001 - loss) < 1e-9 * loss
@@ -73,7 +78,7 @@ def test_one_trainer_step_equals_the_twin(cell, layers, update, threads):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("update", UPDATES, ids=lambda u: u["optimizer"])
+@pytest.mark.parametrize("update", UPDATES, ids=UPDATE_IDS)
 @pytest.mark.parametrize("cell, layers", MODELS + [("rnn", 1)])
 def test_resume_is_bit_exact(tmp_path, cell, layers, update, threads):
     corpus = Corpus.from_text(TEXT)
@@ -126,10 +131,13 @@ SMALL = ["--hidden-size", "8", "--seq-length", "6", "--seed", "2", "--batch-size
 
 
 def test_cli_trains_resumes_samples_and_evaluates_a_stacked_lstm(tmp_path, corpus_file):
-    model = ["--model", "lstm", "--num-layers", "2", "--optimizer", "adam", "--clip-norm", "2"]
+    # The recipe's cosine schedule (warmup 100 steps shortened to 4) with its decay fixed at step 20 by both runs.
+    model = ["--model", "lstm", "--num-layers", "2", "--optimizer", "adam", "--clip-norm", "2", "--warmup-steps", 4,
+             "--decay-steps", 20]
     r = run_cli("train", corpus_file, *SMALL, *model, "--steps", 20, "--checkpoint", "full.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "2-layer lstm, hidden-size 8, seq-length 6, learning-rate 0.002, optimizer adam, clip-norm 2.0" in r.stdout
+    assert ("2-layer lstm, hidden-size 8, seq-length 6, learning-rate 0.003, optimizer adam, clip-norm 2.0, "
+            "warmup 4 steps, cosine decay to 0.1x by step 20, float32") in r.stdout
     r = run_cli("train", corpus_file, *SMALL, *model, "--steps", 10, "--checkpoint", "half.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = run_cli("train", "--resume", "half.npz", "--steps", 20, "--log-every", 5, "--sample-every", 0,
@@ -168,10 +176,12 @@ def test_bad_model_and_optimizer_flags(tmp_path, corpus_file, flags, message):
     (["--num-layers", "1"], r"--num-layers 1 \(checkpoint: 2\)"),
     (["--optimizer", "adagrad"], r"--optimizer adagrad \(checkpoint: rmsprop\)"),
     (["--clip-norm", "1"], r"--clip off \(checkpoint: 5.0\)"),
+    (["--decay-steps", "9"], r"--decay-steps 9 \(checkpoint: 4\)"),  # the recipe's cosine, over the run's 4 steps
+    (["--lr-schedule", "constant"], r"--lr-schedule constant \(checkpoint: cosine\)"),
 ])
 def test_resume_refuses_a_changed_model(tmp_path, corpus_file, flags, message):
     r = run_cli("train", corpus_file, *SMALL, "--model", "lstm", "--num-layers", "2", "--optimizer", "rmsprop",
-                "--steps", 4, "--checkpoint", "c.npz", cwd=tmp_path)
+                "--clip", 5, "--steps", 4, "--checkpoint", "c.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     before = (tmp_path / "c.npz").read_bytes()
     r = run_cli("train", "--resume", "c.npz", *flags, "--steps", 8, cwd=tmp_path)
@@ -207,5 +217,11 @@ def test_cli_time_budget_trains_until_it_then_validates_and_saves(tmp_path, corp
     assert r.returncode == 0, r.stderr
     assert f"10,000,000 steps or {budget} s" in r.stdout and "time budget of" in r.stdout
     assert "validation" in r.stdout and "saved checkpoint t.npz" in r.stdout
-    n = int(npz_arrays(tmp_path / "t.npz")["n"])
+    arrays = npz_arrays(tmp_path / "t.npz")
+    n = int(arrays["n"])
     assert 0 < n < 10_000_000 and f"time budget of {budget} s reached at step {n:,}" in r.stdout
+    # gru's recipe decays the rate along a cosine: its end is sized to the budget from the measured speed
+    sized = re.search(r"learning rate: cosine decay to 0.1x by step ([\d,]+) \(the time budget holds", r.stdout)
+    assert sized, r.stdout
+    decay_steps = int(sized.group(1).replace(",", ""))
+    assert json.loads(str(arrays["config"]))["decay_steps"] == decay_steps and 0 < decay_steps < 10_000_000
