@@ -1,0 +1,69 @@
+"""The gates' vectorisable sigmoid, tanh and expm1 (fastrnn.gate_math) against numpy, in ulp, edges included."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastrnn import gate_math
+from fastrnn._numba import fast
+
+FUNCTIONS = {"expm1": (0, np.expm1, 2), "sigmoid": (1, lambda v: 1 / (1 + np.exp(-v)), 2), "tanh": (2, np.tanh, 3)}
+
+
+@fast
+def _apply(out, x, which):
+    for i in range(x.size):
+        if which == 0:
+            out[i] = gate_math.expm1(x[i])
+        elif which == 1:
+            out[i] = gate_math.sigmoid(x[i])
+        else:
+            out[i] = gate_math.tanh(x[i])
+
+
+def _grid(dtype):
+    tiny = np.geomspace(np.finfo(dtype).tiny, 60, 20_001)
+    return np.concatenate([np.linspace(-60, 60, 200_001), tiny, -tiny, [0.0, -0.0]]).astype(dtype)
+
+
+def _ulp_error(name, dtype):
+    which, exact, _ = FUNCTIONS[name]
+    x = _grid(dtype)
+    out = np.empty_like(x)
+    _apply(out, x, which)
+    with np.errstate(over="ignore"):
+        expected = exact(x.astype(np.float64)).astype(dtype)
+    keep = np.isfinite(expected) & (expected != 0)
+    return np.max(np.abs(out[keep].astype(np.float64) - expected[keep]) / np.spacing(np.abs(expected[keep])))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_within_a_few_ulp_of_numpy(name, dtype):
+    bound = FUNCTIONS[name][2] if dtype == np.float64 else 1  # float32: computed in float64, rounded once
+    assert _ulp_error(name, dtype) <= bound
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_edges_nan_and_limits(name):
+    which = FUNCTIONS[name][0]
+    x = np.array([np.nan, np.inf, -np.inf, 1e308, -1e308, 708.9, -708.9])
+    out = np.empty_like(x)
+    _apply(out, x, which)
+    assert np.isnan(out[0]) and not np.isnan(out[1:]).any()
+    expected = {"expm1": [np.inf, -1.0, np.inf, -1.0, np.inf, -1.0], "sigmoid": [1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+                "tanh": [1.0, -1.0, 1.0, -1.0, 1.0, -1.0]}[name]
+    for got, want in zip(out[1:], expected):
+        if np.isinf(want):
+            assert got > 1e307  # clamped at expm1(709) ~ 8.2e307: large, finite
+        else:
+            assert abs(got - want) < 1e-300
+
+
+def test_the_check_can_fail():
+    """A function one ulp off everywhere is caught by the ulp measure used above."""
+    x = _grid(np.float64)
+    exact = np.tanh(x)
+    off = np.nextafter(exact, np.inf) * (1 + 4 * np.finfo(np.float64).eps)
+    keep = exact != 0
+    assert np.max(np.abs(off[keep] - exact[keep]) / np.spacing(np.abs(exact[keep]))) > 3
