@@ -96,16 +96,7 @@ if torch is not None:
     nn, F = torch.nn, torch.nn.functional
     TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
-    class BatchCharRNN(nn.Module):
-        def __init__(self, vocab_size, hidden_size):
-            super().__init__()
-            self.rnn = nn.RNN(vocab_size, hidden_size, nonlinearity="tanh")
-            self.head = nn.Linear(hidden_size, vocab_size)
-
-        def forward(self, x, h):
-            """x (T, B, V) one-hot, h (1, B, H) -> logits (T, B, V), h_last (1, B, H)."""
-            out, h = self.rnn(x, h)
-            return self.head(out), h
+    from .torch_models import CharModel
 
     class TorchBatchSteps:
         """One call = ``steps`` PyTorch training steps on the next windows of every shard, states carried."""
@@ -114,7 +105,7 @@ if torch is not None:
             torch.manual_seed(0)
             B = windows.batch_size
             self.windows, self.steps, self.vocab_size, self.dtype = windows, steps, vocab_size, dtype
-            self.model = BatchCharRNN(vocab_size, hidden_size).to(dtype)
+            self.model = CharModel("rnn", vocab_size, hidden_size).to(dtype)
             self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=LEARNING_RATE, eps=1e-8)
             self.h = torch.zeros(1, B, hidden_size, dtype=dtype)
             self.offsets = np.arange(SEQ_LENGTH + 1)
@@ -126,8 +117,7 @@ if torch is not None:
                 if resets[s]:
                     self.h = torch.zeros_like(self.h)
                 ids = torch.from_numpy(self.windows.data[starts[s][None, :] + self.offsets[:, None]])  # (T+1, B)
-                x = F.one_hot(ids[:-1], V).to(self.dtype)
-                logits, h = self.model(x, self.h)
+                logits, h = self.model(ids[:-1], self.h)  # (T, B) ids, one-hot inside
                 loss = F.cross_entropy(logits.reshape(T * B, V), ids[1:].reshape(T * B), reduction="sum") / B
                 self.optimizer.zero_grad()
                 loss.backward()

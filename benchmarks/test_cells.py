@@ -31,6 +31,7 @@ except ImportError as error:
     torch, TORCH_MISSING = None, f"PyTorch is not importable (optional 'torch' extra): {error}"
 else:
     TORCH_MISSING = None
+    from .torch_models import CharModel, detach, zero_state
 
 #: (cell, layers, H, B, T, steps per timed call, rounds)
 POINTS = [("lstm", 2, 128, 50, 50, 4, 8), ("lstm", 2, 512, 32, 64, 1, 6), ("gru", 2, 512, 32, 64, 1, 6)]
@@ -61,20 +62,14 @@ class TorchSteps:
         n_train = ids.size - held_out_count(ids.size, VAL_FRACTION)
         V = len(corpus.vocab)
         torch.manual_seed(0)
-        self.embed = torch.nn.Embedding(V, V)
-        with torch.no_grad():
-            self.embed.weight.copy_(torch.eye(V))  # one-hot input through a lookup
-        self.embed.weight.requires_grad_(False)
-        self.rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](V, H, layers, batch_first=True)
-        self.decoder = torch.nn.Linear(H, V)
-        self.parameters = [*self.rnn.parameters(), *self.decoder.parameters()]
+        self.model = CharModel(cell, V, H, layers, input="embedding", batch_first=True)
+        self.parameters = self.model.trained_parameters()
         self.opt = torch.optim.Adam(self.parameters, lr=LEARNING_RATE)
         self.cell, self.B, self.T, self.steps, self.V = cell, B, T, steps, V
         self.ids = torch.from_numpy(ids[:n_train])
         self.shard = n_train // B
         self.p = 0
-        zeros = torch.zeros(layers, B, H)
-        self.state = (zeros, zeros.clone()) if cell == "lstm" else zeros
+        self.state = zero_state(cell, layers, B, H)
 
     def __call__(self):
         B, T = self.B, self.T
@@ -84,10 +79,10 @@ class TorchSteps:
             starts = torch.arange(B) * self.shard + self.p
             windows = self.ids[starts[:, None] + torch.arange(T + 1)]
             self.p += T
-            out, state = self.rnn(self.embed(windows[:, :-1]), self.state)
-            self.state = tuple(s.detach() for s in state) if self.cell == "lstm" else state.detach()
-            loss = torch.nn.functional.cross_entropy(self.decoder(out).reshape(-1, self.V),
-                                                     windows[:, 1:].reshape(-1), reduction="sum") / B
+            logits, state = self.model(windows[:, :-1], self.state)
+            self.state = detach(state)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.V), windows[:, 1:].reshape(-1),
+                                                     reduction="sum") / B
             self.opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.parameters, CLIP_NORM)

@@ -21,21 +21,11 @@ except ImportError as error:  # not installed, or a broken install: either way n
 nn = torch.nn
 F = torch.nn.functional
 
+from .torch_models import CharModel  # noqa: E402  (needs torch, checked above)
+
 #: hidden size -> (rounds, steps per round); PyTorch at batch 1 is ~1.5-15 ms a step.
 PLANS = {64: (60, 10), 100: (60, 10), 256: (40, 4), 512: (30, 2)}
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-class CharRNN(nn.Module):
-    def __init__(self, vocab_size, hidden_size):
-        super().__init__()
-        self.rnn = nn.RNN(vocab_size, hidden_size, nonlinearity="tanh")
-        self.head = nn.Linear(hidden_size, vocab_size)
-
-    def forward(self, x, h):
-        """x (T, 1, V) one-hot, h (1, 1, H) -> logits (T, V), h_last (1, 1, H)."""
-        out, h = self.rnn(x, h)
-        return self.head(out[:, 0]), h
 
 
 class TorchStep:
@@ -44,7 +34,7 @@ class TorchStep:
     def __init__(self, ids, vocab_size, hidden_size, dtype):
         torch.manual_seed(0)
         self.vocab_size, self.dtype = vocab_size, dtype
-        self.model = CharRNN(vocab_size, hidden_size).to(dtype)
+        self.model = CharModel("rnn", vocab_size, hidden_size).to(dtype)
         self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=LEARNING_RATE, eps=1e-8)
         windows = Windows(ids, SEQ_LENGTH)
         self.inputs = torch.tensor(windows.inputs)  # a copy: the corpus ids are read-only
@@ -57,9 +47,8 @@ class TorchStep:
         self.position = (k + 1) % len(self.inputs)
         if k == 0:
             self.h = torch.zeros_like(self.h)
-        x = F.one_hot(self.inputs[k], self.vocab_size).to(self.dtype).unsqueeze(1)
-        logits, h = self.model(x, self.h)
-        loss = F.cross_entropy(logits, self.targets[k], reduction="sum")
+        logits, h = self.model(self.inputs[k].unsqueeze(1), self.h)  # (T, 1) ids, one-hot inside
+        loss = F.cross_entropy(logits[:, 0], self.targets[k], reduction="sum")
         self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_value_(self.model.parameters(), CLIP)

@@ -1,0 +1,36 @@
+"""Group ``quality`` in the default suite: the time-to-quality harness end to end, a few seconds a system.
+
+The published run is ``python -m benchmarks.quality`` (budgets of tens of
+seconds to minutes, tiny shakespeare and a megabyte of code); this checks that
+the same code trains both systems under a budget, scores them and writes the
+JSON, table and plot, on a small text so that it takes seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from . import quality
+from .test_cells import TORCH_MISSING, torch
+
+TEXT = "".join(f"{i} York and Lancaster, {i * 7 % 13} roses; the king's men came to town.\n" for i in range(400))
+
+
+@pytest.mark.skipif(torch is None and not os.environ.get("CI"), reason=TORCH_MISSING or "")
+def test_quality_harness_trains_scores_and_writes(tmp_path):
+    corpus = tmp_path / "york.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    out = tmp_path / "out"
+    assert quality.main(["--budgets", "10", "--corpora", str(corpus), "--out-dir", str(out), "--threads", "1",
+                         "--hidden-size", "32", "--batch-size", "4", "--seq-length", "16", "--no-readme"]) == 0
+    run = json.loads((out / "quality.json").read_text())
+    assert {r["system"] for r in run["results"]} == {"fastrnn", "pytorch"}
+    for r in run["results"]:
+        assert 0 < r["val_nats"] < 5 and r["steps"] > 0 and r["wall_s"] >= 10
+    fastrnn_row = next(r for r in run["results"] if r["system"] == "fastrnn")
+    assert fastrnn_row["decay_steps"] is not None  # the recipe's cosine was sized to the budget
+    assert run["machine"]["cpu"] and run["machine"]["blas"]
+    assert "| york.txt | fastrnn | 10 |" in (out / "quality.md").read_text()
+    assert (out / "quality.png").stat().st_size > 10_000
