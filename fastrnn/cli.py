@@ -40,7 +40,8 @@ from .limits import INT64_MAX, SAMPLE_BYTES_PER_CHAR, fits, outputs_bounded, tra
 from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
 from .model import CELLS
 from .optim import OPTIMIZERS, SCHEDULES
-from .trainer import LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split, recipe_config
+from .trainer import (ENGINE_BLOCK_STEPS, LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split,
+                      recipe_config)
 from .vocab import UnknownSymbolsError
 
 EXIT_DIVERGED = 1
@@ -629,7 +630,7 @@ class _DecaySizing:
         c = trainer.config
         self.trainer, self.deadline, self.total = trainer, deadline, total
         self.active = deadline is not None and c.lr_schedule == "cosine" and c.decay_steps is None
-        self.block = 8
+        self.block = ENGINE_BLOCK_STEPS  # a cosine is off the seed's path: the engine's blocks
         self.start, self.n0 = time.perf_counter(), trainer.n
         budget = 0.0 if deadline is None else deadline - self.start
         self.probe = max(self.PROBE_S, self.PROBE_FRACTION * budget)
