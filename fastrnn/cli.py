@@ -618,10 +618,11 @@ def _warm_up(trainer: Trainer, report) -> None:
 
 
 class _DecaySizing:
-    """Sizes a cosine schedule's decay to a time budget: after the first ``PROBE_S`` seconds (or
-    ``PROBE_FRACTION`` of the budget, if more) of steps, ``decay_steps`` = the steps done + those the rest of
-    the budget holds at the measured wall-clock rate (at most the run's --steps). Fixed once, recorded in the
-    checkpoint: the run is repeatable with ``--decay-steps`` set to the printed figure."""
+    """Sizes a cosine schedule's decay to a time budget: the wall-clock rate of the steps after the first block
+    (whose first touches of memory and thread starts are slower), over ``PROBE_S`` seconds (or
+    ``PROBE_FRACTION`` of the budget, if more), gives ``decay_steps`` = the steps done + those the rest of the
+    budget holds at that rate (at most the run's --steps). Fixed once, recorded in the checkpoint: the run is
+    repeatable with ``--decay-steps`` set to the printed figure."""
 
     PROBE_S = 2.0
     PROBE_FRACTION = 0.03
@@ -631,18 +632,21 @@ class _DecaySizing:
         self.trainer, self.deadline, self.total = trainer, deadline, total
         self.active = deadline is not None and c.lr_schedule == "cosine" and c.decay_steps is None
         self.block = ENGINE_BLOCK_STEPS  # a cosine is off the seed's path: the engine's blocks
-        self.start, self.n0 = time.perf_counter(), trainer.n
-        budget = 0.0 if deadline is None else deadline - self.start
+        self.start = self.n0 = None
+        budget = 0.0 if deadline is None else deadline - time.perf_counter()
         self.probe = max(self.PROBE_S, self.PROBE_FRACTION * budget)
 
     def __call__(self, report):
         if not self.active:
             return
         now = time.perf_counter()
-        done = self.trainer.n - self.n0
+        if self.start is None:  # the first block is done: time from here
+            self.start, self.n0 = now, self.trainer.n
+            if now < self.deadline:
+                return
         if now - self.start < self.probe and now < self.deadline:
             return
-        rate = done / max(now - self.start, 1e-9)
+        rate = (self.trainer.n - self.n0) / max(now - self.start, 1e-9)
         steps = min(self.total, self.trainer.n + int(rate * max(self.deadline - now, 0.0)))
         self.trainer.fix_decay(steps)
         self.active = False

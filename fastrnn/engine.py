@@ -397,16 +397,17 @@ def sequence_loss(params: ModelParams, inputs, targets, state=None, chunk=SCORE_
     n = _check_lengths(inputs, targets)
     ws = None
     loss = 0.0
-    for s in range(0, n, chunk):
-        x = check_ids(np.asarray(inputs[s:s + chunk]), spec.vocab_size, "inputs")[None, :]
-        y = check_ids(np.asarray(targets[s:s + chunk]), spec.vocab_size, "targets")[None, :]
-        if x.shape != y.shape:
-            raise ValueError("inputs and targets must have the same length")
-        T = x.shape[1]
-        if ws is None or ws.seq_length != T:
-            ws = StackWorkspace(spec, T, 1, params.dtype)
-        loss += _forward(params, ws, x, y, state)
-        _last_state(ws, spec, 1, T, state)
+    with blas_threads(1):  # one stream's products are too small to share: a second thread only waits
+        for s in range(0, n, chunk):
+            x = check_ids(np.asarray(inputs[s:s + chunk]), spec.vocab_size, "inputs")[None, :]
+            y = check_ids(np.asarray(targets[s:s + chunk]), spec.vocab_size, "targets")[None, :]
+            if x.shape != y.shape:
+                raise ValueError("inputs and targets must have the same length")
+            T = x.shape[1]
+            if ws is None or ws.seq_length != T:
+                ws = StackWorkspace(spec, T, 1, params.dtype)
+            loss += _forward(params, ws, x, y, state)
+            _last_state(ws, spec, 1, T, state)
     return float(loss), state
 
 
@@ -419,15 +420,16 @@ def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUN
     inputs, targets = np.asarray(inputs), np.asarray(targets)
     out = np.empty(targets.shape[0], np.float64)
     ws = None
-    for s in range(0, targets.shape[0], chunk):
-        x = check_ids(inputs[s:s + chunk], spec.vocab_size, "inputs")[None, :]
-        y = check_ids(targets[s:s + chunk], spec.vocab_size, "targets")[None, :]
-        T = x.shape[1]
-        if ws is None or ws.seq_length != T:
-            ws = StackWorkspace(spec, T, 1, params.dtype)
-        _forward(params, ws, x, y, state)
-        _last_state(ws, spec, 1, T, state)
-        out[s:s + T] = np.log(ws.probs[np.arange(T), y[0]].astype(np.float64))
+    with blas_threads(1):  # as in sequence_loss
+        for s in range(0, targets.shape[0], chunk):
+            x = check_ids(inputs[s:s + chunk], spec.vocab_size, "inputs")[None, :]
+            y = check_ids(targets[s:s + chunk], spec.vocab_size, "targets")[None, :]
+            T = x.shape[1]
+            if ws is None or ws.seq_length != T:
+                ws = StackWorkspace(spec, T, 1, params.dtype)
+            _forward(params, ws, x, y, state)
+            _last_state(ws, spec, 1, T, state)
+            out[s:s + T] = np.log(ws.probs[np.arange(T), y[0]].astype(np.float64))
     return out, state
 
 
