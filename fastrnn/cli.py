@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prime", metavar="TEXT", help="text to continue (warms the hidden state)")
     s.add_argument("--seed", type=_int, metavar="N", help="seed of the draws (default: random)")
     s.add_argument("--argmax", action="store_true", help="always take the most likely character")
+    s.add_argument("--top-k", type=_int, metavar="K", help="draw only among the K most likely characters")
+    s.add_argument("--top-p", type=float, metavar="P",
+                   help="nucleus sampling: draw only among the most likely characters that together hold "
+                        "P of the probability, 0 < P <= 1 (after --top-k)")
+    s.add_argument("--prime-file", metavar="FILE", help="continue the text of FILE (instead of --prime)")
+    s.add_argument("--num-samples", type=_int, metavar="N", default=1,
+                   help="draw N samples, each from the primed state, separated by a line '----' (1)")
     s.set_defaults(run=cmd_sample)
 
     e = sub.add_parser("eval", help="loss of a text under a checkpoint, in nats and bits per character",
@@ -857,29 +864,42 @@ def cmd_sample(args) -> int:
         raise UsageError(f"--temperature must be a positive number, got {args.temperature}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    _positive(args, "top_k", "num_samples")
+    if args.top_p is not None and not (0 < args.top_p <= 1):
+        raise UsageError(f"--top-p must be a number in (0, 1], got {args.top_p}")
+    if args.prime is not None and args.prime_file is not None:
+        raise UsageError("--prime and --prime-file exclude each other: give the text one way")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.model
-    prime = args.prime or ""
-    try:  # streamed: drawn and written a piece at a time, so any --length fits in memory
-        pieces = model.sample_chunks(args.length, prime=prime, temperature=args.temperature, seed=args.seed,
-                                     argmax=args.argmax)
-    except UnknownSymbolsError as e:
-        raise UsageError(f"--prime has {e}") from None
-    if ckpt.vocab.bytes_mode:
+    bytes_mode = ckpt.vocab.bytes_mode
+    prime, flag = args.prime or "", "--prime"
+    if args.prime_file is not None:
+        flag = f"--prime-file {args.prime_file}"
+        data = read_bytes(args.prime_file, "--prime-file")
+        prime = data if bytes_mode else decode_utf8(data, f"--prime-file {args.prime_file!r}",
+                                                    "this model reads UTF-8 text")
+    elif bytes_mode:
+        prime = prime.encode("utf-8")
+    if bytes_mode:
         sys.stdout.flush()
-        out = sys.stdout.buffer
-        out.write(prime.encode("utf-8"))
-        for piece in pieces:
-            out.write(piece)
-        out.write(b"\n")
-        out.flush()
+        out, newline, separator = sys.stdout.buffer, b"\n", b"----\n"
     else:
         _utf8_stdout()
-        sys.stdout.write(prime)
+        out, newline, separator = sys.stdout, "\n", "----\n"
+    rng = np.random.default_rng(args.seed)  # one stream of draws for all the samples
+    for i in range(args.num_samples):
+        try:  # streamed: drawn and written a piece at a time, so any --length fits in memory
+            pieces = model.sample_chunks(args.length, prime=prime, temperature=args.temperature, seed=rng,
+                                         argmax=args.argmax, top_k=args.top_k, top_p=args.top_p)
+        except UnknownSymbolsError as e:
+            raise UsageError(f"{flag} has {e}") from None
+        if i:
+            out.write(separator)
+        out.write(prime)
         for piece in pieces:
-            sys.stdout.write(piece)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+            out.write(piece)
+        out.write(newline)
+        out.flush()
     return 0
 
 

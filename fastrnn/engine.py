@@ -25,7 +25,7 @@ import numpy as np
 
 from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
 from ._aligned import aligned_zeros
-from ._validate import check_count, check_ids, check_params, check_positive
+from ._validate import check_count, check_ids, check_params, check_positive, check_top
 from .model import ModelParams, ModelSpec
 from .params import Params, SeedGrads
 
@@ -349,19 +349,22 @@ def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUN
     return out, state
 
 
-def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False):
+def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None,
+           top_p=None):
     """``n`` sampled ids (int64) from ``state`` (tuple of (L, 1, H) or None), seeded with id ``seed_ix``.
 
     Draw t uses the t-th ``numpy.random.default_rng(seed).random()`` value
     through the inverse CDF of ``softmax(logits / temperature)``, as
-    :func:`fastrnn.sample` does; ``argmax=True``: greedy.
+    :func:`fastrnn.sample` does; ``argmax=True``: greedy; ``top_k``, ``top_p``:
+    only the most likely ids (:func:`fastrnn.kernels.keep_top`). The numpy twin
+    is :func:`fastrnn.reference.stack_sample`.
     """
-    pieces = list(sample_chunks(params, state, seed_ix, n, seed, temperature, argmax))
+    pieces = list(sample_chunks(params, state, seed_ix, n, seed, temperature, argmax, top_k=top_k, top_p=top_p))
     return np.concatenate(pieces) if pieces else np.empty(0, np.int64)
 
 
 def sample_chunks(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False,
-                  chunk=SAMPLE_CHUNK):
+                  chunk=SAMPLE_CHUNK, top_k=None, top_p=None):
     """:func:`sample` in pieces of at most ``chunk`` ids, the state carried: joined, the same ids.
 
     Arguments are checked when this is called; the ids are drawn as the pieces are consumed.
@@ -375,10 +378,13 @@ def sample_chunks(params: ModelParams, state, seed_ix, n, seed=None, temperature
     if chunk < 1:
         raise ValueError("chunk must be positive")
     inv_t = params.dtype.type(1.0 / check_positive(temperature, "temperature"))
-    return _sample_pieces(params, state, int(seed_ix), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk)
+    top_k, top_p = check_top(top_k, top_p)
+    return _sample_pieces(params, state, int(seed_ix), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk,
+                          top_k, top_p)
 
 
-def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk):
+def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p):
+    cut = top_k > 0 or top_p < 1.0
     spec = params.spec
     ws = StackWorkspace(spec, 1, 1, params.dtype)
     x = np.array([[ix]], np.int64)
@@ -396,6 +402,8 @@ def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk):
             else:
                 logits *= inv_t
                 kernels.softmax_inplace(logits)
+                if cut:
+                    kernels.keep_top(logits, top_k, top_p)
                 ix = int(kernels.pick_id(logits, u))
             out[t] = x[0, 0] = ix
         done += out.size
