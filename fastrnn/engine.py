@@ -349,6 +349,26 @@ def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUN
     return out, state
 
 
+def logits(params, inputs, state=None):
+    """The output head's logits (B, T, V) of the parameters' dtype, and the last state, of B streams.
+
+    inputs (T,) or (B, T) ids; ``state`` None (zeros) or a tuple of (L, B, H)
+    arrays (not changed). Returns ``(logits, state_last)``, the state a tuple
+    of (L, B, H). Any model (the 1-layer rnn through the generic engine).
+    """
+    params = _check_model(params)
+    spec = params.spec
+    ids, _, _ = _check_batch_ids(inputs, inputs, spec.vocab_size)
+    B, T = ids.shape
+    state = check_state(state, spec, B, params.dtype)
+    ws = StackWorkspace(spec, T, B, params.dtype)
+    _forward(params, ws, ids, ids, state)
+    _last_state(ws, spec, B, T, state)
+    top = ws.layers[-1]["hs"][B:]  # (T * B, H), time-major
+    out = (top @ params["Why"].T + params["by"]).reshape(T, B, spec.vocab_size)
+    return np.ascontiguousarray(out.transpose(1, 0, 2)), state
+
+
 def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None,
            top_p=None):
     """``n`` sampled ids (int64) from ``state`` (tuple of (L, 1, H) or None), seeded with id ``seed_ix``.
