@@ -94,7 +94,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastrnn", description="Train min-char-rnn's character RNN fast on a CPU.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,prepare}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,prepare,export,plot}",
+                                parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model on a text file (default: the embedded tiny shakespeare)",
                        description="Train a character-level model with min-char-rnn's loop (truncated BPTT): by "
@@ -190,6 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
     pr.add_argument("--cache-dir", metavar="DIR", help="folder for the ids (default: beside the corpus)")
     pr.set_defaults(run=cmd_prepare)
+
+    x = sub.add_parser("export", help="write a checkpoint's model as ONNX or as safetensors for PyTorch",
+                       description="Write the model of CHECKPOINT to OUT, the format by its suffix: .onnx (an "
+                                   "ONNX graph: ids -> logits, for onnxruntime; needs fastrnn[onnx]) or "
+                                   ".safetensors (PyTorch's state_dict names; needs fastrnn[safetensors]). "
+                                   "Both carry the model's sizes and vocabulary as metadata.")
+    x.add_argument("checkpoint", metavar="CHECKPOINT")
+    x.add_argument("out", metavar="OUT", help="the file to write: NAME.onnx or NAME.safetensors")
+    x.add_argument("--state", action="store_true",
+                   help=".onnx only: add the state inputs h0 (and c0) and outputs hn (and cn), "
+                        "(layers, batch, hidden), to carry the state between calls")
+    x.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    x.set_defaults(run=cmd_export)
     return parser
 
 
@@ -987,4 +1001,40 @@ def cmd_prepare(args) -> int:
         mb_s = prepared.fingerprint.length / 1e6 / max(prepared.seconds, 1e-9)
         print(f"{args.corpus}: wrote {prepared.ids_path} and {prepared.meta_path.name}: {summary}; "
               f"{prepared.fingerprint.length / 1e6:,.1f} MB in {prepared.seconds:.2f} s, {mb_s:,.0f} MB/s")
+    return 0
+
+
+# --- export ----------------------------------------------------------------------
+
+def cmd_export(args) -> int:
+    from .export import EXTRAS, WRITERS, MissingExtra, require
+
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in WRITERS:
+        raise UsageError(f"cannot tell the format of {args.out!r} from its suffix "
+                         f"({suffix or 'none'}): use .onnx or .safetensors")
+    if args.state and suffix != ".onnx":
+        raise UsageError("--state adds state inputs and outputs to an ONNX graph; a .safetensors file holds "
+                         "weights only")
+    if out.is_dir():
+        raise UsageError(f"{args.out!r} is a directory")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write {args.out!r}: folder {str(folder)!r} "
+                         f"{'is not writable' if folder.is_dir() else 'does not exist'}")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{args.out!r} already exists; pass --overwrite to replace it")
+    module, extra = EXTRAS[suffix]
+    try:
+        require(module, extra, f"writing {suffix}")
+    except MissingExtra as e:
+        raise UsageError(str(e)) from None
+    ckpt = load_checkpoint(args.checkpoint)
+    params = ckpt.model.params
+    extra_args = {"state": True} if args.state else {}
+    WRITERS[suffix](out, params, ckpt.vocab, **extra_args)
+    spec = ckpt.config.spec(len(ckpt.vocab))
+    print(f"wrote {args.out}: {spec.num_layers}-layer {spec.cell}, hidden {spec.hidden_size}, vocab "
+          f"{spec.vocab_size}, {ckpt.config.dtype}" + (", with state inputs and outputs" if args.state else ""))
     return 0
