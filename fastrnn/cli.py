@@ -38,6 +38,7 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
 from .limits import INT64_MAX, SAMPLE_BYTES_PER_CHAR, fits, outputs_bounded, training_bytes
 from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
+from .metrics import MetricsError, MetricsLog, check_new, metrics_path
 from .model import CELLS
 from .optim import OPTIMIZERS
 from .trainer import LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split
@@ -204,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(layers, batch, hidden), to carry the state between calls")
     x.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     x.set_defaults(run=cmd_export)
+
+    pl = sub.add_parser("plot", help="plot the training and validation loss of metrics logs (needs fastrnn[plot])",
+                        description="Draw train and validation bits/char of one or more NAME.metrics.csv files "
+                                    "(written by fastrnn train beside its checkpoint), overlaid, into a PNG.")
+    pl.add_argument("metrics", nargs="+", metavar="METRICS.csv")
+    pl.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG file to write")
+    pl.add_argument("--x", choices=("step", "chars", "seconds"), default="step",
+                    help="horizontal axis: steps, training characters seen, or wall seconds (step)")
+    pl.add_argument("--title", metavar="TEXT", help="the plot's title")
+    pl.set_defaults(run=cmd_plot)
     return parser
 
 
@@ -212,7 +223,8 @@ def main(argv=None) -> int:
     with _sigterm_as_interrupt():
         try:
             return args.run(args)
-        except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError, CheckpointBusy) as e:
+        except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError, CheckpointBusy,
+                MetricsError) as e:
             print(f"fastrnn {args.command}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt as e:
@@ -487,6 +499,8 @@ def _train(args, path: Path) -> int:
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
     _check_existing(args, path, corpus_path)
+    if ckpt is None:
+        check_new(metrics_path(path), args.overwrite)
     guard = SaveGuard(path)  # what is at the path now: the only file a save may replace
     with _opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
         _check_memory(args, corpus, config, _warn)
@@ -497,7 +511,12 @@ def _train(args, path: Path) -> int:
         report.close()
         report.line(f"the checkpoint is already at step {trainer.n:,} (--steps {total:,}); nothing to do")
         return 0
-    return _train_loop(trainer, args, total, path, report, guard)
+    # The one writer of the metrics log (under MPI: rank 0's, beside the checkpoint it saves).
+    metrics = MetricsLog(metrics_path(path), resume_step=ckpt.state.n if ckpt is not None else None)
+    try:
+        return _train_loop(trainer, args, total, path, report, guard, metrics)
+    finally:
+        metrics.close()
 
 
 def _next_at(s, every, offset=0):
@@ -618,7 +637,7 @@ def _warm_up(trainer: Trainer, report) -> None:
         report.line(f"kernels ready after {time.perf_counter() - start:.0f} s")
 
 
-def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -> int:
+def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, metrics: MetricsLog) -> int:
     saved = [None]  # step of the last checkpoint this run wrote
     stop = _StopSignals(trainer)
     watch = _LossWatch(trainer)
@@ -639,9 +658,12 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -
 
     def validate():
         with stop.abandonable():
-            report.validation(trainer, trainer.validation_loss())
+            score = trainer.validation_loss()
+            report.validation(trainer, score)
+        return score
 
     _warm_up(trainer, report)  # so the first chars/s figure is not a compile or cache load
+    metrics.start(trainer)
     val_done_at = None
     deadline = None if args.time_budget is None else args.started + args.time_budget
     try:
@@ -660,18 +682,22 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -
                         return _interrupted(trainer, path, report, save, stop)
                     watch(trainer, report)
                     s = trainer.n
+                    val = None
                     if args.eval_every and s % args.eval_every == 0:
-                        validate()
+                        val = validate()
                         val_done_at = s
-                    if args.log_every and (s - 1) % args.log_every == 0:
+                    logged = args.log_every and (s - 1) % args.log_every == 0
+                    if logged:
                         report.log(trainer)
+                    if logged or val is not None:
+                        metrics.row(trainer, val)
                     if args.checkpoint_every and s % args.checkpoint_every == 0:
                         save()
                     report.progress(trainer)
                 if trainer.n < total:
                     report.line(f"time budget of {args.time_budget:g} s reached at step {trainer.n:,}")
                 if stop.signum is None and val_done_at != trainer.n:
-                    validate()
+                    metrics.row(trainer, validate())
             except _Abandoned:
                 return _interrupted(trainer, path, report, save, stop)
             if stop.signum is not None:  # during the last block, or what followed it
@@ -1037,4 +1063,26 @@ def cmd_export(args) -> int:
     spec = ckpt.config.spec(len(ckpt.vocab))
     print(f"wrote {args.out}: {spec.num_layers}-layer {spec.cell}, hidden {spec.hidden_size}, vocab "
           f"{spec.vocab_size}, {ckpt.config.dtype}" + (", with state inputs and outputs" if args.state else ""))
+    return 0
+
+
+# --- plot ------------------------------------------------------------------------
+
+def cmd_plot(args) -> int:
+    from .export import MissingExtra
+    from .plot import plot_runs
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"-o {args.output!r}: fastrnn plot writes PNG files; name it NAME.png")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {args.output!r}: folder {str(folder)!r} does not exist")
+    try:
+        plot_runs(args.metrics, out, x=args.x, title=args.title)
+    except MissingExtra as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write {args.output!r}: {e.strerror or e}") from None
+    print(f"wrote {args.output}: {len(args.metrics)} run{'s' if len(args.metrics) > 1 else ''} against {args.x}")
     return 0
