@@ -1033,7 +1033,8 @@ def cmd_prepare(args) -> int:
 # --- export ----------------------------------------------------------------------
 
 def cmd_export(args) -> int:
-    from .export import EXTRAS, WRITERS, MissingExtra, require
+    from .export import EXTRAS, WRITERS
+    from .extras import MissingExtra, require
 
     out = Path(args.out)
     suffix = out.suffix.lower()
@@ -1069,7 +1070,7 @@ def cmd_export(args) -> int:
 # --- plot ------------------------------------------------------------------------
 
 def cmd_plot(args) -> int:
-    from .export import MissingExtra
+    from .extras import MissingExtra
     from .plot import plot_runs
 
     out = Path(args.output)

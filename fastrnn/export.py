@@ -32,30 +32,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .extras import require
 from .interop import to_torch
 from .model import ModelParams
 from .vocab import Vocab
 
 FORMAT = "fastrnn-export"
 OPSET = 17
-IR_VERSION = 8  # the IR of opset 17: runtimes from onnxruntime 1.13 on read it
+IR_VERSION = 8  # the IR version that introduced opset 17 (newer runtimes read older IRs)
 RECURRENCES = ("ops", "scan")
 ONNX_GATES = {"rnn": [0], "lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}  # PyTorch's blocks in ONNX's order
 EXTRAS = {".onnx": ("onnx", "onnx"), ".safetensors": ("safetensors", "safetensors")}  # suffix: (module, extra)
-
-
-class MissingExtra(ImportError):
-    """An optional dependency is not installed; the message names the extra that provides it."""
-
-
-def require(module: str, extra: str, what: str):
-    """Import ``module``, or raise :class:`MissingExtra` saying which ``pip install`` provides it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtra(f"{what} needs the {module} package: pip install 'fastrnn[{extra}]'") from None
 
 
 def _model(params) -> ModelParams:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .export import require
+from .extras import require
 from .metrics import read_metrics
 
 LN2 = math.log(2.0)

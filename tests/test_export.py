@@ -10,7 +10,6 @@ one is missing, except under CI (``CI`` set), where they fail.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -177,13 +176,15 @@ def test_cli_export_onnx_and_safetensors(ort, torch, trained, name):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"wrote {name}.onnx: ")
     state = [np.zeros((ckpt.config.num_layers, 1, 12), dtype)] * (2 if name == "lstm" else 1)
-    logits, *_ = run_onnx(ort, __import__("onnx").load(str(trained / f"{name}.onnx")),
-                          {"ids": ids, **dict(zip(("h0", "c0"), state))})
+    import onnx
+
+    logits, *_ = run_onnx(ort, onnx.load(str(trained / f"{name}.onnx")), {"ids": ids, **dict(zip(("h0", "c0"), state))})
     assert close(logits, expected, dtype)[0]
     r = run_cli("export", f"{name}.npz", f"{name}.safetensors", cwd=trained)
     assert r.returncode == 0, r.stderr
-    from safetensors.numpy import load_file
     import fastrnn
+    from safetensors.numpy import load_file
+
     arrays = load_file(str(trained / f"{name}.safetensors"))
     assert set(arrays) == set(fastrnn.to_torch(ckpt.model.params))
     if name == "rnn":  # an existing file is replaced only with --overwrite (refusals: see below)

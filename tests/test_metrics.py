@@ -35,9 +35,9 @@ def test_metrics_path():
     assert str(metrics_path("runs/x.npz")) == os.path.join("runs", "x.metrics.csv")
 
 
-@pytest.mark.parametrize("cell,batch", [("rnn", 1), ("lstm", 2)])
-def test_train_writes_rows_at_log_and_eval_points_and_resume_appends(tmp_path, corpus_file, cell, batch):
-    model = ["--model", cell, "--batch-size", batch]
+@pytest.mark.parametrize("model,batch", [([], 1), (["--model", "lstm", "--num-layers", 2, "--dtype", "float32"], 2)])
+def test_train_writes_rows_at_log_and_eval_points_and_resume_appends(tmp_path, corpus_file, model, batch):
+    model = [*model, "--batch-size", batch]
     r = run_cli("train", corpus_file, *SMALL, *model, "--steps", 30, "--log-every", 10, "--eval-every", 15,
                 "--checkpoint", "m.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -140,7 +140,8 @@ def test_figure_overlays_runs_named_after_their_files(matplotlib, two_runs, x):
     assert ax.get_xlabel() == X_AXES[x][1] and ax.get_ylabel() == "bits per character"
     train, val = ax.get_lines()[:2]
     m = read_metrics(paths[0])
-    assert np.allclose(train.get_xdata(), m[X_AXES[x][0]]) and np.allclose(train.get_ydata(), m["train_loss"] / np.log(2))
+    assert np.allclose(train.get_xdata(), m[X_AXES[x][0]])
+    assert np.allclose(train.get_ydata(), m["train_loss"] / np.log(2))
     assert len(val.get_xdata()) == 4  # validations at steps 10, 20, 30, 40
 
 

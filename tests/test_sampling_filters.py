@@ -63,12 +63,14 @@ def test_keep_top_can_fail():
     assert expected_kept(p, None, 0.61) == {0, 1, 2}
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("top_k,top_p", TOPS)
-def test_seed_model_same_seed_same_ids(top_k, top_p):
+def test_seed_model_same_seed_same_ids(top_k, top_p, dtype):
+    """The seed's rnn kernels (float32 too) against the float64 twin of the seed's sample."""
     V, H, n = 65, 32, 300
     for seed in range(3):
-        params = medium_params(V, H, seed)
-        h = np.tanh(np.random.default_rng(seed).standard_normal(H))
+        params = medium_params(V, H, seed).astype(dtype)
+        h = np.tanh(np.random.default_rng(seed).standard_normal(H)).astype(dtype)
         kw = dict(seed=seed, temperature=0.9, top_k=top_k, top_p=top_p)
         fast = fastrnn.sample(params, h, 3, n, **kw)
         assert np.array_equal(fast, ref.sample(params, h, 3, n, **kw))
