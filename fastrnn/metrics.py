@@ -85,7 +85,10 @@ class MetricsLog:
                                f"{HEADER!r}); move it away or choose another --checkpoint")
         append = resume_step is not None and exists
         self._seconds0 = _last_seconds(self.path, resume_step) if append else 0.0
-        self._file = open(self.path, "a" if append else "w", encoding="utf-8", newline="")
+        try:
+            self._file = open(self.path, "a" if append else "w", encoding="utf-8", newline="")
+        except OSError as e:
+            raise MetricsError(f"cannot write the metrics log {str(self.path)!r}: {e.strerror or e}") from None
         if not append:
             self._write(HEADER)
         self._clock0 = time.perf_counter()
