@@ -64,8 +64,8 @@ def model_and_data(cell, layers, dtype, salt=0):
 
 
 def run_onnx(ort, proto, feeds):
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    runtime = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return runtime.run(None, feeds)
 
 
 def close(actual, expected, dtype):
