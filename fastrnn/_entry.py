@@ -15,7 +15,7 @@ import threading
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
-COMMANDS = ("train", "sample", "eval", "prepare")
+COMMANDS = ("train", "sample", "eval", "prepare", "export", "plot")
 ANNOUNCE_ENV = "FASTRNN_TEST_ANNOUNCE_IMPORT"  # tests: say on stderr when the heavy imports begin
 
 

@@ -119,3 +119,24 @@ def check_count(value, name) -> int:
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
     return int(value)
+
+
+def check_top(top_k, top_p) -> tuple:
+    """``(top_k, top_p)`` as the sampling kernels take them: an int (0: off) and a float (1.0: off).
+
+    ``top_k``: None or 0 (off), else a positive integer; ``top_p``: None (off)
+    or a number in (0, 1] (1: off).
+    """
+    if top_k is None:
+        top_k = 0
+    if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ValueError(f"top_k must be a positive integer (or 0 / None: off), got {top_k!r}")
+    if top_p is None:
+        top_p = 1.0
+    try:
+        top_p = float(top_p)
+    except (TypeError, ValueError):
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}") from None
+    if not (0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p}")
+    return int(top_k), top_p

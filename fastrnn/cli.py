@@ -38,6 +38,7 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
 from .limits import INT64_MAX, SAMPLE_BYTES_PER_CHAR, fits, outputs_bounded, training_bytes
 from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
+from .metrics import MetricsError, MetricsLog, check_new, metrics_path
 from .model import CELLS
 from .optim import OPTIMIZERS, SCHEDULES
 from .trainer import (ENGINE_BLOCK_STEPS, LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split,
@@ -96,7 +97,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastrnn", description="Train min-char-rnn's character RNN fast on a CPU.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,prepare}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,prepare,export,plot}",
+                                parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model on a text file (default: the embedded tiny shakespeare)",
                        description="Train a character-level model with min-char-rnn's loop (truncated BPTT): by "
@@ -175,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prime", metavar="TEXT", help="text to continue (warms the hidden state)")
     s.add_argument("--seed", type=_int, metavar="N", help="seed of the draws (default: random)")
     s.add_argument("--argmax", action="store_true", help="always take the most likely character")
+    s.add_argument("--top-k", type=_int, metavar="K", help="draw only among the K most likely characters")
+    s.add_argument("--top-p", type=float, metavar="P",
+                   help="nucleus sampling: draw only among the most likely characters that together hold "
+                        "P of the probability, 0 < P <= 1 (after --top-k)")
+    s.add_argument("--prime-file", metavar="FILE", help="continue the text of FILE (instead of --prime)")
+    s.add_argument("--num-samples", type=_int, metavar="N", default=1,
+                   help="draw N samples, each from the primed state, separated by a line '----' (1)")
     s.set_defaults(run=cmd_sample)
 
     e = sub.add_parser("eval", help="loss of a text under a checkpoint, in nats and bits per character",
@@ -197,6 +206,29 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
     pr.add_argument("--cache-dir", metavar="DIR", help="folder for the ids (default: beside the corpus)")
     pr.set_defaults(run=cmd_prepare)
+
+    x = sub.add_parser("export", help="write a checkpoint's model as ONNX or as safetensors for PyTorch",
+                       description="Write the model of CHECKPOINT to OUT, the format by its suffix: .onnx (an "
+                                   "ONNX graph: ids -> logits, for onnxruntime; needs fastrnn[onnx]) or "
+                                   ".safetensors (PyTorch's state_dict names; needs fastrnn[safetensors]). "
+                                   "Both carry the model's sizes and vocabulary as metadata.")
+    x.add_argument("checkpoint", metavar="CHECKPOINT")
+    x.add_argument("out", metavar="OUT", help="the file to write: NAME.onnx or NAME.safetensors")
+    x.add_argument("--state", action="store_true",
+                   help=".onnx only: add the state inputs h0 (and c0) and outputs hn (and cn), "
+                        "(layers, batch, hidden), to carry the state between calls")
+    x.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    x.set_defaults(run=cmd_export)
+
+    pl = sub.add_parser("plot", help="plot the training and validation loss of metrics logs (needs fastrnn[plot])",
+                        description="Draw train and validation bits/char of one or more NAME.metrics.csv files "
+                                    "(written by fastrnn train beside its checkpoint), overlaid, into a PNG.")
+    pl.add_argument("metrics", nargs="+", metavar="METRICS.csv")
+    pl.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG file to write")
+    pl.add_argument("--x", choices=("step", "chars", "seconds"), default="step",
+                    help="horizontal axis: steps, training characters seen, or wall seconds (step)")
+    pl.add_argument("--title", metavar="TEXT", help="the plot's title")
+    pl.set_defaults(run=cmd_plot)
     return parser
 
 
@@ -205,7 +237,8 @@ def main(argv=None) -> int:
     with _sigterm_as_interrupt():
         try:
             return args.run(args)
-        except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError, CheckpointBusy) as e:
+        except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError, CheckpointBusy,
+                MetricsError) as e:
             print(f"fastrnn {args.command}: error: {e}", file=sys.stderr)
             return EXIT_USAGE
         except KeyboardInterrupt as e:
@@ -484,6 +517,8 @@ def _train(args, path: Path) -> int:
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
     _check_existing(args, path, corpus_path)
+    if ckpt is None:
+        check_new(metrics_path(path), args.overwrite)
     guard = SaveGuard(path)  # what is at the path now: the only file a save may replace
     with _opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
         _check_memory(args, corpus, config, _warn)
@@ -496,7 +531,12 @@ def _train(args, path: Path) -> int:
         report.close()
         report.line(f"the checkpoint is already at step {trainer.n:,} (--steps {total:,}); nothing to do")
         return 0
-    return _train_loop(trainer, args, total, path, report, guard)
+    # The one writer of the metrics log (under MPI: rank 0's, beside the checkpoint it saves).
+    metrics = MetricsLog(metrics_path(path), resume_step=ckpt.state.n if ckpt is not None else None)
+    try:
+        return _train_loop(trainer, args, total, path, report, guard, metrics)
+    finally:
+        metrics.close()
 
 
 def _next_at(s, every, offset=0):
@@ -654,7 +694,7 @@ class _DecaySizing:
                     f"(the time budget holds about that many at {rate:,.1f} steps/s)")
 
 
-def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -> int:
+def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, metrics: MetricsLog) -> int:
     saved = [None]  # step of the last checkpoint this run wrote
     stop = _StopSignals(trainer)
     watch = _LossWatch(trainer)
@@ -675,9 +715,12 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -
 
     def validate():
         with stop.abandonable():
-            report.validation(trainer, trainer.validation_loss())
+            score = trainer.validation_loss()
+            report.validation(trainer, score)
+        return score
 
     _warm_up(trainer, report)  # so the first chars/s figure is not a compile or cache load
+    metrics.start(trainer)
     val_done_at = None
     deadline = None if args.time_budget is None else args.started + args.time_budget
     sizing = _DecaySizing(trainer, deadline, total)
@@ -700,18 +743,22 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard) -
                     sizing(report)
                     watch(trainer, report)
                     s = trainer.n
+                    val = None
                     if args.eval_every and s % args.eval_every == 0:
-                        validate()
+                        val = validate()
                         val_done_at = s
-                    if args.log_every and (s - 1) % args.log_every == 0:
+                    logged = args.log_every and (s - 1) % args.log_every == 0
+                    if logged:
                         report.log(trainer)
+                    if logged or val is not None:
+                        metrics.row(trainer, val)
                     if args.checkpoint_every and s % args.checkpoint_every == 0:
                         save()
                     report.progress(trainer)
                 if trainer.n < total:
                     report.line(f"time budget of {args.time_budget:g} s reached at step {trainer.n:,}")
                 if stop.signum is None and val_done_at != trainer.n:
-                    validate()
+                    metrics.row(trainer, validate())
             except _Abandoned:
                 return _interrupted(trainer, path, report, save, stop)
             if stop.signum is not None:  # during the last block, or what followed it
@@ -923,29 +970,42 @@ def cmd_sample(args) -> int:
         raise UsageError(f"--temperature must be a positive number, got {args.temperature}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be 0 or more, got {args.seed}")
+    _positive(args, "top_k", "num_samples")
+    if args.top_p is not None and not (0 < args.top_p <= 1):
+        raise UsageError(f"--top-p must be a number in (0, 1], got {args.top_p}")
+    if args.prime is not None and args.prime_file is not None:
+        raise UsageError("--prime and --prime-file exclude each other: give the text one way")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.model
-    prime = args.prime or ""
-    try:  # streamed: drawn and written a piece at a time, so any --length fits in memory
-        pieces = model.sample_chunks(args.length, prime=prime, temperature=args.temperature, seed=args.seed,
-                                     argmax=args.argmax)
-    except UnknownSymbolsError as e:
-        raise UsageError(f"--prime has {e}") from None
-    if ckpt.vocab.bytes_mode:
+    bytes_mode = ckpt.vocab.bytes_mode
+    prime, flag = args.prime or "", "--prime"
+    if args.prime_file is not None:
+        flag = f"--prime-file {args.prime_file}"
+        data = read_bytes(args.prime_file, "--prime-file")
+        prime = data if bytes_mode else decode_utf8(data, f"--prime-file {args.prime_file!r}",
+                                                    "this model reads UTF-8 text")
+    elif bytes_mode:
+        prime = prime.encode("utf-8")
+    if bytes_mode:
         sys.stdout.flush()
-        out = sys.stdout.buffer
-        out.write(prime.encode("utf-8"))
-        for piece in pieces:
-            out.write(piece)
-        out.write(b"\n")
-        out.flush()
+        out, newline, separator = sys.stdout.buffer, b"\n", b"----\n"
     else:
         _utf8_stdout()
-        sys.stdout.write(prime)
+        out, newline, separator = sys.stdout, "\n", "----\n"
+    rng = np.random.default_rng(args.seed)  # one stream of draws for all the samples
+    for i in range(args.num_samples):
+        try:  # streamed: drawn and written a piece at a time, so any --length fits in memory
+            pieces = model.sample_chunks(args.length, prime=prime, temperature=args.temperature, seed=rng,
+                                         argmax=args.argmax, top_k=args.top_k, top_p=args.top_p)
+        except UnknownSymbolsError as e:
+            raise UsageError(f"{flag} has {e}") from None
+        if i:
+            out.write(separator)
+        out.write(prime)
         for piece in pieces:
-            sys.stdout.write(piece)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+            out.write(piece)
+        out.write(newline)
+        out.flush()
     return 0
 
 
@@ -1033,4 +1093,63 @@ def cmd_prepare(args) -> int:
         mb_s = prepared.fingerprint.length / 1e6 / max(prepared.seconds, 1e-9)
         print(f"{args.corpus}: wrote {prepared.ids_path} and {prepared.meta_path.name}: {summary}; "
               f"{prepared.fingerprint.length / 1e6:,.1f} MB in {prepared.seconds:.2f} s, {mb_s:,.0f} MB/s")
+    return 0
+
+
+# --- export ----------------------------------------------------------------------
+
+def cmd_export(args) -> int:
+    from .export import EXTRAS, WRITERS
+    from .extras import MissingExtra, require
+
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in WRITERS:
+        raise UsageError(f"cannot tell the format of {args.out!r} from its suffix "
+                         f"({suffix or 'none'}): use .onnx or .safetensors")
+    if args.state and suffix != ".onnx":
+        raise UsageError("--state adds state inputs and outputs to an ONNX graph; a .safetensors file holds "
+                         "weights only")
+    if out.is_dir():
+        raise UsageError(f"{args.out!r} is a directory")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write {args.out!r}: folder {str(folder)!r} "
+                         f"{'is not writable' if folder.is_dir() else 'does not exist'}")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{args.out!r} already exists; pass --overwrite to replace it")
+    module, extra = EXTRAS[suffix]
+    try:
+        require(module, extra, f"writing {suffix}")
+    except MissingExtra as e:
+        raise UsageError(str(e)) from None
+    ckpt = load_checkpoint(args.checkpoint)
+    params = ckpt.model.params
+    extra_args = {"state": True} if args.state else {}
+    WRITERS[suffix](out, params, ckpt.vocab, **extra_args)
+    spec = ckpt.config.spec(len(ckpt.vocab))
+    print(f"wrote {args.out}: {spec.num_layers}-layer {spec.cell}, hidden {spec.hidden_size}, vocab "
+          f"{spec.vocab_size}, {ckpt.config.dtype}" + (", with state inputs and outputs" if args.state else ""))
+    return 0
+
+
+# --- plot ------------------------------------------------------------------------
+
+def cmd_plot(args) -> int:
+    from .extras import MissingExtra
+    from .plot import plot_runs
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"-o {args.output!r}: fastrnn plot writes PNG files; name it NAME.png")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"cannot write {args.output!r}: folder {str(folder)!r} does not exist")
+    try:
+        plot_runs(args.metrics, out, x=args.x, title=args.title)
+    except MissingExtra as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write {args.output!r}: {e.strerror or e}") from None
+    print(f"wrote {args.output}: {len(args.metrics)} run{'s' if len(args.metrics) > 1 else ''} against {args.x}")
     return 0

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
 from ._aligned import aligned_zeros
-from ._validate import check_count, check_ids, check_params, check_positive
+from ._validate import check_count, check_ids, check_params, check_positive, check_top
 from .model import ModelParams, ModelSpec
 from .params import Params, SeedGrads
 
@@ -433,19 +433,42 @@ def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUN
     return out, state
 
 
-def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False):
+def logits(params, inputs, state=None):
+    """The output head's logits (B, T, V) of the parameters' dtype, and the last state, of B streams.
+
+    inputs (T,) or (B, T) ids; ``state`` None (zeros) or a tuple of (L, B, H)
+    arrays (not changed). Returns ``(logits, state_last)``, the state a tuple
+    of (L, B, H). Any model (the 1-layer rnn through the generic engine).
+    """
+    params = _check_model(params)
+    spec = params.spec
+    ids, _, _ = _check_batch_ids(inputs, inputs, spec.vocab_size)
+    B, T = ids.shape
+    state = check_state(state, spec, B, params.dtype)
+    ws = StackWorkspace(spec, T, B, params.dtype)
+    _forward(params, ws, ids, ids, state)
+    _last_state(ws, spec, B, T, state)
+    top = ws.layers[-1]["hs"][B:]  # (T * B, H), time-major
+    out = (top @ params["Why"].T + params["by"]).reshape(T, B, spec.vocab_size)
+    return np.ascontiguousarray(out.transpose(1, 0, 2)), state
+
+
+def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None,
+           top_p=None):
     """``n`` sampled ids (int64) from ``state`` (tuple of (L, 1, H) or None), seeded with id ``seed_ix``.
 
     Draw t uses the t-th ``numpy.random.default_rng(seed).random()`` value
     through the inverse CDF of ``softmax(logits / temperature)``, as
-    :func:`fastrnn.sample` does; ``argmax=True``: greedy.
+    :func:`fastrnn.sample` does; ``argmax=True``: greedy; ``top_k``, ``top_p``:
+    only the most likely ids (:func:`fastrnn.kernels.keep_top`). The numpy twin
+    is :func:`fastrnn.reference.stack_sample`.
     """
-    pieces = list(sample_chunks(params, state, seed_ix, n, seed, temperature, argmax))
+    pieces = list(sample_chunks(params, state, seed_ix, n, seed, temperature, argmax, top_k=top_k, top_p=top_p))
     return np.concatenate(pieces) if pieces else np.empty(0, np.int64)
 
 
 def sample_chunks(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False,
-                  chunk=SAMPLE_CHUNK):
+                  chunk=SAMPLE_CHUNK, top_k=None, top_p=None):
     """:func:`sample` in pieces of at most ``chunk`` ids, the state carried: joined, the same ids.
 
     Arguments are checked when this is called; the ids are drawn as the pieces are consumed.
@@ -459,10 +482,13 @@ def sample_chunks(params: ModelParams, state, seed_ix, n, seed=None, temperature
     if chunk < 1:
         raise ValueError("chunk must be positive")
     inv_t = params.dtype.type(1.0 / check_positive(temperature, "temperature"))
-    return _sample_pieces(params, state, int(seed_ix), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk)
+    top_k, top_p = check_top(top_k, top_p)
+    return _sample_pieces(params, state, int(seed_ix), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk,
+                          top_k, top_p)
 
 
-def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk):
+def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p):
+    cut = top_k > 0 or top_p < 1.0
     spec = params.spec
     ws = StackWorkspace(spec, 1, 1, params.dtype)
     x = np.array([[ix]], np.int64)
@@ -470,18 +496,21 @@ def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk):
     done = 0
     while done < n:
         out = np.empty(min(chunk, n - done), np.int64)
-        for t in range(out.size):
-            _forward(params, ws, x, x, state)
-            _last_state(ws, spec, 1, 1, state)
-            u = rng.random()
-            kernels.output_logits(logits, ws.layers[-1]["hs"][1], params["Why"], params["by"])
-            if argmax:
-                ix = int(np.argmax(logits))
-            else:
-                logits *= inv_t
-                kernels.softmax_inplace(logits)
-                ix = int(kernels.pick_id(logits, u))
-            out[t] = x[0, 0] = ix
+        with blas_threads(1):  # one stream, one character a product: as in sequence_loss
+            for t in range(out.size):
+                _forward(params, ws, x, x, state)
+                _last_state(ws, spec, 1, 1, state)
+                u = rng.random()
+                kernels.output_logits(logits, ws.layers[-1]["hs"][1], params["Why"], params["by"])
+                if argmax:
+                    ix = int(np.argmax(logits))
+                else:
+                    logits *= inv_t
+                    kernels.softmax_inplace(logits)
+                    if cut:
+                        kernels.keep_top(logits, top_k, top_p)
+                    ix = int(kernels.pick_id(logits, u))
+                out[t] = x[0, 0] = ix
         done += out.size
         yield out
 

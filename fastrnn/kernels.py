@@ -476,13 +476,48 @@ def pick_id(probs, u):
     return V - 1
 
 
+@exact
+def keep_top(probs, top_k, top_p):
+    """Zero, in place, the probabilities (V,) outside the top-k and then the top-p (nucleus) set.
+
+    Ids are ranked by probability, ties to the lower id (a stable sort). With
+    ``top_k`` in [1, V) only the k first stay; with ``top_p`` in (0, 1) only the
+    shortest prefix of what is left whose mass reaches ``top_p`` of its total
+    (summed in rank order, in probs' dtype; the limit in float64) stays: an id
+    stays while the mass ranked before it is below the limit, so the most
+    likely id always stays. ``top_k <= 0`` and ``top_p >= 1`` are off.
+    """
+    V = probs.shape[0]
+    order = np.argsort(-probs, kind="mergesort")
+    k = V if top_k <= 0 or top_k > V else top_k
+    if top_p < 1.0:
+        total = probs[0] - probs[0]
+        for r in range(k):
+            total += probs[order[r]]
+        limit = top_p * total
+        acc = total - total
+        kept = 0
+        for r in range(k):
+            if acc >= limit:
+                break
+            acc += probs[order[r]]
+            kept += 1
+        k = kept
+    for r in range(k, V):
+        probs[order[r]] = 0
+
+
 @fast
-def sample_ids(out_ids, h, h_next, logits, seed_ix, uniforms, Wxh, Whh, Why, bh, by, inv_temperature, argmax):
+def sample_ids(out_ids, h, h_next, logits, seed_ix, uniforms, Wxh, Whh, Why, bh, by, inv_temperature, argmax,
+               top_k, top_p):
     """Sample len(out_ids) ids; h (H,) is the memory state (updated in place).
 
     uniforms (n,) float64 in [0, 1): draw t uses uniforms[t]. logits (V,),
-    h_next (H,): workspaces. inv_temperature scales the logits.
+    h_next (H,): workspaces. inv_temperature scales the logits; ``top_k``
+    (int, <= 0: off) and ``top_p`` (float, >= 1: off) restrict the draw to
+    the most likely ids (:func:`keep_top`).
     """
+    cut = top_k > 0 or top_p < 1.0
     ix = seed_ix
     for t in range(out_ids.shape[0]):
         hidden_step(h_next, h, ix, Wxh, Whh, bh)
@@ -494,5 +529,7 @@ def sample_ids(out_ids, h, h_next, logits, seed_ix, uniforms, Wxh, Whh, Why, bh,
             for v in range(logits.shape[0]):
                 logits[v] *= inv_temperature
             softmax_inplace(logits)
+            if cut:
+                keep_top(logits, top_k, top_p)
             ix = pick_id(logits, uniforms[t])
         out_ids[t] = ix

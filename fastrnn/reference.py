@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validate import (
-    check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair,
+    check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
 )
 from .params import Params
 
@@ -114,7 +114,36 @@ def train_step(params, memory, inputs, targets, hprev, learning_rate, clip=CLIP)
     return loss, h_last
 
 
-def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
+def keep_top(p, top_k=None, top_p=None):
+    """A copy of the probabilities ``p`` (V,) with those outside the top-k, then the top-p set, zeroed.
+
+    Ids ranked by probability, ties to the lower id; top-p keeps an id while
+    the mass ranked before it (a running sum in p's dtype) is below ``top_p``
+    times the mass of the top-k (compared in float64). None: off. The kernel
+    is :func:`fastrnn.kernels.keep_top`.
+    """
+    top_k, top_p = check_top(top_k, top_p)
+    p = np.array(p).reshape(-1)
+    order = np.argsort(-p, kind="stable")
+    k = p.size if top_k == 0 or top_k > p.size else top_k
+    if top_p < 1:
+        mass = np.cumsum(p[order[:k]])
+        before = np.concatenate([np.zeros(1, p.dtype), mass[:-1]]).astype(np.float64)
+        k = int(np.count_nonzero(before < top_p * np.float64(mass[-1])))
+    p[order[k:]] = 0
+    return p
+
+
+def _draw(p, u, top_k, top_p):
+    """Inverse-CDF draw from the probabilities ``p`` (V,) cut to the top-k / top-p set (searchsorted right)."""
+    if top_k or top_p < 1:
+        p = keep_top(p, top_k, top_p)
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    return min(int(np.searchsorted(cdf, u, side="right")), p.size - 1)
+
+
+def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None, top_p=None):
     """Sample ``n`` ids from the model (the seed's ``sample``), as an int64 array.
 
     hprev (H,) or (H, 1) is the memory state; seed_ix the id fed at the first
@@ -122,13 +151,15 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
     through the inverse CDF of the softmax of ``logits / temperature`` (what
     ``np.random.choice(p=...)`` does); ``argmax=True`` takes the most likely id.
     Unlike the seed, the logits are shifted by their maximum before ``exp``, so
-    low temperatures do not overflow.
+    low temperatures do not overflow. ``top_k`` / ``top_p``: draw only among
+    the most likely ids (:func:`keep_top`).
     """
     params = check_params(params)
     (seed_ix,) = check_ids([seed_ix], params.vocab_size, "seed_ix")
     h = _column(check_hidden(hprev, params.hidden_size))
     n = check_count(n, "n")
     temperature = check_positive(temperature, "temperature")
+    top_k, top_p = check_top(top_k, top_p)
     rng = np.random.default_rng(seed)
     Wxh, Whh, Why = (np.asarray(a, dtype=np.float64) for a in params[:3])
     bh, by = _column(params.bh), _column(params.by)
@@ -144,6 +175,8 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
         u = rng.random()
         if argmax:
             ix = int(np.argmax(p))
+        elif top_k or top_p < 1:
+            ix = _draw(p.ravel(), u, top_k, top_p)
         else:
             cdf = np.cumsum(p.ravel())
             cdf /= cdf[-1]
@@ -232,6 +265,45 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP):
         for a in grads:
             np.clip(a, -clip, clip, out=a)
     return loss / B, grads, state_last
+
+
+def stack_sample(params, state, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None, top_p=None):
+    """``n`` ids sampled from any model (the twin of :func:`fastrnn.engine.sample`), int64.
+
+    ``state``: None (zeros) or a tuple of (L, 1, H) arrays; seed_ix the id fed
+    first. One step of every layer at a time (the cells' twins), in the
+    parameters' dtype; draw t takes the t-th ``default_rng(seed).random()``
+    value through the inverse CDF of ``softmax(logits / temperature)`` cut to
+    the top-k / top-p set (:func:`keep_top`), or the argmax.
+    """
+    from .reference_cells import STEPS
+
+    spec, dtype = params.spec, params.dtype
+    step = STEPS[spec.cell][0]
+    (x,) = check_ids([seed_ix], spec.vocab_size, "seed_ix")
+    n = check_count(n, "n")
+    inv_t = dtype.type(1.0 / check_positive(temperature, "temperature"))
+    top_k, top_p = check_top(top_k, top_p)
+    rng = np.random.default_rng(seed)
+    states = _stack_state(state, spec, 1, dtype)
+    layers = [params.layer(layer) for layer in range(spec.num_layers)]
+    out = np.empty(n, np.int64)
+    for t in range(n):
+        below = None
+        for layer, (Wxh, Whh, bh, *bhn) in enumerate(layers):
+            x_proj = (Wxh[:, [x]].T if layer == 0 else below @ Wxh.T) + bh
+            states[layer], _ = step(x_proj, states[layer], Whh, *bhn)
+            below = states[layer][0]
+        logits = (below @ params["Why"].T + params["by"])[0]
+        u = rng.random()
+        if argmax:
+            x = int(np.argmax(logits))
+        else:
+            z = logits * inv_t
+            e = np.exp(z - z.max())
+            x = _draw(e / e.sum(), u, top_k, top_p)
+        out[t] = x
+    return out
 
 
 def stack_sequence_loss(params, inputs, targets, state=None):

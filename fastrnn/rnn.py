@@ -12,7 +12,7 @@ import numpy as np
 from . import kernels
 from ._aligned import aligned_zeros
 from ._validate import (
-    check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair,
+    check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
 )
 from .params import Params
 
@@ -217,30 +217,36 @@ def train_steps(params, memory, data, starts, resets, hprev, learning_rate, work
     return losses
 
 
-def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False):
+def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None, top_p=None):
     """Sample ``n`` ids from the model, as an int64 array (Numba path).
 
     hprev (H,) or (H, 1); seed_ix the id fed at the first step. Draw t uses the
     t-th ``numpy.random.default_rng(seed).random()`` value through the inverse
     CDF of ``softmax(logits / temperature)``, exactly as the reference does, so
     one seed gives the same ids in both paths. ``argmax=True``: greedy.
+    ``top_k`` (a positive int) and ``top_p`` (in (0, 1]) draw from the k most
+    likely ids, then from the smallest set of the most likely whose mass
+    reaches p (nucleus sampling, :func:`fastrnn.kernels.keep_top`); None: off.
     """
     params = check_params(params)
     (seed_ix,) = check_ids([seed_ix], params.vocab_size, "seed_ix")
     h = check_hidden(hprev, params.hidden_size, params.dtype)
     n = check_count(n, "n")
     temperature = _scalar(temperature, params.dtype, "temperature")
+    top_k, top_p = check_top(top_k, top_p)
     uniforms = np.random.default_rng(seed).random(n)
     out = np.empty(n, np.int64)
     kernels.sample_ids(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
-                       np.int64(seed_ix), uniforms, *params, params.dtype.type(1) / temperature, bool(argmax))
+                       np.int64(seed_ix), uniforms, *params, params.dtype.type(1) / temperature, bool(argmax),
+                       top_k, top_p)
     return out
 
 
 SAMPLE_CHUNK = 1 << 16  # ids per kernel call of sample_chunks: ~1 MB of draws and ids, whatever n is
 
 
-def sample_chunks(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False, chunk=SAMPLE_CHUNK):
+def sample_chunks(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False, chunk=SAMPLE_CHUNK,
+                  top_k=None, top_p=None):
     """:func:`sample` in pieces of at most ``chunk`` ids (int64 arrays), so ``n`` may exceed memory.
 
     The hidden state and the last id are carried from one piece to the next, and
@@ -255,16 +261,17 @@ def sample_chunks(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=
     if chunk < 1:
         raise ValueError("chunk must be positive")
     temperature = _scalar(temperature, params.dtype, "temperature")
+    top = check_top(top_k, top_p)
     return _sample_pieces(params, h, np.int64(seed_ix), n, np.random.default_rng(seed),
-                          params.dtype.type(1) / temperature, bool(argmax), chunk)  # arguments checked now
+                          params.dtype.type(1) / temperature, bool(argmax), chunk, top)  # arguments checked now
 
 
-def _sample_pieces(params, h, ix, n, rng, inv_temperature, argmax, chunk):
+def _sample_pieces(params, h, ix, n, rng, inv_temperature, argmax, chunk, top):
     h_next, logits = np.empty_like(h), np.empty(params.vocab_size, params.dtype)
     done = 0
     while done < n:
         k = min(chunk, n - done)
         out = np.empty(k, np.int64)
-        kernels.sample_ids(out, h, h_next, logits, ix, rng.random(k), *params, inv_temperature, argmax)
+        kernels.sample_ids(out, h, h_next, logits, ix, rng.random(k), *params, inv_temperature, argmax, *top)
         ix, done = np.int64(out[-1]), done + k
         yield out

@@ -337,28 +337,32 @@ class CharModel:
         nats, count, lp = score_windows(self.params, inputs, targets, per_char)
         return Score(nats, count, lp)
 
-    def sample(self, length, prime=None, temperature=1.0, seed=None, argmax=False):
+    def sample(self, length, prime=None, temperature=1.0, seed=None, argmax=False, top_k=None, top_p=None):
         """Sample ``length`` symbols; returns the new text only (str, or bytes in bytes mode).
 
         ``prime``: text to continue. The hidden state is warmed on all of it but its
         last symbol (forward only), then sampling is seeded with the last symbol.
         Without a prime: zero state, seeded with a newline (or, if the vocabulary
         has none, a random symbol). ``seed`` (int, Generator or None) fixes the draws.
+        ``top_k`` (positive int) / ``top_p`` (in (0, 1]): draw only among the k most
+        likely symbols, then the smallest set of the most likely holding p of the mass.
         """
-        return b"".join(self.sample_chunks(length, prime, temperature, seed, argmax)) if self.vocab.bytes_mode \
-            else "".join(self.sample_chunks(length, prime, temperature, seed, argmax))
+        pieces = self.sample_chunks(length, prime, temperature, seed, argmax, top_k=top_k, top_p=top_p)
+        return b"".join(pieces) if self.vocab.bytes_mode else "".join(pieces)
 
-    def sample_chunks(self, length, prime=None, temperature=1.0, seed=None, argmax=False, chunk=rnn.SAMPLE_CHUNK):
+    def sample_chunks(self, length, prime=None, temperature=1.0, seed=None, argmax=False, chunk=rnn.SAMPLE_CHUNK,
+                      top_k=None, top_p=None):
         """:meth:`sample` as pieces of at most ``chunk`` symbols, drawn as they are consumed (bounded memory);
         joined, they are exactly the text :meth:`sample` returns for the same arguments."""
         rng, h, seed_ix, temperature, length, seed_params = self._sample_start(length, prime, temperature,
                                                                                 seed)  # errors now
+        top = dict(top_k=top_k, top_p=top_p)
         if seed_params is not None:
             chunks = rnn.sample_chunks(seed_params, h, seed_ix, length, seed=rng, temperature=temperature,
-                                       argmax=argmax, chunk=chunk)
+                                       argmax=argmax, chunk=chunk, **top)
         else:
             chunks = engine.sample_chunks(self.params, h, seed_ix, length, seed=rng, temperature=temperature,
-                                          argmax=argmax, chunk=chunk)
+                                          argmax=argmax, chunk=chunk, **top)
         return (self.vocab.decode(out) for out in chunks)
 
     def _sample_start(self, length, prime, temperature, seed):

@@ -160,6 +160,7 @@ def _warm(dtype):
     fastrnn.adagrad_update(p.copy(), p.zeros_like(), p.zeros_like(), 0.1)
     fastrnn.sample(p, h, 0, 3, seed=0)
     fastrnn.sample(p, h, 0, 3, seed=0, argmax=True)
+    fastrnn.sample(p, h, 0, 3, seed=0, top_k=2, top_p=0.9)
     data = np.array([0, 1, 2, 0, 1], np.int64)
     fastrnn.train_steps(p.copy(), p.zeros_like(), data, [0, 1], [True, False], np.zeros(H, dtype), 0.1,
                         fastrnn.Workspace(V, H, T, dtype))
@@ -179,6 +180,7 @@ def _warm_stack(dtype):
         engine.log_probs(p, ids[0], ids[0])
         engine.sample(p, None, 0, 2, seed=0)
         engine.sample(p, None, 0, 2, seed=0, argmax=True)
+        engine.sample(p, None, 0, 2, seed=0, top_k=2, top_p=0.9)
     for name in fastrnn.OPTIMIZERS:
         opt = fastrnn.Optimizer(name)
         flat = p.flat.copy()

@@ -1,0 +1,62 @@
+"""``fastrnn plot``: training and validation bits/char of one or more metrics logs, overlaid, as a PNG.
+
+matplotlib (the ``plot`` extra), with its non-interactive Agg backend. Each
+run keeps one colour: its smoothed training loss as a line, its validation
+losses as a dashed line with markers; the legend names each run after its
+file (``NAME.metrics.csv`` -> ``NAME``).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .extras import require
+from .metrics import read_metrics
+
+LN2 = math.log(2.0)
+X_AXES = {"step": ("step", "steps"), "chars": ("chars_seen", "training characters seen"),
+          "seconds": ("wall_seconds", "wall seconds")}
+
+
+def run_name(path) -> str:
+    """``runs/lstm.metrics.csv`` -> ``lstm`` (a file named otherwise: its stem)."""
+    name = Path(path).name
+    return name[:-len(".metrics.csv")] if name.endswith(".metrics.csv") and len(name) > 12 else Path(path).stem
+
+
+def figure(paths, x="step", title=None):
+    """The matplotlib Figure of the runs of ``paths`` (metrics CSV files) against ``x`` (step, chars or seconds)."""
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
+    runs = [(run_name(p), read_metrics(p)) for p in paths]  # every file read before anything is drawn
+    require("matplotlib", "plot", "fastrnn plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    column, label = X_AXES[x]
+    fig = Figure(figsize=(8, 5), dpi=100)
+    ax = fig.add_subplot()
+    for i, (name, m) in enumerate(runs):
+        colour = f"C{i % 10}"
+        ax.plot(m[column], m["train_loss"] / LN2, color=colour, label=f"{name} train")
+        val = ~np.isnan(m["val_loss"])
+        if val.any():
+            ax.plot(m[column][val], m["val_loss"][val] / LN2, color=colour, linestyle="--", marker="o",
+                    markersize=4, label=f"{name} validation")
+    ax.set_xlabel(label)
+    ax.set_ylabel("bits per character")
+    ax.set_title(title or ("training and validation loss" if len(runs) > 1 else runs[0][0]))
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_runs(paths, out, x="step", title=None) -> Path:
+    """Write :func:`figure` of ``paths`` to ``out`` as a PNG."""
+    figure(paths, x, title).savefig(out, format="png")
+    return Path(out)
