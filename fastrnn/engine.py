@@ -99,8 +99,11 @@ def _forward(params, ws, inputs, targets, state):
     return stack_kernels.head_forward(ws.probs, top, targets, params["Why"], params["by"])
 
 
-def _backward(params, ws, inputs, targets, grads):
-    """Backward pass after :func:`_forward`; *overwrites* ``grads`` with the gradient of loss / B."""
+def _backward(params, ws, inputs, targets, grads, total_batch=None):
+    """Backward pass after :func:`_forward`; *overwrites* ``grads`` with the gradient of loss / B.
+
+    ``total_batch`` (default B): the divisor, when these B streams are one share of a larger batch.
+    """
     spec = params.spec
     B, T = inputs.shape
     H = spec.hidden_size
@@ -108,7 +111,7 @@ def _backward(params, ws, inputs, targets, grads):
     dtype = params.dtype.type
     top = ws.layers[-1]
     stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, top["hs"][B:], targets, params["Why"],
-                                dtype(1) / dtype(B))
+                                dtype(1) / dtype(B if total_batch is None else total_batch))
     for layer in reversed(range(spec.num_layers)):
         a = ws.layers[layer]
         names = spec.layer_names(layer)
@@ -409,6 +412,27 @@ def blas_threads(threads):
     return threadpool_limits(limits=int(threads), user_api="blas")
 
 
+def _step_windows(params, data, starts, state, workspace):
+    """The (k * B, T + 1) windows of ``starts`` (k, B), after checking the arguments of a block of steps."""
+    ws = workspace
+    B, T = ws.batch_size, ws.seq_length
+    spec = params.spec
+    if not (isinstance(ws, StackWorkspace) and ws.fits(params, B, T)):
+        raise ValueError("workspace must be a StackWorkspace for these parameters")
+    starts = np.asarray(starts, np.int64)
+    if starts.ndim != 2 or starts.shape[1] != B:
+        raise ValueError(f"starts must be a (k, {B}) integer array, got shape {starts.shape}")
+    if starts.size and (starts.min() < 0 or starts.max() + T + 1 > data.size):
+        raise ValueError(f"every start must leave {T + 1} ids of data")
+    touched = data[starts.reshape(-1, 1) + np.arange(T + 1)] if starts.size else data[:0].reshape(0, T + 1)
+    if touched.size and (touched.min() < 0 or touched.max() >= spec.vocab_size):
+        raise ValueError(f"data holds ids outside the vocabulary [0, {spec.vocab_size})")
+    shape = (spec.num_layers, B, spec.hidden_size)
+    if len(state) != len(spec.state_names) or any(h.shape != shape or h.dtype != params.dtype for h in state):
+        raise ValueError(f"state must be {len(spec.state_names)} {params.dtype} array(s) of shape {shape}")
+    return touched
+
+
 def train_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step, clip=CLIP,
                 clip_norm=None, threads=1):
     """k training steps of any model (the trainer's loop off the seed's path); returns their losses (k,) float64.
@@ -421,34 +445,43 @@ def train_steps(params, optimizer, opt_state, data, starts, resets, state, works
     to ``params`` and ``opt_state`` in place. ``data``: 1-D int64 ids.
     The products run on ``threads`` BLAS threads.
     """
+    B = workspace.batch_size
+    losses = data_parallel_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step,
+                                 B, None, clip, clip_norm, threads)
+    return losses / B
+
+
+def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step,
+                        total_batch, sum_grads, clip=CLIP, clip_norm=None, threads=1):
+    """:func:`train_steps` for this process's share of the B = ``total_batch`` streams of a data-parallel step.
+
+    The workspace, ``starts`` (k, Bl) and ``state`` (tuple of (L, Bl, H)) are
+    those of the share's Bl streams. Per step the share's gradient of
+    (its summed loss) / ``total_batch`` is computed, ``sum_grads(grads.flat)``
+    adds the other shares' in place (an allreduce; None: this share is the
+    whole batch), then every process clips and applies the same update.
+    Returns the share's losses (k,) float64, summed over its Bl * T characters
+    (not divided).
+    """
     ws = workspace
     B, T = ws.batch_size, ws.seq_length
     spec = params.spec
-    if not (isinstance(ws, StackWorkspace) and ws.fits(params, B, T)):
-        raise ValueError("workspace must be a StackWorkspace for these parameters")
-    starts = np.asarray(starts, np.int64)
-    if starts.ndim != 2 or starts.shape[1] != B:
-        raise ValueError(f"starts must be a (k, {B}) integer array, got shape {starts.shape}")
-    if starts.size and (starts.min() < 0 or starts.max() + T + 1 > data.size):
-        raise ValueError(f"every start must leave {T + 1} ids of data")
-    touched = data[starts.reshape(-1, 1) + np.arange(T + 1)] if starts.size else data[:0]
-    if touched.size and (touched.min() < 0 or touched.max() >= spec.vocab_size):
-        raise ValueError(f"data holds ids outside the vocabulary [0, {spec.vocab_size})")
-    shape = (spec.num_layers, B, spec.hidden_size)
-    if len(state) != len(spec.state_names) or any(h.shape != shape or h.dtype != params.dtype for h in state):
-        raise ValueError(f"state must be {len(spec.state_names)} {params.dtype} array(s) of shape {shape}")
-    losses = np.zeros(starts.shape[0], np.float64)
+    touched = _step_windows(params, data, starts, state, ws)
+    k = touched.shape[0] // B
+    losses = np.zeros(k, np.float64)
     grads = ws.grads
     with blas_threads(threads):
-        for s in range(starts.shape[0]):
+        for s in range(k):
             window = touched[s * B:(s + 1) * B]  # (B, T + 1)
             ws.inputs[:] = window[:, :T]
             ws.targets[:] = window[:, 1:]
             if resets[s]:
                 for h in state:
                     h[:] = 0
-            losses[s] = _forward(params, ws, ws.inputs, ws.targets, state) / B
-            _backward(params, ws, ws.inputs, ws.targets, grads)
+            losses[s] = _forward(params, ws, ws.inputs, ws.targets, state)
+            _backward(params, ws, ws.inputs, ws.targets, grads, total_batch)
+            if sum_grads is not None:
+                sum_grads(grads.flat)
             optim.apply(optimizer, params.flat, grads.flat, [m.flat for m in opt_state], first_step + s, clip,
                         clip_norm)
             _last_state(ws, spec, B, T, state)
