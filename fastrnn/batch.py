@@ -415,16 +415,16 @@ def data_parallel_steps(params, memory, grads, data, starts, resets, hprev, lear
     n_threads = _run_threads(ws, threads)
     kernel = batch_kernels.batch_grads_parallel if n_threads > 1 else batch_kernels.batch_grads_serial
     losses = np.zeros(k, np.float64)
-    with _thread_settings(n_threads):
-        for s in range(k):
-            window = windows[s * B:(s + 1) * B]
-            ws.inputs[:] = window[:, :T]
-            ws.targets[:] = window[:, 1:]
-            if resets[s]:
-                hprev[:] = 0
+    for s in range(k):
+        window = windows[s * B:(s + 1) * B]
+        ws.inputs[:] = window[:, :T]
+        ws.targets[:] = window[:, 1:]
+        if resets[s]:
+            hprev[:] = 0
+        with _thread_settings(n_threads):  # not held across the sum (its lock is the whole process's)
             losses[s] = kernel(ws.chunk_losses, *ws.kernel_workspace(), hprev, ws.inputs, ws.targets, ws.bounds,
                                *seed_params, *seed_grads)
-            sum_grads(grads.flat)
-            grads.flat *= inv_batch
-            apply(adagrad, params.flat, grads.flat, [memory.flat], 1, clip)
+        sum_grads(grads.flat)
+        grads.flat *= inv_batch
+        apply(adagrad, params.flat, grads.flat, [memory.flat], 1, clip)
     return losses

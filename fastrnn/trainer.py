@@ -458,7 +458,7 @@ class Trainer(_StateViews):
         else:
             self.workspace = engine.StackWorkspace(self.spec, T, B, dtype)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
-        self._stop = False
+        self._stop = self._stop_agreed = False
         self.stop_signal = 0  # with a world: the signal number (or 1) of a stop asked on any process
 
     def _load_state(self, state, dtype):
@@ -547,8 +547,9 @@ class Trainer(_StateViews):
         # With a world the seed's case too runs step by step (a sum over the processes each step).
         block = BLOCK_STEPS if self.config.seed_exact and self.world is None else ENGINE_BLOCK_STEPS
         while self.n < target:
-            if self._stop:
-                self._stop = False
+            # With a world, a stop counts once exchanged (end of a block), so all processes return together.
+            if self._stop_agreed if self.world is not None else self._stop:
+                self._stop = self._stop_agreed = False
                 return False
             if deadline is not None and time.perf_counter() >= deadline:
                 return True
@@ -584,6 +585,7 @@ class Trainer(_StateViews):
             losses = losses / self.config.batch_size
             if stop_signal:
                 self.request_stop(stop_signal)
+                self._stop_agreed = True
         self.train_seconds += time.perf_counter() - t0
         if self._release_pages is not None:
             self._release_pages()
