@@ -35,6 +35,7 @@ import numpy as np
 from . import batch_kernels, kernels
 from ._aligned import aligned_zeros
 from ._validate import check_params
+from .optim import Optimizer, apply
 from .params import Params
 from .rnn import ADAGRAD_EPS, CLIP, _clip_value, _scalar
 
@@ -369,4 +370,61 @@ def batch_train_steps(params, memory, data, starts, resets, hprev, learning_rate
         batch_kernels.batch_train_sequences(
             losses, *ws.kernel_workspace(), ws.chunk_losses, ws.inputs, ws.targets, hprev, data, starts, resets,
             ws.bounds, *params, *memory, lr, clip, dtype.type(ADAGRAD_EPS), n_threads > 1)
+    return losses
+
+
+def data_parallel_steps(params, memory, grads, data, starts, resets, hprev, learning_rate, workspace, total_batch,
+                        sum_grads, clip=CLIP, threads=None):
+    """k seed-case steps (tanh RNN, Adagrad, clip by value) of this process's share of a data-parallel batch.
+
+    ``params``, ``memory``, ``grads``: :class:`~fastrnn.model.ModelParams` of a
+    1-layer rnn (flat buffers; ``grads`` is scratch). ``workspace``: a
+    :class:`BatchWorkspace` split by streams for this share of ``Bl`` streams;
+    ``hprev`` (Bl, H) C-contiguous carries their states in and out; ``data``,
+    ``starts`` (k, Bl), ``resets`` (k,) as in :func:`batch_train_steps`.
+
+    Per step the share's gradient, summed over its streams (chunk by chunk,
+    as the fused step adds its chunks), is written to ``grads.flat``;
+    ``sum_grads(grads.flat)`` adds the other shares' in place (an allreduce);
+    then every process scales by 1 / ``total_batch``, clips and applies Adagrad
+    with the fused step's expressions, so when the shares are the chunks of a
+    one-process run and the sum adds them in the same order, the update is
+    that run's bit for bit. Returns the share's losses (k,) float64, summed
+    over its Bl * T characters (not divided: the caller adds the shares').
+    """
+    ws = workspace
+    if not isinstance(ws, BatchWorkspace) or ws.split != "streams":
+        raise ValueError("workspace must be a fastrnn.batch.BatchWorkspace split by streams")
+    seed_params, seed_grads = params.as_seed(), grads.as_seed()
+    if not ws.fits(seed_params):
+        raise ValueError("workspace does not fit these parameters (vocab_size, hidden_size, dtype)")
+    dtype = params.dtype
+    B, T = ws.batch_size, ws.seq_length
+    if not (isinstance(hprev, np.ndarray) and hprev.shape == (B, params.hidden_size) and hprev.dtype == dtype
+            and hprev.flags.c_contiguous):
+        raise ValueError(f"hprev must be a C-contiguous ({B}, {params.hidden_size}) {dtype} array")
+    starts = np.asarray(starts, np.int64)
+    if starts.ndim != 2 or starts.shape[1] != B:
+        raise ValueError(f"starts must be a (k, {B}) integer array, got shape {starts.shape}")
+    k = starts.shape[0]
+    windows = data[starts.reshape(-1, 1) + np.arange(T + 1)] if k else data[:0].reshape(0, T + 1)
+    if windows.size and (windows.min() < 0 or windows.max() >= params.vocab_size):
+        raise ValueError(f"data holds ids outside the vocabulary [0, {params.vocab_size})")
+    adagrad = Optimizer("adagrad", float(learning_rate), eps=ADAGRAD_EPS)
+    inv_batch = dtype.type(1) / dtype.type(total_batch)
+    n_threads = _run_threads(ws, threads)
+    kernel = batch_kernels.batch_grads_parallel if n_threads > 1 else batch_kernels.batch_grads_serial
+    losses = np.zeros(k, np.float64)
+    for s in range(k):
+        window = windows[s * B:(s + 1) * B]
+        ws.inputs[:] = window[:, :T]
+        ws.targets[:] = window[:, 1:]
+        if resets[s]:
+            hprev[:] = 0
+        with _thread_settings(n_threads):  # not held across the sum (its lock is the whole process's)
+            losses[s] = kernel(ws.chunk_losses, *ws.kernel_workspace(), hprev, ws.inputs, ws.targets, ws.bounds,
+                               *seed_params, *seed_grads)
+        sum_grads(grads.flat)
+        grads.flat *= inv_batch
+        apply(adagrad, params.flat, grads.flat, [memory.flat], 1, clip)
     return losses

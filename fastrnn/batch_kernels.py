@@ -498,3 +498,73 @@ def wide_train_sequences(losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, tmp
         losses[s] = wide_step(part_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, tmp, dxb, WcolT, Wcol,
                               WhyT, xb, row_bounds, hprev, inputs, targets, Wxh, Whh, Why, bh, by,
                               mWxh, mWhh, mWhy, mbh, mby, learning_rate, clip, eps, True)
+
+
+# --- the gradient of some streams, without the update (data-parallel training) ---------------
+# A rank of a data-parallel run computes the summed gradient of its share of the
+# streams, the ranks' sums are added (an allreduce), and every rank then scales,
+# clips and applies the update. Chunk by chunk these are the kernels of the fused
+# step above, so one rank's sum over its chunks is, element for element, what the
+# fused step's reduction holds after adding those chunks.
+
+@exact
+def sum_chunks_into(out, chunk_grads):
+    """out (size,) = chunk_grads[0] + chunk_grads[1] + ... (n, size), added in chunk order (as the fused step)."""
+    n = chunk_grads.shape[0]
+    out[:] = chunk_grads[0]
+    for c in range(1, n):
+        gc = chunk_grads[c]
+        for k in range(out.shape[0]):
+            out[k] += gc[k]
+
+
+@exact
+def batch_grads_serial(chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dhnext, dxb, WhhT, WhyT, xb,
+                       hprev, inputs, targets, bounds, Wxh, Whh, Why, bh, by, gWxh, gWhh, gWhy, gbh, gby):
+    """Forward and backward of the chunks ``bounds`` one after the other; returns the loss summed over the
+    B * T rows (float64, not divided by B).
+
+    gWxh (H, V) ... gby (V,) receive the gradients summed over the B streams,
+    neither scaled nor clipped; the other arrays are those of
+    :func:`batch_step_serial`; hprev (B, H) holds the states on entry and the
+    final states on return.
+    """
+    prepare_weights(WhhT, WhyT, xb, Wxh, Whh, Why, bh)
+    n = bounds.shape[0] - 1
+    for c in range(n):
+        b0, b1 = bounds[c], bounds[c + 1]
+        chunk_losses[c] = chunk_loss_and_grads(
+            cWxh[c], cWhh[c], cWhy[c], cbh[c], cby[c], hs[c], probs[c], dhs[c], dhnext[c], dxb[c],
+            hprev[b0:b1], hprev[b0:b1], inputs[b0:b1], targets[b0:b1], Wxh, Whh, Why, bh, by, WhhT, WhyT, xb)
+    _sum_all_chunks(n, cWxh, cWhh, cWhy, cbh, cby, gWxh, gWhh, gWhy, gbh, gby)
+    loss = 0.0
+    for c in range(n):
+        loss += chunk_losses[c]
+    return loss
+
+
+@parallel
+def batch_grads_parallel(chunk_losses, cWxh, cWhh, cWhy, cbh, cby, hs, probs, dhs, dhnext, dxb, WhhT, WhyT, xb,
+                         hprev, inputs, targets, bounds, Wxh, Whh, Why, bh, by, gWxh, gWhh, gWhy, gbh, gby):
+    """:func:`batch_grads_serial` with the chunks spread over Numba's threads (bit-identical results)."""
+    prepare_weights(WhhT, WhyT, xb, Wxh, Whh, Why, bh)
+    n = bounds.shape[0] - 1
+    for c in prange(n):
+        b0, b1 = bounds[c], bounds[c + 1]
+        chunk_losses[c] = chunk_loss_and_grads(
+            cWxh[c], cWhh[c], cWhy[c], cbh[c], cby[c], hs[c], probs[c], dhs[c], dhnext[c], dxb[c],
+            hprev[b0:b1], hprev[b0:b1], inputs[b0:b1], targets[b0:b1], Wxh, Whh, Why, bh, by, WhhT, WhyT, xb)
+    _sum_all_chunks(n, cWxh, cWhh, cWhy, cbh, cby, gWxh, gWhh, gWhy, gbh, gby)
+    loss = 0.0
+    for c in range(n):
+        loss += chunk_losses[c]
+    return loss
+
+
+@exact
+def _sum_all_chunks(n, cWxh, cWhh, cWhy, cbh, cby, gWxh, gWhh, gWhy, gbh, gby):
+    sum_chunks_into(gWxh.reshape(-1), cWxh.reshape(n, -1))
+    sum_chunks_into(gWhh.reshape(-1), cWhh.reshape(n, -1))
+    sum_chunks_into(gWhy.reshape(-1), cWhy.reshape(n, -1))
+    sum_chunks_into(gbh, cbh)
+    sum_chunks_into(gby, cby)

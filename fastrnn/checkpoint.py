@@ -92,17 +92,19 @@ class Checkpoint:
         if corpus.vocab != self.vocab:  # same bytes give the same vocabulary; guards against a damaged file
             raise CheckpointError(f"the vocabulary of {corpus.name!r} differs from checkpoint {self.path!r}")
 
-    def trainer(self, corpus: Corpus, threads: int | None = None) -> Trainer:
+    def trainer(self, corpus: Corpus, threads: int | None = None, world=None) -> Trainer:
         """A :class:`Trainer` that continues this run exactly on ``corpus`` (which must be the same text).
 
         ``threads`` overrides the recorded thread count (batched runs): the run
         continues, but a different count cuts the batch into other chunks, so
-        results then differ from an uninterrupted run by rounding.
+        results then differ from an uninterrupted run by rounding. ``world``: this
+        process's place in a data-parallel run (:class:`Trainer`), any number of
+        processes that divides the batch.
         """
         self.check_corpus(corpus)
         config = self.config if threads is None else replace(self.config, threads=threads)
         try:
-            trainer = Trainer(corpus, config, self.state)
+            trainer = Trainer(corpus, config, self.state, world=world)
         except ValueError as e:
             raise CheckpointError(f"checkpoint {self.path!r} does not fit its corpus: {e}") from None
         if self.pointers is not None and not np.array_equal(self.pointers, trainer.pointers):

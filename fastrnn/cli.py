@@ -90,9 +90,25 @@ def _int(text):
     return value
 
 
+def _following_rank() -> bool:
+    """True in a process an MPI launcher started as rank 1 or later: rank 0 alone prints errors."""
+    if not any(os.environ.get(name) for name in _RANK_VARIABLES):
+        return False
+    from .distributed import launched_rank
+    return launched_rank() != 0
+
+
+_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")  # as fastrnn.distributed.RANK_VARIABLES
+
+
+def _error_line(text):
+    if not _following_rank():
+        print(text, file=sys.stderr)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + error
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, None if _following_rank() else f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prime-file", metavar="FILE", help="continue the text of FILE (instead of --prime)")
     s.add_argument("--num-samples", type=_int, metavar="N", default=1,
                    help="draw N samples, each from the primed state, separated by a line '----' (1)")
-    s.set_defaults(run=cmd_sample)
+    s.set_defaults(run=_mpi_other_commands(cmd_sample))
 
     e = sub.add_parser("eval", help="loss of a text under a checkpoint, in nats and bits per character",
                        description="Score a text under a model: nats/char and bits/char. Without FILE, "
@@ -196,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache-dir", metavar="DIR",
                    help="folder for the training corpus's prepared ids when scoring its held-out split, "
                         "as in fastrnn prepare (default: beside the corpus)")
-    e.set_defaults(run=cmd_eval)
+    e.set_defaults(run=_mpi_other_commands(cmd_eval))
 
     pr = sub.add_parser("prepare", help="encode a large text once to a memory-mapped id file (cached beside it)",
                         description="Encode CORPUS once, streaming in chunks, to a compact id file (uint8, "
@@ -205,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("corpus", metavar="CORPUS", help="UTF-8 text file (or any file with --bytes)")
     pr.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
     pr.add_argument("--cache-dir", metavar="DIR", help="folder for the ids (default: beside the corpus)")
-    pr.set_defaults(run=cmd_prepare)
+    pr.set_defaults(run=_mpi_other_commands(cmd_prepare))
 
     x = sub.add_parser("export", help="write a checkpoint's model as ONNX or as safetensors for PyTorch",
                        description="Write the model of CHECKPOINT to OUT, the format by its suffix: .onnx (an "
@@ -218,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".onnx only: add the state inputs h0 (and c0) and outputs hn (and cn), "
                         "(layers, batch, hidden), to carry the state between calls")
     x.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    x.set_defaults(run=cmd_export)
+    x.set_defaults(run=_mpi_other_commands(cmd_export))
 
     pl = sub.add_parser("plot", help="plot the training and validation loss of metrics logs (needs fastrnn[plot])",
                         description="Draw train and validation bits/char of one or more NAME.metrics.csv files "
@@ -228,26 +244,41 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--x", choices=("step", "chars", "seconds"), default="step",
                     help="horizontal axis: steps, training characters seen, or wall seconds (step)")
     pl.add_argument("--title", metavar="TEXT", help="the plot's title")
-    pl.set_defaults(run=cmd_plot)
+    pl.set_defaults(run=_mpi_other_commands(cmd_plot))
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    with _sigterm_as_interrupt():
-        try:
-            return args.run(args)
-        except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError, CheckpointBusy,
-                MetricsError) as e:
-            print(f"fastrnn {args.command}: error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        except KeyboardInterrupt as e:
-            terminated = isinstance(e, Terminated)
-            print(f"fastrnn {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-        except BrokenPipeError:  # e.g. `fastrnn sample ... | head`
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+    args.world = None  # set by train under an MPI launcher (fastrnn.distributed)
+    try:
+        with _sigterm_as_interrupt():
+            status = _run(args)
+    except BaseException:
+        if args.world is not None and args.world.is_leader:  # a bug: no rank may be left waiting for rank 0
+            import traceback
+            traceback.print_exc()
+            args.world.abort(1)
+        raise
+    if args.world is not None and args.world.is_leader:
+        args.world.leave(status)
+    return status
+
+
+def _run(args) -> int:
+    try:
+        return args.run(args)
+    except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError, CheckpointBusy,
+            MetricsError) as e:
+        _error_line(f"fastrnn {args.command}: error: {e}")
+        return EXIT_USAGE
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        _error_line(f"fastrnn {args.command}: {'terminated' if terminated else 'interrupted'}")
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `fastrnn sample ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 @contextlib.contextmanager
@@ -490,8 +521,36 @@ def _warn(text):
     print(f"fastrnn train: warning: {text}", file=sys.stderr, flush=True)
 
 
+def _mpi_world(args):
+    """This process's :class:`~fastrnn.distributed.MPIWorld` when an MPI launcher started several, else None."""
+    if not any(os.environ.get(name) for name in (*_RANK_VARIABLES, "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")):
+        return None
+    from .distributed import MPIUnavailable, launched_size, world_from_environment
+    if args.command != "train":
+        if (launched_size() or 0) > 1:
+            raise UsageError(f"only train runs across MPI ranks; run {args.command} as one process")
+        return None
+    try:
+        return world_from_environment()
+    except MPIUnavailable as e:
+        raise UsageError(str(e)) from None
+
+
+def _mpi_other_commands(run):
+    """Commands other than train refuse to run as several MPI ranks (they would race on their output)."""
+    def checked(args):
+        _mpi_world(args)
+        return run(args)
+    checked.__doc__ = run.__doc__
+    return checked
+
+
 def cmd_train(args) -> int:
     args.started = time.perf_counter()  # the --time-budget clock
+    args.world = _mpi_world(args)
+    if args.world is not None and not args.world.is_leader:
+        from .distributed import follow
+        return follow(args.world, _follower_trainer(args.world))
     _check_train_args(args)
     path = _checkpoint_path(args)
     with CheckpointLock(path) as lock:  # before any work; released however the run ends
@@ -501,6 +560,7 @@ def cmd_train(args) -> int:
 
 
 def _train(args, path: Path) -> int:
+    world = args.world
     ckpt = load_checkpoint(args.resume) if args.resume else None
     if ckpt is not None:
         config = _resume_config(args, ckpt)
@@ -511,8 +571,16 @@ def _train(args, path: Path) -> int:
     else:
         given = {name: getattr(args, name) for name in (*HYPERPARAMETERS, "threads")
                  if getattr(args, name) is not None or (name == "clip" and getattr(args, "clip_off", False))}
+        if world is not None and args.threads is None:
+            given["threads"] = _threads_per_rank()
         config = recipe_config(**given).validate()
+        if world is not None:
+            config = config.with_seed()  # drawn once, here, for every rank
         bytes_mode, corpus_path = args.bytes, args.corpus
+    if world is not None and config.batch_size % world.size:
+        whose = " (the checkpoint's)" if ckpt is not None else ""
+        raise UsageError(f"--batch-size {config.batch_size}{whose} is not divisible by the {world.size} MPI ranks that share its streams; use a multiple "
+                         f"of {world.size}")
     total = args.steps if args.steps is not None else DEFAULT_STEPS
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
@@ -522,9 +590,16 @@ def _train(args, path: Path) -> int:
     guard = SaveGuard(path)  # what is at the path now: the only file a save may replace
     with _opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
         _check_memory(args, corpus, config, _warn)
-        trainer = ckpt.trainer(corpus, threads=config.threads) if ckpt is not None else Trainer(corpus, config)
+        trainer = (ckpt.trainer(corpus, threads=config.threads, world=world) if ckpt is not None
+                   else Trainer(corpus, config, world=world))
     if trainer.config.lr_schedule == "cosine" and trainer.config.decay_steps is None and args.time_budget is None:
         trainer.fix_decay(total)  # else sized to the time budget once the speed is measured (_train_loop)
+    if world is not None:  # the corpus is prepared: now the other ranks open it and build their trainers
+        world.announce("build", dict(config=trainer.config.to_dict(), corpus_path=corpus_path,
+                                     bytes_mode=bytes_mode, cache_dir=args.cache_dir, resume=args.resume))
+        errors = [e for e in world.gather(None) if e is not None]
+        if errors:
+            raise UsageError(errors[0])
     report = _reporter(args, total, trainer)
     report.header(trainer, corpus, path, ckpt)
     if trainer.n >= total:
@@ -537,6 +612,24 @@ def _train(args, path: Path) -> int:
         return _train_loop(trainer, args, total, path, report, guard, metrics)
     finally:
         metrics.close()
+
+
+def _threads_per_rank() -> int:
+    """A new run's default --threads under MPI: this node's cores shared by the ranks the launcher put on it."""
+    local = next((int(os.environ[n]) for n in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
+                  if os.environ.get(n, "").isdigit()), 1)
+    return max(1, (os.cpu_count() or 1) // max(local, 1))
+
+
+def _follower_trainer(world):
+    """``build(setup)`` for :func:`fastrnn.distributed.follow`: this rank's trainer for rank 0's setup."""
+    def build(setup):
+        config = TrainConfig(**setup["config"])
+        with _opened_corpus(setup["corpus_path"], setup["bytes_mode"], setup["cache_dir"]) as corpus:
+            if setup["resume"]:
+                return load_checkpoint(setup["resume"]).trainer(corpus, threads=config.threads, world=world)
+            return Trainer(corpus, config, world=world)
+    return build
 
 
 def _next_at(s, every, offset=0):
@@ -583,7 +676,7 @@ class _StopSignals:
             if self._abandon:
                 self._abandon = False
                 raise _Abandoned()
-            self.trainer.request_stop()
+            self.trainer.request_stop(signum)
         elif self.trainer.stop_requested and not self.saving:
             raise _interruption(signum)
 
@@ -703,6 +796,7 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, m
         """Save as the last good checkpoint: finite outputs, and only over this run's own file."""
         if not outputs_bounded(trainer.params):
             raise OutputsOverflow(trainer.n)
+        trainer.collect_state()  # with MPI ranks: every stream's state to rank 0
         with stop.save():
             guard.check()
             save_checkpoint(path, trainer)
@@ -792,6 +886,8 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, m
 def _interrupted(trainer, path, report, save, stop, saved=False) -> int:
     report.close()
     signum = stop.signum
+    if signum is None:  # with MPI ranks: a signal that reached another rank
+        signum = signal.SIGTERM if trainer.stop_signal == signal.SIGTERM else signal.SIGINT
     how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
     if not saved and not trainer.is_finite():
         why = "parameters are not finite"
@@ -870,6 +966,8 @@ class _Lines(_Quiet):
         batch = (f", batch-size {c.batch_size} (shards of {trainer.shard_length:,} {unit}), {c.threads} "
                  f"thread{'s' if c.threads > 1 else ''}" + (" (split by hidden units)" if split == "columns" else "")
                  if c.batch_size > 1 else "")
+        if trainer.world is not None:
+            batch += f" per rank x {trainer.world.size} MPI ranks of {c.batch_size // trainer.world.size} streams"
         model = "" if (c.cell, c.num_layers) == ("rnn", 1) else f"{c.num_layers}-layer {c.cell}, "
         update = "" if c.optimizer == "adagrad" else f", optimizer {c.optimizer}"
         update += ("" if c.clip == DEFAULTS["clip"] else f", clip-norm {c.clip_norm}" if c.clip_norm is not None

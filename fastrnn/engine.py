@@ -177,11 +177,11 @@ def _forward(params, ws, inputs, targets, state):
     return stack_kernels.head_forward(ws.probs, top, targets, params["Why"], params["by"])
 
 
-def _backward(params, ws, inputs, targets, grads, batch_total=None):
-    """Backward pass after :func:`_forward`; *overwrites* ``grads`` with the gradient of loss / ``batch_total``.
+def _backward(params, ws, inputs, targets, grads, total_batch=None):
+    """Backward pass after :func:`_forward`; *overwrites* ``grads`` with the gradient of loss / B.
 
-    ``batch_total``: the B the loss is divided by (default: these streams' own B; a chunk of a larger
-    batch passes the whole batch's).
+    ``total_batch`` (default B): the divisor, when these B streams are one share of a larger batch
+    (a chunk of a step's streams, or one process's share under MPI).
     """
     spec = params.spec
     B, T = inputs.shape
@@ -190,7 +190,7 @@ def _backward(params, ws, inputs, targets, grads, batch_total=None):
     dtype = params.dtype.type
     top = ws.layers[-1]
     stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, top["hs"][B:], targets, params["Why"],
-                                dtype(1) / dtype(B if batch_total is None else batch_total))
+                                dtype(1) / dtype(B if total_batch is None else total_batch))
     for layer in reversed(range(spec.num_layers)):
         a = ws.layers[layer]
         names = spec.layer_names(layer)
@@ -522,18 +522,20 @@ def blas_threads(threads):
     return threadpool_limits(limits=int(threads), user_api="blas")
 
 
-def chunked_loss_and_grads(params, ws, inputs, targets, state):
+def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None):
     """``(loss, grads)`` of B streams over the chunks of ``ws`` (a :class:`ParallelWorkspace`), unclipped.
 
     inputs, targets (B, T) int64 ids (validated by the caller); ``state`` a tuple
     of (L, B, H) arrays, read as the initial state and overwritten with the last.
-    ``loss``: the cross-entropy summed over the B * T characters divided by B
-    (the chunks' sums added in chunk order); ``grads`` (``ws.grads``, reused by
-    the next call): its gradient, the chunks' gradients summed in chunk order.
-    The chunks run on ``ws``'s threads; BLAS threads are the caller's to set.
+    ``loss``: the cross-entropy summed over the B * T characters (the chunks'
+    sums added in chunk order); ``grads`` (``ws.grads``, reused by the next
+    call): the gradient of that loss divided by ``total_batch`` (default B),
+    the chunks' gradients summed in chunk order. The chunks run on ``ws``'s
+    threads; BLAS threads are the caller's to set.
     """
     spec = params.spec
     B, T = inputs.shape
+    divisor = B if total_batch is None else total_batch
     bounds = ws.bounds
 
     def chunk_step(c):
@@ -542,7 +544,7 @@ def chunked_loss_and_grads(params, ws, inputs, targets, state):
         cw.inputs[:] = inputs[lo:hi]
         cw.targets[:] = targets[lo:hi]
         loss = _forward(params, cw, cw.inputs, cw.targets, part)
-        _backward(params, cw, cw.inputs, cw.targets, cw.grads, B)
+        _backward(params, cw, cw.inputs, cw.targets, cw.grads, divisor)
         _last_state(cw, spec, hi - lo, T, part)
         return loss
 
@@ -550,7 +552,28 @@ def chunked_loss_and_grads(params, ws, inputs, targets, state):
     total = chunk_losses[0]
     for x in chunk_losses[1:]:
         total += x
-    return total / B, ws.sum_grads()
+    return total, ws.sum_grads()
+
+
+def _step_windows(params, data, starts, state, workspace):
+    """The (k * B, T + 1) windows of ``starts`` (k, B), after checking the arguments of a block of steps."""
+    ws = workspace
+    B, T = ws.batch_size, ws.seq_length
+    spec = params.spec
+    if not (isinstance(ws, (StackWorkspace, ParallelWorkspace)) and ws.fits(params, B, T)):
+        raise ValueError("workspace must be a StackWorkspace or ParallelWorkspace for these parameters")
+    starts = np.asarray(starts, np.int64)
+    if starts.ndim != 2 or starts.shape[1] != B:
+        raise ValueError(f"starts must be a (k, {B}) integer array, got shape {starts.shape}")
+    if starts.size and (starts.min() < 0 or starts.max() + T + 1 > data.size):
+        raise ValueError(f"every start must leave {T + 1} ids of data")
+    touched = data[starts.reshape(-1, 1) + np.arange(T + 1)] if starts.size else data[:0].reshape(0, T + 1)
+    if touched.size and (touched.min() < 0 or touched.max() >= spec.vocab_size):
+        raise ValueError(f"data holds ids outside the vocabulary [0, {spec.vocab_size})")
+    shape = (spec.num_layers, B, spec.hidden_size)
+    if len(state) != len(spec.state_names) or any(h.shape != shape or h.dtype != params.dtype for h in state):
+        raise ValueError(f"state must be {len(spec.state_names)} {params.dtype} array(s) of shape {shape}")
+    return touched
 
 
 def train_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step, clip=CLIP,
@@ -568,34 +591,43 @@ def train_steps(params, optimizer, opt_state, data, starts, resets, state, works
     chunk; its products run on ``threads`` BLAS threads). ``learning_rates``:
     each step's rate (k,) (a schedule's), else ``optimizer.learning_rate``.
     """
+    B = workspace.batch_size
+    losses = data_parallel_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step,
+                                 B, None, clip, clip_norm, threads, learning_rates)
+    return losses / B
+
+
+def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step,
+                        total_batch, sum_grads, clip=CLIP, clip_norm=None, threads=1, learning_rates=None):
+    """:func:`train_steps` for this process's share of the B = ``total_batch`` streams of a data-parallel step.
+
+    The workspace, ``starts`` (k, Bl) and ``state`` (tuple of (L, Bl, H)) are
+    those of the share's Bl streams. Per step the share's gradient of
+    (its summed loss) / ``total_batch`` is computed (over the workspace's
+    chunks), ``sum_grads(grads.flat)`` adds the other shares' in place (an
+    allreduce; None: this share is the whole batch), then every process clips
+    and applies the same update. Returns the share's losses (k,) float64,
+    summed over its Bl * T characters (not divided).
+    """
     ws = workspace
-    B, T = ws.batch_size, ws.seq_length
-    spec = params.spec
-    if not (isinstance(ws, (StackWorkspace, ParallelWorkspace)) and ws.fits(params, B, T)):
-        raise ValueError("workspace must be a StackWorkspace or ParallelWorkspace for these parameters")
-    starts = np.asarray(starts, np.int64)
-    if starts.ndim != 2 or starts.shape[1] != B:
-        raise ValueError(f"starts must be a (k, {B}) integer array, got shape {starts.shape}")
-    if starts.size and (starts.min() < 0 or starts.max() + T + 1 > data.size):
-        raise ValueError(f"every start must leave {T + 1} ids of data")
-    touched = data[starts.reshape(-1, 1) + np.arange(T + 1)] if starts.size else data[:0]
-    if touched.size and (touched.min() < 0 or touched.max() >= spec.vocab_size):
-        raise ValueError(f"data holds ids outside the vocabulary [0, {spec.vocab_size})")
-    shape = (spec.num_layers, B, spec.hidden_size)
-    if len(state) != len(spec.state_names) or any(h.shape != shape or h.dtype != params.dtype for h in state):
-        raise ValueError(f"state must be {len(spec.state_names)} {params.dtype} array(s) of shape {shape}")
-    if learning_rates is not None and len(learning_rates) != starts.shape[0]:
-        raise ValueError(f"learning_rates must hold one rate per step ({starts.shape[0]}), got {len(learning_rates)}")
+    T = ws.seq_length
+    touched = _step_windows(params, data, starts, state, ws)
+    B = ws.batch_size
+    k = touched.shape[0] // B
+    if learning_rates is not None and len(learning_rates) != k:
+        raise ValueError(f"learning_rates must hold one rate per step ({k}), got {len(learning_rates)}")
     if isinstance(ws, StackWorkspace):
         ws = ParallelWorkspace.of(ws)
-    losses = np.zeros(starts.shape[0], np.float64)
+    losses = np.zeros(k, np.float64)
     with blas_threads(threads if ws.n_chunks == 1 else 1):
-        for s in range(starts.shape[0]):
+        for s in range(k):
             window = touched[s * B:(s + 1) * B]  # (B, T + 1)
             if resets[s]:
                 for h in state:
                     h[:] = 0
-            losses[s], grads = chunked_loss_and_grads(params, ws, window[:, :T], window[:, 1:], state)
+            losses[s], grads = chunked_loss_and_grads(params, ws, window[:, :T], window[:, 1:], state, total_batch)
+            if sum_grads is not None:
+                sum_grads(grads.flat)
             optim.apply(optimizer, params.flat, grads.flat, [m.flat for m in opt_state], first_step + s, clip,
                         clip_norm, None if learning_rates is None else learning_rates[s])
     return losses

@@ -449,12 +449,26 @@ class Trainer(_StateViews):
     seed's case (1-layer rnn, Adagrad, clip by value) runs the seed-exact
     kernels (:mod:`fastrnn.rnn`, :mod:`fastrnn.batch`); every other model or
     update the engine (:mod:`fastrnn.engine`) and :func:`fastrnn.optim.apply`.
+
+    Data-parallel training (``world``: one process of a group, e.g. an MPI
+    rank from :mod:`fastrnn.distributed`): the B streams are shared by the
+    ``world.size`` processes, process r training streams ``r * Bl ...
+    (r + 1) * Bl - 1`` (Bl = B / size); per step the shares' gradients are
+    summed by ``world.sum_grads`` and every process applies the same update
+    to its own copy of the parameters (see :meth:`advance`). ``hidden`` holds
+    all B streams' states, but only this process's share is current; the
+    whole of it on process 0 after :meth:`collect_state`.
     """
 
-    def __init__(self, corpus: Corpus, config: TrainConfig | None = None, state: TrainState | None = None):
+    def __init__(self, corpus: Corpus, config: TrainConfig | None = None, state: TrainState | None = None,
+                 world=None):
         config = (config or TrainConfig()).validate().with_seed()
         unit = "bytes" if corpus.vocab.bytes_mode else "characters"
         n_train, n_val = check_split(len(corpus), config, unit)
+        size = 1 if world is None else int(world.size)
+        if config.batch_size % size:
+            raise ConfigError(f"batch-size {config.batch_size} is not divisible by the {size} processes "
+                              f"that share it; use a multiple of {size}")
         self.corpus, self.config, self.vocab = corpus, config, corpus.vocab
         # Views of the corpus's ids (any integer dtype, e.g. memmap slices): blocks gather what they touch,
         # validation reads the held-out split window by window.
@@ -479,7 +493,17 @@ class Trainer(_StateViews):
                                      for _ in self.spec.state_names),
                                0, 0, -math.log(1.0 / V) * T, rng.bit_generator.state)
         self._load_state(state, dtype)
-        if config.seed_exact and B == 1:
+        self.world = world
+        share = B // size
+        self.streams = slice(0, B) if world is None else slice(world.rank * share, (world.rank + 1) * share)
+        if world is not None:  # a share of the batch: grads, then their sum over the processes, then the update
+            self._grads = self.params.zeros_like()
+            if config.seed_exact:
+                from .batch import BatchWorkspace
+                self.workspace = BatchWorkspace(V, H, T, share, dtype, threads=config.threads, split="streams")
+            else:
+                self.workspace = engine.ParallelWorkspace(self.spec, T, share, dtype, threads=config.threads)
+        elif config.seed_exact and B == 1:
             self.workspace = rnn.Workspace(V, H, T, dtype)
         elif config.seed_exact:
             from .batch import BatchWorkspace  # imported here: it selects Numba's threading layer
@@ -487,7 +511,8 @@ class Trainer(_StateViews):
         else:
             self.workspace = engine.ParallelWorkspace(self.spec, T, B, dtype, threads=config.threads)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
-        self._stop = False
+        self._stop = self._stop_agreed = False
+        self.stop_signal = 0  # with a world: the signal number (or 1) of a stop asked on any process
 
     def _load_state(self, state, dtype):
         T, B = self.config.seq_length, self.config.batch_size
@@ -543,14 +568,33 @@ class Trainer(_StateViews):
         if self.config.decay_steps is not None:
             raise ValueError(f"decay-steps is already fixed at {self.config.decay_steps:,}")
         self.config = replace(self.config, decay_steps=int(decay_steps)).validate()
+        if self.world is not None:  # rank 0 says so to the other ranks, which fix theirs (fastrnn.distributed)
+            self.world.announce("decay", int(decay_steps))
 
     @property
     def stop_requested(self) -> bool:
         return self._stop
 
-    def request_stop(self):
-        """Ask :meth:`train` to return at the end of the current block of steps (safe from a signal handler)."""
+    def request_stop(self, signum=1):
+        """Ask :meth:`train` to return at the end of the current block of steps (safe from a signal handler).
+
+        With a world, every process stops at the end of the same block, and
+        ``stop_signal`` says which signal (``signum``) asked for it.
+        """
         self._stop = True
+        self.stop_signal = max(self.stop_signal, int(signum))
+
+    @property
+    def share_hidden(self) -> tuple:
+        """This process's streams of ``hidden``: views (L, Bl, H)."""
+        return tuple(h[:, self.streams] for h in self.hidden)
+
+    def collect_state(self):
+        """With a world, copy every process's share of the hidden state into ``hidden`` on process 0
+        (a collective: every process calls it); without one, nothing to do."""
+        if self.world is not None:
+            self.world.announce("collect")
+            self.world.collect_streams(self.share_hidden, self.hidden)
 
     def train(self, steps, callback=None, every=None, deadline=None) -> bool:
         """Run ``steps`` more steps; True if all ran, False if :meth:`request_stop` cut them short.
@@ -562,30 +606,48 @@ class Trainer(_StateViews):
         :class:`TrainingDiverged` on a NaN or infinite loss.
         """
         target = self.n + int(steps)
-        block = BLOCK_STEPS if self.config.seed_exact else ENGINE_BLOCK_STEPS
+        # With a world the seed's case too runs step by step (a sum over the processes each step).
+        block = BLOCK_STEPS if self.config.seed_exact and self.world is None else ENGINE_BLOCK_STEPS
         while self.n < target:
-            if self._stop:
-                self._stop = False
+            # With a world, a stop counts once exchanged (end of a block), so all processes return together.
+            if self._stop_agreed if self.world is not None else self._stop:
+                self._stop = self._stop_agreed = False
                 return False
             if deadline is not None and time.perf_counter() >= deadline:
                 return True
             k = min(target - self.n, block)
             if every:
                 k = min(k, every - self.n % every)
-            self._advance(k)
+            self.advance(k)
             if callback is not None and ((every and self.n % every == 0) or self.n == target):
                 callback(self)
         return True
 
-    def _advance(self, k):
-        """Run exactly ``k`` steps in one kernel call; update p, n, hidden, smooth_loss."""
+    def advance(self, k):
+        """Run exactly ``k`` steps in one kernel call; update p, n, hidden, smooth_loss.
+
+        With a world every process calls this with the same ``k`` (a collective):
+        after the block the processes exchange their shares' losses, their
+        stop requests and whether their states are finite, so all of them hold
+        the same losses and stop or diverge at the same step.
+        """
         T = self.config.seq_length
+        if self.world is not None:
+            self.world.announce("block", k)  # process 0 leads; the others run the same block
         j = (self.p // T + np.arange(k)) % self.num_starts  # the seed's pointer walk, wrapped
         shard_starts = np.arange(self.config.batch_size, dtype=np.int64) * self.shard_length  # (B,)
         starts = j[:, None] * T + shard_starts  # (k, B) offsets into train_ids
         resets = j == 0  # p == 0 only ever follows a reset (or n == 0); all streams reset together
         t0 = time.perf_counter()
         losses = _train_block(self, starts, resets)
+        states_finite = True
+        if self.world is not None:
+            losses, stop_signal, states_finite = self.world.end_block(
+                losses, self.stop_signal if self._stop else 0, all(np.isfinite(h).all() for h in self.share_hidden))
+            losses = losses / self.config.batch_size
+            if stop_signal:
+                self.request_stop(stop_signal)
+                self._stop_agreed = True
         self.train_seconds += time.perf_counter() - t0
         if self._release_pages is not None:
             self._release_pages()
@@ -603,7 +665,7 @@ class Trainer(_StateViews):
         if bad.any():
             i = int(np.argmax(bad))
             raise TrainingDiverged(n0 + i + 1, float(losses[i]))
-        if not self.is_finite():  # ~H*H checks per block of steps: cheap
+        if not (states_finite and self.is_finite()):  # ~H*H checks per block of steps: cheap
             raise TrainingDiverged(self.n, float(losses[-1]), params_only=True)
 
     def warm_up(self):
@@ -613,7 +675,9 @@ class Trainer(_StateViews):
         scratch.params = self.params.copy()
         scratch.opt_state = tuple(s.copy() for s in self.opt_state)
         scratch.hidden = tuple(h.copy() for h in self.hidden)
-        _train_block(scratch, np.zeros((1, self.config.batch_size), np.int64), np.ones(1, bool))
+        if self.world is not None:
+            scratch._grads = self._grads.copy()
+        _train_block(scratch, np.zeros((1, self.config.batch_size), np.int64), np.ones(1, bool), alone=True)
 
     def is_finite(self) -> bool:
         """True if every parameter, optimizer buffer and state is finite (safe to checkpoint)."""
@@ -666,20 +730,35 @@ def _gather_windows(ids, starts, T):
     return data, rebased
 
 
-def _train_block(trainer, starts, resets):
+def _train_block(trainer, starts, resets, alone=False):
     """Losses (k,) of k steps at ``starts`` (k, B); the one place that calls the training kernels.
 
     The seed's case runs k steps in one kernel call with the hidden state carried
     in place: ``rnn.train_steps`` at batch 1 (the seed-exact path),
     ``batch.batch_train_steps`` otherwise. Every other model or update runs the
-    engine step by step (:func:`fastrnn.engine.train_steps`).
+    engine step by step (:func:`fastrnn.engine.train_steps`). With a world,
+    this process's share of the streams runs ``data_parallel_steps`` (of
+    :mod:`fastrnn.batch` in the seed's case, else of the engine) and the
+    losses are its share's, summed, not divided; ``alone``: no exchange
+    with the other processes (warming the kernels up).
     """
     t = trainer
     c = t.config
     T, B = c.seq_length, c.batch_size
+    rates = [c.learning_rate_at(t.n + 1 + s) for s in range(len(starts))] if c.scheduled else None
+    if t.world is not None:
+        data, rebased = _gather_windows(t.train_ids, starts[:, t.streams], T)
+        sum_grads = (lambda flat: None) if alone else t.world.sum_grads
+        share = t.share_hidden
+        if c.seed_exact:
+            from .batch import data_parallel_steps
+            return data_parallel_steps(t.params, t.memory, t._grads, data, rebased, resets, share[0][0],
+                                       c.learning_rate, t.workspace, B, sum_grads, clip=c.clip, threads=c.threads)
+        return engine.data_parallel_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, share,
+                                          t.workspace, t.n + 1, B, sum_grads, clip=c.clip, clip_norm=c.clip_norm,
+                                          threads=c.threads, learning_rates=rates)
     data, rebased = _gather_windows(t.train_ids, starts, T)
     if not c.seed_exact:
-        rates = [c.learning_rate_at(t.n + 1 + s) for s in range(len(starts))] if c.scheduled else None
         return engine.train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden,
                                   t.workspace, first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm,
                                   threads=c.threads, learning_rates=rates)

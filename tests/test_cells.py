@@ -518,7 +518,7 @@ def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B):
             ws.map = lambda fn: [fn(c) for c in range(ws.n_chunks)]
         st = tuple(h.copy() for h in state)
         loss, grads = engine.chunked_loss_and_grads(params, ws, inputs, targets, st)
-        runs.append((loss, grads.copy(), st))
+        runs.append((loss / B, grads.copy(), st))  # the twin's loss is divided by B
     twin = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None)
     failures = compare_stack(runs[0], twin, **TOL[np.float64])
     assert not failures, failures
