@@ -4,7 +4,7 @@ Every benchmark measures one public call of fastrnn (or of its reference twin,
 or of the PyTorch equivalent) on tiny shakespeare ids, with threads pinned in
 code, and stores in ``benchmark.extra_info`` everything the report needs to turn
 a median time into characters per second and a fraction of the GEMM peak
-(``benchmarks/report.py``). Nothing here times anything.
+(``benchmarks/report/``). Nothing here times anything.
 """
 from __future__ import annotations
 

@@ -1,0 +1,127 @@
+"""The project's speed bars and their verdicts: PASS, MISS or NOT MEASURED, each from one run."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .markdown import percent, threads_label, times
+from .runs import BATCH_KIND, fraction_of_peak
+
+
+@dataclass(frozen=True)
+class Bar:
+    """``implementation``/``dtype`` must be >= ``factor`` x ``baseline``/``baseline_dtype`` at H.
+
+    Both at the same kind, batch size and thread count, except that
+    ``baseline_threads`` (when given) sets the baseline's thread count: the
+    2-thread vs 1-thread bars.
+    """
+
+    implementation: str
+    dtype: str
+    baseline: str
+    baseline_dtype: str
+    hidden_size: int
+    factor: float
+    kind: str = "train_step"
+    batch_size: int = 1
+    threads: int = 1
+    baseline_threads: int | None = None
+    source: str = "issue 4"
+
+    @property
+    def base_threads(self):
+        return self.threads if self.baseline_threads is None else self.baseline_threads
+
+    def label(self):
+        t = threads_label
+        if self.base_threads != self.threads:
+            return (f"{self.implementation} {self.dtype} {t(self.threads)} >= {self.factor:g}x "
+                    f"{t(self.base_threads)}, H={self.hidden_size}, B={self.batch_size}")
+        return (f"{self.implementation} {self.dtype} >= {self.factor:g}x {self.baseline} "
+                f"{self.baseline_dtype}, H={self.hidden_size}, B={self.batch_size}, {t(self.threads)}")
+
+    def required(self):
+        return f">= {self.factor:g}x"
+
+
+@dataclass(frozen=True)
+class PeakBar:
+    """``implementation``/``dtype`` must reach ``fraction`` of the GEMM peak (same dtype and threads, same run)."""
+
+    implementation: str
+    dtype: str
+    hidden_size: int
+    fraction: float
+    kind: str = "train_step"
+    batch_size: int = 1
+    threads: int = 1
+    source: str = "issue 4"
+
+    def label(self):
+        return (f"{self.implementation} {self.dtype} >= {100 * self.fraction:g} % of the {self.dtype} GEMM peak, "
+                f"H={self.hidden_size}, B={self.batch_size}, {threads_label(self.threads)}")
+
+    def required(self):
+        return f">= {100 * self.fraction:g} %"
+
+
+#: Issue 4's bars: single sequence, one thread, same run.
+ISSUE4_BARS = (
+    Bar("numba", "float64", "reference", "float64", 100, 15),
+    Bar("numba", "float64", "reference", "float64", 256, 8),
+    Bar("numba", "float64", "reference", "float64", 512, 8),
+    Bar("numba", "float32", "reference", "float64", 100, 30),
+    Bar("numba", "float64", "pytorch", "float64", 100, 10),
+)
+
+#: Issue 5's bars, on the batched rows (``benchmarks/test_batched.py``), same run:
+#: (a) B=32, H=512, float64, 1 thread >= 75 % of the float64 GEMM peak;
+#: (b) 2 threads >= 1.8x 1 thread at B=32 and 128: every H (100, 512) and dtype;
+#: (c) faster than PyTorch (>= 1x, same dtype, B, threads) at every H in {100, 512} x
+#:     B in {1, 32, 128}, both dtypes, 1 and 2 threads;
+#: (d) >= 2x PyTorch at B=128, H=100, float32: at 1 and at 2 threads (the issue names no thread count);
+#: (e) >= 1.2x PyTorch at B=128, H=512, float32, 2 threads.
+ISSUE5_BARS = (
+    PeakBar("numba", "float64", 512, 0.75, kind=BATCH_KIND, batch_size=32, threads=1, source="issue 5"),
+    *(Bar("numba", dtype, "numba", dtype, H, 1.8, kind=BATCH_KIND, batch_size=B, threads=2,
+          baseline_threads=1, source="issue 5")
+      for H in (100, 512) for B in (32, 128) for dtype in ("float64", "float32")),
+    *(Bar("numba", dtype, "pytorch", dtype, H, 1.0, kind=BATCH_KIND, batch_size=B, threads=t, source="issue 5")
+      for H in (100, 512) for B in (1, 32, 128) for dtype in ("float64", "float32") for t in (1, 2)),
+    *(Bar("numba", "float32", "pytorch", "float32", 100, 2.0, kind=BATCH_KIND, batch_size=128, threads=t,
+          source="issue 5") for t in (1, 2)),
+    Bar("numba", "float32", "pytorch", "float32", 512, 1.2, kind=BATCH_KIND, batch_size=128, threads=2,
+        source="issue 5"),
+)
+
+BARS = ISSUE4_BARS + ISSUE5_BARS
+BAR_SOURCES = {
+    "issue 4": "issue 4: batch 1, one thread, same run",
+    "issue 5": "issue 5: batched training, 1 and 2 threads, same run",
+}
+
+
+def evaluate_bar(run, bar):
+    """(measured factor or fraction, or None; "PASS" / "MISS" / "NOT MEASURED"; why-not-measured)."""
+    row = run.find(bar.kind, bar.implementation, bar.dtype, bar.batch_size, bar.threads, bar.hidden_size)
+    if isinstance(bar, PeakBar):
+        if row is None:
+            return None, "NOT MEASURED", f"no {bar.implementation} {bar.dtype} row in this run"
+        frac = fraction_of_peak(run, row)
+        if frac is None:
+            return None, "NOT MEASURED", f"no {bar.dtype} GEMM at {bar.threads} thread(s) in this run"
+        return frac, ("PASS" if frac >= bar.fraction else "MISS"), ""
+    base = run.find(bar.kind, bar.baseline, bar.baseline_dtype, bar.batch_size, bar.base_threads,
+                    bar.hidden_size)
+    if row is None or base is None:
+        missing = [f"{i} {d} ({threads_label(t)})"
+                   for r, i, d, t in ((row, bar.implementation, bar.dtype, bar.threads),
+                                      (base, bar.baseline, bar.baseline_dtype, bar.base_threads)) if r is None]
+        return None, "NOT MEASURED", f"no {' and no '.join(missing)} row in this run"
+    factor = row.chars_per_second / base.chars_per_second
+    return factor, ("PASS" if factor >= bar.factor else "MISS"), ""
+
+
+def measured(bar, value):
+    """A bar's measured value as the tables print it: a percentage of peak or a ratio."""
+    return percent(value) if isinstance(bar, PeakBar) else times(value)
