@@ -1,18 +1,18 @@
 """The report's bar sections: one PASS/MISS/NOT MEASURED table per group of bars, and notes on each miss."""
 from __future__ import annotations
 
-from .bars import BAR_SOURCES, BARS, Bar, evaluate_bar, measured
+from .bars import BAR_GROUPS, BARS, Bar, evaluate_bar, measured
 from .cautions import contention_warning
 from .markdown import cache_size, percent, rate, table, times
 from .runs import BATCH_KIND, SCALING_WORK, fraction_of_peak
 
 
 def bars_section(run):
-    """Every group of bars, in BAR_SOURCES order."""
+    """Every group of bars, in BAR_GROUPS order."""
     lines = []
-    for source, title in BAR_SOURCES.items():
-        lines += bars_table(run, [b for b in BARS if b.source == source], f"## Bars ({title})")
-        if source == "issue 5":
+    for group, title in BAR_GROUPS.items():
+        lines += bars_table(run, [b for b in BARS if b.group == group], f"## Bars ({title})")
+        if group == "batched":
             warning = contention_warning(run)
             lines += warning + ([""] if warning else [])
     return lines

@@ -26,7 +26,7 @@ class Bar:
     batch_size: int = 1
     threads: int = 1
     baseline_threads: int | None = None
-    source: str = "issue 4"
+    group: str = "seed"
 
     @property
     def base_threads(self):
@@ -55,7 +55,7 @@ class PeakBar:
     kind: str = "train_step"
     batch_size: int = 1
     threads: int = 1
-    source: str = "issue 4"
+    group: str = "seed"
 
     def label(self):
         return (f"{self.implementation} {self.dtype} >= {100 * self.fraction:g} % of the {self.dtype} GEMM peak, "
@@ -65,8 +65,10 @@ class PeakBar:
         return f">= {100 * self.fraction:g} %"
 
 
-#: Issue 4's bars: single sequence, one thread, same run.
-ISSUE4_BARS = (
+#: Batch 1, one thread, same run: the seed's training step (``fastrnn.train_step`` with a
+#: workspace) against the numpy reference twin and against PyTorch (``benchmarks/test_train_step.py``,
+#: ``benchmarks/test_torch.py``).
+SEED_BARS = (
     Bar("numba", "float64", "reference", "float64", 100, 15),
     Bar("numba", "float64", "reference", "float64", 256, 8),
     Bar("numba", "float64", "reference", "float64", 512, 8),
@@ -74,30 +76,32 @@ ISSUE4_BARS = (
     Bar("numba", "float64", "pytorch", "float64", 100, 10),
 )
 
-#: Issue 5's bars, on the batched rows (``benchmarks/test_batched.py``), same run:
+#: Batched training, 1 and 2 threads, on the batched rows (``benchmarks/test_batched.py``), same run:
 #: (a) B=32, H=512, float64, 1 thread >= 75 % of the float64 GEMM peak;
 #: (b) 2 threads >= 1.8x 1 thread at B=32 and 128: every H (100, 512) and dtype;
 #: (c) faster than PyTorch (>= 1x, same dtype, B, threads) at every H in {100, 512} x
 #:     B in {1, 32, 128}, both dtypes, 1 and 2 threads;
-#: (d) >= 2x PyTorch at B=128, H=100, float32: at 1 and at 2 threads (the issue names no thread count);
+#: (d) >= 2x PyTorch at B=128, H=100, float32: at 1 and at 2 threads;
 #: (e) >= 1.2x PyTorch at B=128, H=512, float32, 2 threads.
-ISSUE5_BARS = (
-    PeakBar("numba", "float64", 512, 0.75, kind=BATCH_KIND, batch_size=32, threads=1, source="issue 5"),
+BATCHED_BARS = (
+    PeakBar("numba", "float64", 512, 0.75, kind=BATCH_KIND, batch_size=32, threads=1, group="batched"),
     *(Bar("numba", dtype, "numba", dtype, H, 1.8, kind=BATCH_KIND, batch_size=B, threads=2,
-          baseline_threads=1, source="issue 5")
+          baseline_threads=1, group="batched")
       for H in (100, 512) for B in (32, 128) for dtype in ("float64", "float32")),
-    *(Bar("numba", dtype, "pytorch", dtype, H, 1.0, kind=BATCH_KIND, batch_size=B, threads=t, source="issue 5")
+    *(Bar("numba", dtype, "pytorch", dtype, H, 1.0, kind=BATCH_KIND, batch_size=B, threads=t, group="batched")
       for H in (100, 512) for B in (1, 32, 128) for dtype in ("float64", "float32") for t in (1, 2)),
     *(Bar("numba", "float32", "pytorch", "float32", 100, 2.0, kind=BATCH_KIND, batch_size=128, threads=t,
-          source="issue 5") for t in (1, 2)),
+          group="batched") for t in (1, 2)),
     Bar("numba", "float32", "pytorch", "float32", 512, 1.2, kind=BATCH_KIND, batch_size=128, threads=2,
-        source="issue 5"),
+        group="batched"),
 )
 
-BARS = ISSUE4_BARS + ISSUE5_BARS
-BAR_SOURCES = {
-    "issue 4": "issue 4: batch 1, one thread, same run",
-    "issue 5": "issue 5: batched training, 1 and 2 threads, same run",
+BARS = SEED_BARS + BATCHED_BARS
+
+#: Bar group -> the title of its table in the report, in report order.
+BAR_GROUPS = {
+    "seed": "batch 1, one thread: the seed's step against the numpy reference and PyTorch, same run",
+    "batched": "batched training, 1 and 2 threads, same run",
 }
 
 
