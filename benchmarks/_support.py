@@ -231,6 +231,13 @@ IMPLEMENTATIONS = [
 ]
 IMPLEMENTATION_IDS = [f"{name}-{np.dtype(dt).name}" for name, _, dt, _ in IMPLEMENTATIONS]
 
+#: The seed's public API as a port of min-char-rnn calls it: ``fastrnn.loss_and_grads`` /
+#: ``fastrnn.train_step`` with no workspace (scratch arrays made on every call), one call
+#: per sequence, float64. Only the step groups (train_step, forward_backward) run it.
+SEED_API = ("numba-api", fastrnn, np.float64, False)
+STEP_IMPLEMENTATIONS = IMPLEMENTATIONS + [SEED_API]
+STEP_IMPLEMENTATION_IDS = [f"{name}-{np.dtype(dt).name}" for name, _, dt, _ in STEP_IMPLEMENTATIONS]
+
 
 def run_stream_benchmark(benchmark, corpus, threads, kind, update, implementation, hidden_size, plans):
     """Benchmark one StreamStep of ``implementation`` (an entry of IMPLEMENTATIONS).

@@ -96,11 +96,20 @@ BATCHED_BARS = (
         group="batched"),
 )
 
-BARS = SEED_BARS + BATCHED_BARS
+#: Batch 1, one thread, same run: the seed's public API as a port of min-char-rnn calls it
+#: (``fastrnn.loss_and_grads`` with no workspace, one call per sequence, float64: the
+#: ``numba-api`` rows of ``benchmarks/test_forward_backward.py``) against the reference's lossFun.
+SEED_API_BARS = tuple(
+    Bar("numba-api", "float64", "reference", "float64", H, factor, kind="forward_backward", group="seed-api")
+    for H, factor in ((100, 5), (256, 4), (512, 4)))
+
+BARS = SEED_BARS + SEED_API_BARS + BATCHED_BARS
 
 #: Bar group -> the title of its table in the report, in report order.
 BAR_GROUPS = {
     "seed": "batch 1, one thread: the seed's step against the numpy reference and PyTorch, same run",
+    "seed-api": "batch 1, one thread, forward + BPTT: the seed's public API without a workspace "
+                "against the numpy reference, same run",
     "batched": "batched training, 1 and 2 threads, same run",
 }
 

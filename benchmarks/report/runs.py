@@ -12,7 +12,7 @@ from pathlib import Path
 
 BENCH_RESULTS = Path(__file__).resolve().parent.parent.parent / "bench_results"
 
-IMPLEMENTATION_ORDER = ("reference", "pytorch", "numba")
+IMPLEMENTATION_ORDER = ("reference", "pytorch", "numba", "numba-api")
 BATCH_KIND = "batch_train_step"
 
 #: The ``scaling`` group's two kinds of independent work (``benchmarks/test_scaling.py``).
