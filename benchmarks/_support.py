@@ -76,6 +76,26 @@ def forward_flops_per_char(hidden_size: int, vocab_size: int) -> int:
 TRAIN_FLOPS_FORMULA = "6H^2+6VH+9H+5V"
 FORWARD_FLOPS_FORMULA = "2H^2+2VH+3H+3V"
 
+#: Gate blocks per cell: the G in G*H rows of a layer's Wxh and Whh.
+CELL_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+CELL_FLOPS_FORMULA = "3 x (2GH^2 (2L-1) + 2HV), G = 4 (LSTM), 3 (GRU)"
+
+
+def cell_train_flops_per_char(cell: str, num_layers: int, hidden_size: int, vocab_size: int) -> int:
+    """Training step of an L-layer LSTM/GRU stack, per character: 3 x (2GH^2 (2L-1) + 2HV).
+
+    Forward, at 2 flops per multiply-add: the recurrent product of each layer
+    (Whh, G*H x H: 2GH^2 each, L layers), the input projection of each layer above
+    the first (Wxh, G*H x H: 2GH^2 each, L-1 layers; layer 0's one-hot input is a
+    row lookup, no multiply-adds) and the head (Why, V x H: 2HV). Backward costs
+    about twice the forward (a product for the input gradient and one for the
+    weight gradient per forward product): training ~ 3x forward. Gate arithmetic,
+    the softmax and the optimizer (O(GH) or O(V) per character, or per step) are
+    left out: a lower bound of the work, as the GEMM-peak fraction wants.
+    """
+    G, H, L, V = CELL_GATES[cell], hidden_size, num_layers, vocab_size
+    return 3 * (2 * G * H * H * (2 * L - 1) + 2 * H * V)
+
 
 def describe(benchmark, *, kind, implementation, dtype, hidden_size, vocab_size, seq_length,
              chars_per_step, threads, batch_size=1, forward_only=False, **more):

@@ -1,7 +1,7 @@
 """The report's bar sections: one PASS/MISS/NOT MEASURED table per group of bars, and notes on each miss."""
 from __future__ import annotations
 
-from .bars import BAR_GROUPS, BARS, Bar, evaluate_bar, measured
+from .bars import BAR_GROUPS, BARS, Bar, CellBar, evaluate_bar, measured
 from .cautions import contention_warning
 from .markdown import cache_size, percent, rate, table, times
 from .runs import BATCH_KIND, SCALING_WORK, fraction_of_peak
@@ -48,6 +48,8 @@ def bars_table(run, bars, heading):
 
 def limit_note(run, bar):
     """What the numbers say about the missed bar: its share of the GEMM peak, Whh against L2."""
+    if isinstance(bar, CellBar):
+        return _cell_limit_note(run, bar)
     row = run.find(bar.kind, bar.implementation, bar.dtype, bar.batch_size, bar.threads, bar.hidden_size)
     if bar.kind == BATCH_KIND:
         return _batch_limit_note(run, bar, row)
@@ -74,11 +76,21 @@ def limit_note(run, bar):
     return ("; ".join(parts) + ".") if parts else ""
 
 
+def _rate_and_peak(run, row):
+    frac = fraction_of_peak(run, row)
+    return f"{rate(row.chars_per_second)} chars/s" + (f" ({percent(frac)} of GEMM peak)" if frac else "")
+
+
+def _cell_limit_note(run, bar):
+    """The two rates behind a missed cells bar, and their shares of the GEMM peak."""
+    return "; ".join(f"{name}: {_rate_and_peak(run, run.find_cell(name, bar.point))}"
+                     for name in (bar.implementation, bar.baseline)) + "."
+
+
 def _batch_limit_note(run, bar, row):
     """The measured rates behind a missed batched bar, and their shares of the GEMM peak."""
     def rate_and_peak(r):
-        frac = fraction_of_peak(run, r)
-        return f"{rate(r.chars_per_second)} chars/s" + (f" ({percent(frac)} of GEMM peak)" if frac else "")
+        return _rate_and_peak(run, r)
     parts = [f"{bar.implementation} {bar.dtype} {bar.threads}t: {rate_and_peak(row)}"]
     if isinstance(bar, Bar):
         base = run.find(bar.kind, bar.baseline, bar.baseline_dtype, bar.batch_size, bar.base_threads,

@@ -65,6 +65,39 @@ class PeakBar:
         return f">= {100 * self.fraction:g} %"
 
 
+@dataclass(frozen=True)
+class CellBar:
+    """fastrnn's chars/s must be >= ``factor`` x PyTorch's on the same LSTM/GRU stack (group ``cells``).
+
+    Same cell, layers, H, B, T, dtype and thread count, same run.
+    """
+
+    cell: str
+    num_layers: int
+    hidden_size: int
+    batch_size: int
+    seq_length: int
+    dtype: str
+    threads: int
+    factor: float
+    implementation: str = "fastrnn"
+    baseline: str = "pytorch"
+    group: str = "cells"
+
+    @property
+    def point(self):
+        return (self.cell, self.num_layers, self.hidden_size, self.batch_size, self.seq_length, self.dtype,
+                self.threads)
+
+    def label(self):
+        return (f"{self.implementation} {self.cell} {self.num_layers}x{self.hidden_size} {self.dtype} >= "
+                f"{self.factor:g}x {self.baseline}, B={self.batch_size}, T={self.seq_length}, "
+                f"{threads_label(self.threads)}")
+
+    def required(self):
+        return f">= {self.factor:g}x"
+
+
 #: Batch 1, one thread, same run: the seed's training step (``fastrnn.train_step`` with a
 #: workspace) against the numpy reference twin and against PyTorch (``benchmarks/test_train_step.py``,
 #: ``benchmarks/test_torch.py``).
@@ -103,7 +136,15 @@ SEED_API_BARS = tuple(
     Bar("numba-api", "float64", "reference", "float64", H, factor, kind="forward_backward", group="seed-api")
     for H, factor in ((100, 5), (256, 4), (512, 4)))
 
-BARS = SEED_BARS + SEED_API_BARS + BATCHED_BARS
+#: LSTM/GRU stacks (``benchmarks/test_cells.py``), a training step of fastrnn's Trainer against
+#: the same model in PyTorch, float32, 2 threads, same run.
+CELL_BARS = (
+    CellBar("lstm", 2, 128, 50, 50, "float32", 2, 2.0),
+    CellBar("lstm", 2, 512, 32, 64, "float32", 2, 1.2),
+    CellBar("gru", 2, 512, 32, 64, "float32", 2, 1.5),
+)
+
+BARS = SEED_BARS + SEED_API_BARS + BATCHED_BARS + CELL_BARS
 
 #: Bar group -> the title of its table in the report, in report order.
 BAR_GROUPS = {
@@ -111,11 +152,14 @@ BAR_GROUPS = {
     "seed-api": "batch 1, one thread, forward + BPTT: the seed's public API without a workspace "
                 "against the numpy reference, same run",
     "batched": "batched training, 1 and 2 threads, same run",
+    "cells": "LSTM and GRU stacks, training step: fastrnn against PyTorch on the same model, same run",
 }
 
 
 def evaluate_bar(run, bar):
     """(measured factor or fraction, or None; "PASS" / "MISS" / "NOT MEASURED"; why-not-measured)."""
+    if isinstance(bar, CellBar):
+        return _evaluate_cell_bar(run, bar)
     row = run.find(bar.kind, bar.implementation, bar.dtype, bar.batch_size, bar.threads, bar.hidden_size)
     if isinstance(bar, PeakBar):
         if row is None:
@@ -132,6 +176,16 @@ def evaluate_bar(run, bar):
                                       (base, bar.baseline, bar.baseline_dtype, bar.base_threads)) if r is None]
         return None, "NOT MEASURED", f"no {' and no '.join(missing)} row in this run"
     factor = row.chars_per_second / base.chars_per_second
+    return factor, ("PASS" if factor >= bar.factor else "MISS"), ""
+
+
+def _evaluate_cell_bar(run, bar):
+    rows = {name: run.find_cell(name, bar.point) for name in (bar.implementation, bar.baseline)}
+    missing = [name for name, row in rows.items() if row is None]
+    if missing:
+        return None, "NOT MEASURED", (f"no {' and no '.join(missing)} {bar.cell} {bar.num_layers}x{bar.hidden_size} "
+                                      f"{bar.dtype} ({threads_label(bar.threads)}) row in this run")
+    factor = rows[bar.implementation].chars_per_second / rows[bar.baseline].chars_per_second
     return factor, ("PASS" if factor >= bar.factor else "MISS"), ""
 
 

@@ -1,7 +1,7 @@
-"""Two runs side by side (``--compare OLD.json``): chars/s before, after, and after/before."""
+"""Two runs side by side (``--compare OLD.json``): chars/s before, after, and after/before (cells rows too)."""
 from __future__ import annotations
 
-from .markdown import rate, series_label, table
+from .markdown import rate, series_label, table, threads_label
 
 
 def compare(old, new):
@@ -19,6 +19,14 @@ def compare(old, new):
             rows.append(["gemm", f"numpy-matmul {key[0]} {key[1]} thread", "—",
                          f"{old.gemm[key][0] / 1e9:.1f} GFLOP/s", f"{flops / 1e9:.1f} GFLOP/s",
                          f"{flops / old.gemm[key][0]:.2f}"])
+    old_cells = {r.key: r for r in old.cells}
+    for r in new.cells:
+        o = old_cells.get(r.key)
+        if o is not None:
+            rows.append(["cells", f"{r.implementation} {r.model} {r.dtype} B={r.batch_size} T={r.seq_length} "
+                         f"{threads_label(r.threads)}", r.hidden_size,
+                         rate(o.chars_per_second), rate(r.chars_per_second),
+                         f"{r.chars_per_second / o.chars_per_second:.2f}"])
     only_old = sorted({r.key for r in old.rows} - {r.key for r in new.rows})
     only_new = sorted({r.key for r in new.rows} - {r.key for r in old.rows})
     lines = [f"# Benchmark comparison: `{old.path.name}` (before) -> `{new.path.name}` (after)", "",

@@ -12,6 +12,11 @@ def times(x):
     return "—" if x is None else f"{x:.1f}x"
 
 
+def ratio(x):
+    """A ratio to two decimals, ``0.32x`` (where ratios near or below 1 matter), or a dash."""
+    return "—" if x is None else f"{x:.2f}x"
+
+
 def percent(x):
     """A fraction as ``75.0 %``, or a dash."""
     return "—" if x is None else f"{100 * x:.1f} %"

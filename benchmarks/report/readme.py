@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bars import BARS, evaluate_bar
-from .markdown import rate, table, times
+from .markdown import rate, ratio, table, times
 from .runs import BATCH_KIND, speedup
 
 README_START = "<!-- benchmark-summary:start (written by python -m benchmarks.report; do not edit) -->"
@@ -13,7 +13,7 @@ README_PATH = Path(__file__).resolve().parent.parent.parent / "README.md"
 
 
 def readme_summary(run):
-    """The short tables the README shows: batch 1 by H, batched at B=128, and the bar counts."""
+    """The short tables the README shows: batch 1 by H, batched at B=128, LSTM/GRU stacks, the bar counts."""
     lines = [f"Run of {run.meta.get('datetime') or '?'} ({run.path.name}); full tables: "
              "[bench_results/report.md](bench_results/report.md).", ""]
     train = [r for r in run.rows if r.kind == "train_step"]
@@ -40,6 +40,17 @@ def readme_summary(run):
                          times(speedup(run, r, "pytorch", r.dtype))])
         lines += ["Batched training, B=128 streams, chars/s (x PyTorch at the same H, dtype, B and threads):", "",
                   table(["H", "dtype", "threads", "fastrnn chars/s", "x PyTorch"], rows), ""]
+    points = list(dict.fromkeys(r.point for r in run.cells))
+    if points:
+        rows = []
+        for point in points:
+            ours, theirs = run.find_cell("fastrnn", point), run.find_cell("pytorch", point)
+            any_row = ours or theirs
+            rows.append([any_row.model, any_row.batch_size, any_row.seq_length, any_row.dtype, any_row.threads,
+                         rate(ours and ours.chars_per_second),
+                         ratio(ours.chars_per_second / theirs.chars_per_second if ours and theirs else None)])
+        lines += ["LSTM/GRU stacks, training step, chars/s (x PyTorch on the same model, dtype and threads):", "",
+                  table(["model", "B", "T", "dtype", "threads", "fastrnn chars/s", "x PyTorch"], rows), ""]
     verdicts = [evaluate_bar(run, bar)[1] for bar in BARS]
     lines.append(f"Speed bars: {verdicts.count('PASS')} of {len(verdicts)} pass, {verdicts.count('MISS')} missed"
                  + (f", {verdicts.count('NOT MEASURED')} not measured" if "NOT MEASURED" in verdicts else "")

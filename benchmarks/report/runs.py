@@ -7,13 +7,14 @@ GEMM flops/s of the same dtype and thread count, measured in the same run.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH_RESULTS = Path(__file__).resolve().parent.parent.parent / "bench_results"
 
 IMPLEMENTATION_ORDER = ("reference", "pytorch", "numba", "numba-api")
 BATCH_KIND = "batch_train_step"
+CELLS_KIND = "cells"
 
 #: The ``scaling`` group's two kinds of independent work (``benchmarks/test_scaling.py``).
 SCALING_WORK = {
@@ -54,6 +55,56 @@ class Row:
 
 
 @dataclass
+class CellRow:
+    """One timed call of the ``cells`` group: ``steps`` training steps of an LSTM/GRU stack (fastrnn or PyTorch).
+
+    ``flops_per_char`` and ``vocab_size`` are None in runs made before the group
+    recorded them (then no fraction of peak).
+    """
+
+    implementation: str
+    cell: str
+    num_layers: int
+    hidden_size: int
+    vocab_size: int | None
+    batch_size: int
+    seq_length: int
+    dtype: str
+    threads: int
+    chars_per_step: int
+    flops_per_char: int | None
+    median: float
+    rounds: int
+
+    @property
+    def point(self):
+        """What both implementations run at: (cell, layers, H, B, T, dtype, threads)."""
+        return (self.cell, self.num_layers, self.hidden_size, self.batch_size, self.seq_length, self.dtype,
+                self.threads)
+
+    @property
+    def key(self):
+        return self.point + (self.implementation,)
+
+    @property
+    def model(self):
+        """``lstm 2x128``."""
+        return f"{self.cell} {self.num_layers}x{self.hidden_size}"
+
+    @property
+    def chars_per_second(self):
+        return self.chars_per_step / self.median
+
+
+def _cell_row(info, stats):
+    """A ``cells`` row; runs made before the group had a kind stored ``chars_per_call`` and no flops."""
+    return CellRow(info["implementation"], info["cell"], info["num_layers"], info["hidden_size"],
+                   info.get("vocab_size"), info["batch_size"], info["seq_length"], info["dtype"],
+                   info["threads"], info.get("chars_per_step", info.get("chars_per_call")),
+                   info.get("flops_per_char"), stats["median"], stats["rounds"])
+
+
+@dataclass
 class Run:
     """Everything the report uses from one JSON."""
 
@@ -63,6 +114,7 @@ class Run:
     meta: dict
     scaling: dict = None  # (work, threads) -> median s of the two-chunk independent work
     thread_scaling: dict = None  # (dtype, H, B) -> (median s 1t, median s 2t, chars per call, rounds), alternated
+    cells: list = field(default_factory=list)  # CellRow, sorted by point then implementation
 
     def scaling_speedup(self, work):
         """1-thread median / 2-thread median of the ``scaling`` group's ``work`` (or None)."""
@@ -72,6 +124,13 @@ class Run:
     def find(self, kind, implementation, dtype, batch_size, threads, hidden_size):
         for row in self.rows:
             if row.key == (kind, implementation, dtype, batch_size, threads, hidden_size):
+                return row
+        return None
+
+    def find_cell(self, implementation, point):
+        """The ``cells`` row of ``implementation`` at ``point`` (see :attr:`CellRow.point`), or None."""
+        for row in self.cells:
+            if row.key == point + (implementation,):
                 return row
         return None
 
@@ -93,11 +152,13 @@ def load(path) -> Run:
     """Read a pytest-benchmark JSON written by ``pytest benchmarks --benchmark-json=...``."""
     path = Path(path)
     data = json.loads(path.read_text())
-    rows, gemm, scaling, thread_scaling = [], {}, {}, {}
+    rows, gemm, scaling, thread_scaling, cells = [], {}, {}, {}, []
     for bench in data.get("benchmarks", []):
         info, stats = bench.get("extra_info", {}), bench["stats"]
         kind = info.get("kind")
-        if kind == "thread_scaling":
+        if kind == CELLS_KIND or (kind is None and bench.get("group") == CELLS_KIND):
+            cells.append(_cell_row(info, stats))
+        elif kind == "thread_scaling":
             thread_scaling[(info["dtype"], info["hidden_size"], info["batch_size"])] = (
                 info["median_1t"], info["median_2t"], info["chars_per_call"], info["rounds_each"])
         elif kind == "scaling":
@@ -124,7 +185,9 @@ def load(path) -> Run:
         "machine": data.get("machine_info", {}),
         "quick": quick,
     }
-    return Run(path, rows, gemm, meta, scaling, thread_scaling)
+    cells.sort(key=lambda r: (r.hidden_size, r.cell != "lstm", r.cell, r.num_layers, r.batch_size, r.seq_length,
+                              r.dtype != "float64", r.threads, impl_rank(r.implementation)))
+    return Run(path, rows, gemm, meta, scaling, thread_scaling, cells)
 
 
 def impl_rank(name):
@@ -153,6 +216,6 @@ def speedup(run, row, implementation, dtype="float64"):
 def fraction_of_peak(run, row):
     """row's flops/s over the GEMM flops/s of its dtype and thread count (None without that GEMM)."""
     peak = run.peak(row.dtype, row.threads)
-    if peak is None:
+    if peak is None or row.flops_per_char is None:
         return None
     return row.chars_per_second * row.flops_per_char / peak

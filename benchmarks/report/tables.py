@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from .bar_tables import bars_section
 from .cautions import contention_warning, thread_warnings
-from .markdown import cache_size, percent, rate, series_label, table, times
+from .markdown import cache_size, percent, rate, ratio, series_label, table, times
 from .runs import BATCH_KIND, SCALING_WORK, fraction_of_peak, impl_rank, speedup
+
+CELLS_TITLE = "LSTM and GRU stacks: training step, fastrnn's Trainer beside PyTorch"
+#: As ``benchmarks._support.cell_train_flops_per_char`` counts (the rows carry the count itself).
+CELLS_FLOPS = "3 x (2GH^2 (2L-1) + 2HV), G = 4 (LSTM), 3 (GRU)"
 
 KIND_TITLES = {
     "train_step": "Training step (loss, grads, clip, Adagrad)",
@@ -31,6 +35,9 @@ def render(run, plot_name=None, batch_plot_name=None):
         section = batch_section(run) if kind == BATCH_KIND else kind_section(run, kind)
         if section:
             lines += section + [""]
+    section = cells_section(run)
+    if section:
+        lines += section + [""]
     return "\n".join(lines)
 
 
@@ -179,3 +186,33 @@ def batch_section(run):
             table(["H", "implementation", "dtype", "threads"] + [f"B={b}" for b in batch_sizes], summary), "",
             table(["H", "B", "implementation", "dtype", "threads", "chars/call", "median ms", "chars/s",
                    "x PyTorch", "2t / 1t", "% of GEMM peak"], detail)] + alternated_lines
+
+
+def cells_section(run):
+    """The ``cells`` group: one line per point, fastrnn and PyTorch side by side ([] without such rows)."""
+    if not run.cells:
+        return []
+    points = list(dict.fromkeys(r.point for r in run.cells))
+    rows = []
+    for point in points:
+        ours, theirs = run.find_cell("fastrnn", point), run.find_cell("pytorch", point)
+        any_row = ours or theirs
+        x_pytorch = ours.chars_per_second / theirs.chars_per_second if ours and theirs else None
+        flops = any_row.flops_per_char
+        rows.append([any_row.model, any_row.batch_size, any_row.seq_length, any_row.dtype, any_row.threads,
+                     "—" if flops is None else f"{flops:,}",
+                     rate(ours and ours.chars_per_second), rate(theirs and theirs.chars_per_second), ratio(x_pytorch),
+                     percent(ours and fraction_of_peak(run, ours)),
+                     percent(theirs and fraction_of_peak(run, theirs))])
+    return [f"## {CELLS_TITLE}", "",
+            "`fastrnn.Trainer` (Adam 2e-3, clip by global norm 5) and the same model in PyTorch "
+            "(`nn.LSTM` / `nn.GRU` + `nn.Linear`, an identity `nn.Embedding` for the one-hot input), "
+            "the same windows of tiny shakespeare (B shards, hidden state carried) and dtype, threads "
+            "pinned (`benchmarks/test_cells.py`); chars/s counts the B x T characters of every step of a "
+            "call. \"x PyTorch\": fastrnn over PyTorch at the same point. Flops per character of a "
+            f"training step, L layers: {CELLS_FLOPS} (2 flops per multiply-add over the recurrent "
+            "products, the input projections above layer 0 (layer 0's is a row lookup) and the head; "
+            "backward ~ 2x forward; gate arithmetic, softmax and optimizer left out). \"% of GEMM peak\": "
+            "against the GEMM of the same dtype and thread count in this run (— without one).", "",
+            table(["model", "B", "T", "dtype", "threads", "flops/char", "fastrnn chars/s", "PyTorch chars/s",
+                   "x PyTorch", "fastrnn % of GEMM peak", "PyTorch % of GEMM peak"], rows)]
