@@ -4,7 +4,7 @@ Every benchmark measures one public call of fastrnn (or of its reference twin,
 or of the PyTorch equivalent) on tiny shakespeare ids, with threads pinned in
 code, and stores in ``benchmark.extra_info`` everything the report needs to turn
 a median time into characters per second and a fraction of the GEMM peak
-(``benchmarks/report.py``). Nothing here times anything.
+(``benchmarks/report/``). Nothing here times anything.
 """
 from __future__ import annotations
 
@@ -75,6 +75,26 @@ def forward_flops_per_char(hidden_size: int, vocab_size: int) -> int:
 
 TRAIN_FLOPS_FORMULA = "6H^2+6VH+9H+5V"
 FORWARD_FLOPS_FORMULA = "2H^2+2VH+3H+3V"
+
+#: Gate blocks per cell: the G in G*H rows of a layer's Wxh and Whh.
+CELL_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+CELL_FLOPS_FORMULA = "3 x (2GH^2 (2L-1) + 2HV), G = 4 (LSTM), 3 (GRU)"
+
+
+def cell_train_flops_per_char(cell: str, num_layers: int, hidden_size: int, vocab_size: int) -> int:
+    """Training step of an L-layer LSTM/GRU stack, per character: 3 x (2GH^2 (2L-1) + 2HV).
+
+    Forward, at 2 flops per multiply-add: the recurrent product of each layer
+    (Whh, G*H x H: 2GH^2 each, L layers), the input projection of each layer above
+    the first (Wxh, G*H x H: 2GH^2 each, L-1 layers; layer 0's one-hot input is a
+    row lookup, no multiply-adds) and the head (Why, V x H: 2HV). Backward costs
+    about twice the forward (a product for the input gradient and one for the
+    weight gradient per forward product): training ~ 3x forward. Gate arithmetic,
+    the softmax and the optimizer (O(GH) or O(V) per character, or per step) are
+    left out: a lower bound of the work, as the GEMM-peak fraction wants.
+    """
+    G, H, L, V = CELL_GATES[cell], hidden_size, num_layers, vocab_size
+    return 3 * (2 * G * H * H * (2 * L - 1) + 2 * H * V)
 
 
 def describe(benchmark, *, kind, implementation, dtype, hidden_size, vocab_size, seq_length,
@@ -230,6 +250,13 @@ IMPLEMENTATIONS = [
     ("numba", fastrnn, np.float32, True),
 ]
 IMPLEMENTATION_IDS = [f"{name}-{np.dtype(dt).name}" for name, _, dt, _ in IMPLEMENTATIONS]
+
+#: The seed's public API as a port of min-char-rnn calls it: ``fastrnn.loss_and_grads`` /
+#: ``fastrnn.train_step`` with no workspace (scratch arrays made on every call), one call
+#: per sequence, float64. Only the step groups (train_step, forward_backward) run it.
+SEED_API = ("numba-api", fastrnn, np.float64, False)
+STEP_IMPLEMENTATIONS = IMPLEMENTATIONS + [SEED_API]
+STEP_IMPLEMENTATION_IDS = [f"{name}-{np.dtype(dt).name}" for name, _, dt, _ in STEP_IMPLEMENTATIONS]
 
 
 def run_stream_benchmark(benchmark, corpus, threads, kind, update, implementation, hidden_size, plans):
