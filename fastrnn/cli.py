@@ -593,10 +593,12 @@ def _train(args, path: Path) -> int:
         trainer = (ckpt.trainer(corpus, threads=config.threads, world=world) if ckpt is not None
                    else Trainer(corpus, config, world=world))
     if trainer.config.lr_schedule == "cosine" and trainer.config.decay_steps is None and args.time_budget is None:
-        trainer.fix_decay(total)  # else sized to the time budget once the speed is measured (_train_loop)
+        # else sized to the time budget once the speed is measured (_train_loop); the build below tells the others
+        trainer.fix_decay(total, tell_others=False)
     if world is not None:  # the corpus is prepared: now the other ranks open it and build their trainers
         world.announce("build", dict(config=trainer.config.to_dict(), corpus_path=corpus_path,
-                                     bytes_mode=bytes_mode, cache_dir=args.cache_dir, resume=args.resume))
+                                     bytes_mode=bytes_mode, cache_dir=args.cache_dir, resume=args.resume,
+                                     decay_steps=trainer.config.decay_steps))
         errors = [e for e in world.gather(None) if e is not None]
         if errors:
             raise UsageError(errors[0])
@@ -627,8 +629,12 @@ def _follower_trainer(world):
         config = TrainConfig(**setup["config"])
         with _opened_corpus(setup["corpus_path"], setup["bytes_mode"], setup["cache_dir"]) as corpus:
             if setup["resume"]:
-                return load_checkpoint(setup["resume"]).trainer(corpus, threads=config.threads, world=world)
-            return Trainer(corpus, config, world=world)
+                trainer = load_checkpoint(setup["resume"]).trainer(corpus, threads=config.threads, world=world)
+            else:
+                trainer = Trainer(corpus, config, world=world)
+        if setup["decay_steps"] is not None and trainer.config.decay_steps is None:  # as rank 0 fixed it
+            trainer.fix_decay(setup["decay_steps"], tell_others=False)
+        return trainer
     return build
 
 
@@ -753,9 +759,10 @@ def _warm_up(trainer: Trainer, report) -> None:
 class _DecaySizing:
     """Sizes a cosine schedule's decay to a time budget: the wall-clock rate of the steps after the first block
     (whose first touches of memory and thread starts are slower), over ``PROBE_S`` seconds (or
-    ``PROBE_FRACTION`` of the budget, if more), gives ``decay_steps`` = the steps done + those the rest of the
-    budget holds at that rate (at most the run's --steps). Fixed once, recorded in the checkpoint: the run is
-    repeatable with ``--decay-steps`` set to the printed figure."""
+    ``PROBE_FRACTION`` of the budget, if more) but at most until the warmup ends, gives ``decay_steps`` = the
+    steps done + those the rest of the budget holds at that rate (at most the run's --steps). Fixed once,
+    recorded in the checkpoint; fixed within the warmup (the recipe's 100 steps), where the rate does not
+    depend on it, the run is that of ``--decay-steps`` set to the printed figure from its start."""
 
     PROBE_S = 2.0
     PROBE_FRACTION = 0.03
@@ -764,27 +771,36 @@ class _DecaySizing:
         c = trainer.config
         self.trainer, self.deadline, self.total = trainer, deadline, total
         self.active = deadline is not None and c.lr_schedule == "cosine" and c.decay_steps is None
-        self.block = ENGINE_BLOCK_STEPS  # a cosine is off the seed's path: the engine's blocks
+        self.warmup = c.warmup_steps
+        self.created, self.n_created = time.perf_counter(), trainer.n
         self.start = self.n0 = None
-        budget = 0.0 if deadline is None else deadline - time.perf_counter()
+        budget = 0.0 if deadline is None else deadline - self.created
         self.probe = max(self.PROBE_S, self.PROBE_FRACTION * budget)
+
+    def next_stop(self, s) -> int:
+        """Where the next block of steps must end while the decay is not fixed: a block on, or the warmup's end."""
+        end = s + ENGINE_BLOCK_STEPS  # a cosine is off the seed's path: the engine's blocks
+        return min(end, self.warmup) if s < self.warmup else end
 
     def __call__(self, report):
         if not self.active:
             return
-        now = time.perf_counter()
+        now, n = time.perf_counter(), self.trainer.n
         if self.start is None:  # the first block is done: time from here
-            self.start, self.n0 = now, self.trainer.n
-            if now < self.deadline:
-                return
-        if now - self.start < self.probe and now < self.deadline:
+            self.start, self.n0 = now, n
+        warmed = self.warmup and n >= self.warmup
+        if not warmed and now - self.start < self.probe and now < self.deadline:
             return
-        rate = (self.trainer.n - self.n0) / max(now - self.start, 1e-9)
-        steps = min(self.total, self.trainer.n + int(rate * max(self.deadline - now, 0.0)))
-        self.trainer.fix_decay(steps)
+        if n > self.n0:
+            rate = (n - self.n0) / max(now - self.start, 1e-9)
+        else:  # the first block was all there was time for (or all of the warmup): its rate
+            rate = (n - self.n_created) / max(now - self.created, 1e-9)
+        steps = min(self.total, n + int(rate * max(self.deadline - now, 0.0)))
+        self.trainer.fix_decay(max(steps, n))
         self.active = False
-        report.line(f"learning rate: cosine decay to {self.trainer.config.min_lr_fraction:g}x by step {steps:,} "
-                    f"(the time budget holds about that many at {rate:,.1f} steps/s)")
+        report.line(f"learning rate: cosine decay to {self.trainer.config.min_lr_fraction:g}x by step "
+                    f"{self.trainer.config.decay_steps:,} (fixed at step {n:,}: the time budget holds about that "
+                    f"many at {rate:,.1f} steps/s)")
 
 
 def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, metrics: MetricsLog) -> int:
@@ -831,7 +847,7 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, m
                         if every:
                             stops.append(_next_at(s, every, offset))
                     if sizing.active:
-                        stops.append(s + sizing.block)
+                        stops.append(sizing.next_stop(s))
                     if not trainer.train(min(stops) - s, deadline=deadline):
                         return _interrupted(trainer, path, report, save, stop)
                     sizing(report)

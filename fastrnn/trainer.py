@@ -562,13 +562,14 @@ class Trainer(_StateViews):
     def model(self) -> CharModel:
         return CharModel(self.params, self.vocab)
 
-    def fix_decay(self, decay_steps: int) -> None:
+    def fix_decay(self, decay_steps: int, tell_others=True) -> None:
         """Fix a cosine schedule's ``decay_steps`` (left None so that a run with a time budget can size it from
-        its measured speed); recorded in the config, so checkpoints and resumes keep it."""
+        its measured speed); recorded in the config, so checkpoints and resumes keep it. With a world and
+        ``tell_others``, rank 0 says so to the other ranks, which fix theirs (:mod:`fastrnn.distributed`)."""
         if self.config.decay_steps is not None:
             raise ValueError(f"decay-steps is already fixed at {self.config.decay_steps:,}")
         self.config = replace(self.config, decay_steps=int(decay_steps)).validate()
-        if self.world is not None:  # rank 0 says so to the other ranks, which fix theirs (fastrnn.distributed)
+        if self.world is not None and tell_others:
             self.world.announce("decay", int(decay_steps))
 
     @property

@@ -34,7 +34,7 @@ import pytest
 
 import fastrnn
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.trainer import TrainConfig, Trainer, recipe_config
 
 STEPS = 80
 RTOL = 1e-9
@@ -284,13 +284,35 @@ def test_mpiexec_equals_threads_and_resumes(mpiexec, corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     assert_same_run(load_checkpoint(tmp_path / "b.npz").trainer(corpus), one, exact=True)
 
+    # The lstm recipe's other defaults (float32, warmup, cosine decay over the run's steps) hold on every rank.
     lstm = dict(cell="lstm", num_layers=2, optimizer="adam", clip=None, clip_norm=1.0)
-    one = Trainer(corpus, cli_config(**lstm))
+    given = dict(hidden_size=8, seq_length=5, batch_size=4, seed=3, threads=2, **lstm)  # what SMALL and the flags say
+    one = Trainer(corpus, replace(recipe_config(**given), decay_steps=STEPS))
+    assert one.config.dtype == "float32" and one.config.scheduled
     one.train(STEPS)
     r = run_mpi(mpiexec, 2, "train", *SMALL, "--model", "lstm", "--num-layers", 2, "--optimizer", "adam",
                 "--clip-norm", 1, "--threads", 1, "--steps", STEPS, "--checkpoint", "c.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert_same_run(load_checkpoint(tmp_path / "c.npz").trainer(corpus), one, exact=False)
+
+
+def test_mpiexec_time_budget_sizes_the_schedule_on_every_rank(mpiexec, corpus, tmp_path):
+    """The lstm recipe under a time budget: rank 0 sizes the cosine decay from its speed and tells the other
+    rank within the warmup; the run equals one process trained with that decay from its start."""
+    r = run_mpi(mpiexec, 2, "train", *SMALL, "--model", "lstm", "--threads", 1, "--steps", 10**6,
+                "--time-budget", 6, "--checkpoint", "t.npz", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    import re
+    sized = re.search(r"cosine decay to 0.1x by step ([\d,]+) \(fixed at step ([\d,]+):", r.stdout)
+    assert sized, r.stdout
+    resumed = load_checkpoint(tmp_path / "t.npz").trainer(corpus)
+    decay = int(sized.group(1).replace(",", ""))
+    assert resumed.config.decay_steps == decay and resumed.n > 0
+    assert int(sized.group(2).replace(",", "")) <= resumed.config.warmup_steps  # fixed within the warmup
+    one = Trainer(corpus, replace(recipe_config(hidden_size=8, seq_length=5, batch_size=4, seed=3, threads=2,
+                                                cell="lstm"), decay_steps=decay))
+    one.train(resumed.n)
+    assert_same_run(resumed, one, exact=False)
 
 
 def test_mpiexec_bad_input_is_one_message_and_exit_2(mpiexec, tmp_path):

@@ -221,7 +221,7 @@ def test_cli_time_budget_trains_until_it_then_validates_and_saves(tmp_path, corp
     n = int(arrays["n"])
     assert 0 < n < 10_000_000 and f"time budget of {budget} s reached at step {n:,}" in r.stdout
     # gru's recipe decays the rate along a cosine: its end is sized to the budget from the measured speed
-    sized = re.search(r"learning rate: cosine decay to 0.1x by step ([\d,]+) \(the time budget holds", r.stdout)
+    sized = re.search(r"learning rate: cosine decay to 0.1x by step ([\d,]+) \(fixed at step", r.stdout)
     assert sized, r.stdout
     decay_steps = int(sized.group(1).replace(",", ""))
     assert json.loads(str(arrays["config"]))["decay_steps"] == decay_steps and 0 < decay_steps < 10_000_000
