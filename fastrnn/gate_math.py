@@ -36,6 +36,7 @@ LN2_LO = 1.90821492927058770002e-10
 MAX_ARG = 709.0  # expm1(709) ~ 8.2e307: arguments are clamped here, so no intermediate overflows
 MIN_ARG = -50.0  # expm1(-50) = -1 + 2e-22, which rounds to -1: the polynomial never sees -inf
 MIN_K = -1022.0  # 2^k must be a normal float64
+EXPONENT_MAGIC = 1023.0 + 2.0 ** 52  # k + this has the bits of k + 1023 in its low mantissa bits
 
 # 1 / n! for n = 2..13: expm1(r) = r + r^2 / 2! + ... + r^13 / 13!, |r| <= ln2 / 2, error < 2^-60 relative
 _C = [1.0 / float(np.prod(np.arange(1, n + 1, dtype=np.float64))) for n in range(2, 14)]
@@ -45,6 +46,18 @@ C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, C12, C13 = _C
 def _gate(fn):
     """Compiled with FMA contraction only (no reassociation: the reduction's order is what makes it exact)."""
     return numba.njit(fastmath={"contract"}, **_COMMON)(fn)
+
+
+@intrinsic
+def _float64_bits(typingctx, x):
+    """The IEEE-754 bits of the float64 ``x`` as an int64 (a bitcast)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
 
 
 @intrinsic
@@ -74,7 +87,9 @@ def expm1(x):
     p = r * r * (C2 + r * (C3 + r * (C4 + r * (C5 + r * (C6 + r * (C7 + r * (C8 + r * (C9 + r * (
         C10 + r * (C11 + r * (C12 + r * C13)))))))))))
     p = r + p  # e^r - 1, |r| <= ln2 / 2
-    scale = _float64_from_bits((np.int64(k) + np.int64(1023)) << np.int64(52))  # 2^k
+    # 2^k: k + 1023 written into the low bits of 2^52's mantissa, then shifted into the exponent field
+    # (no float-to-int conversion, which AVX2 cannot do four at a time for int64)
+    scale = _float64_from_bits(_float64_bits(k + EXPONENT_MAGIC) << np.int64(52))
     return scale * p + (scale - 1.0)  # 2^k (e^r - 1) + 2^k - 1 = e^x - 1; exact r's result when k = 0
 
 
