@@ -128,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seq-length", type=_int, metavar="N", help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
     t.add_argument("--model", dest="cell", choices=CELLS, help="recurrent cell: rnn (tanh, the seed's), lstm or gru "
                    "(PyTorch's equations and gate order; default rnn). lstm and gru come with a recipe, the "
-                   "defaults of every flag not given: 2 layers of 256, batch-size 32, seq-length 64, float32, adam "
-                   "3e-3, clip-norm 5, warmup 100 steps, cosine decay")
+                   "defaults of every flag not given: 2 layers of 128, batch-size 32, seq-length 64, float32, adam "
+                   "3e-2, clip-norm 5, warmup 20 steps, cosine decay")
     t.add_argument("--num-layers", type=_int, metavar="N", help="stacked recurrent layers (default 1)")
     t.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="adagrad (the seed's, default), rmsprop or adam, with torch.optim's formulas")

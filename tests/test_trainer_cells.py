@@ -131,12 +131,12 @@ SMALL = ["--hidden-size", "8", "--seq-length", "6", "--seed", "2", "--batch-size
 
 
 def test_cli_trains_resumes_samples_and_evaluates_a_stacked_lstm(tmp_path, corpus_file):
-    # The recipe's cosine schedule (warmup 100 steps shortened to 4) with its decay fixed at step 20 by both runs.
+    # The recipe's cosine schedule (warmup 20 steps shortened to 4) with its decay fixed at step 20 by both runs.
     model = ["--model", "lstm", "--num-layers", "2", "--optimizer", "adam", "--clip-norm", "2", "--warmup-steps", 4,
              "--decay-steps", 20]
     r = run_cli("train", corpus_file, *SMALL, *model, "--steps", 20, "--checkpoint", "full.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert ("2-layer lstm, hidden-size 8, seq-length 6, learning-rate 0.003, optimizer adam, clip-norm 2.0, "
+    assert ("2-layer lstm, hidden-size 8, seq-length 6, learning-rate 0.03, optimizer adam, clip-norm 2.0, "
             "warmup 4 steps, cosine decay to 0.1x by step 20, float32") in r.stdout
     r = run_cli("train", corpus_file, *SMALL, *model, "--steps", 10, "--checkpoint", "half.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
