@@ -101,7 +101,8 @@ def machine() -> dict:
             flags = sorted(f for f in value.split() if f.startswith(("avx", "fma", "sse4")))
             break
     import scipy.linalg  # noqa: F401  (its OpenBLAS is the one Numba's np.dot calls)
-    blas = [{k: lib.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "filepath")}
+    blas = [{**{k: lib.get(k) for k in ("internal_api", "version", "architecture", "num_threads")},
+             "library": Path(lib.get("filepath") or "").name}  # the file's name, not where it is installed
             for lib in threadpool_info() if lib.get("user_api") == "blas"]
     return dict(cpu=model, isa=flags, cores=os.cpu_count(), blas=blas, python=platform.python_version(),
                 numpy=np.__version__, numba=numba.__version__,
