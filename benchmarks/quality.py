@@ -164,6 +164,7 @@ def _torch_main(args: dict) -> dict:
 
     import fastrnn
     from fastrnn.corpus import held_out_count
+    from fastrnn.optim import scheduled_rate
     from fastrnn.trainer import RECIPES
 
     from .torch_models import CharModel, detach, zero_state
@@ -217,13 +218,7 @@ def _torch_main(args: dict) -> dict:
     probe = max(2.0, 0.03 * args["budget"])
     while n == 0 or time.perf_counter() < deadline:  # one step at least, however slow the start
         n += 1
-        if n <= warmup:
-            rate = lr * n / warmup
-        elif decay_steps is None:
-            rate = lr
-        else:
-            progress = min(1.0, (n - warmup) / max(1, decay_steps - warmup))
-            rate = lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+        rate = scheduled_rate(lr, n, "cosine", warmup, decay_steps, floor)  # fastrnn's schedule, the same formula
         state, loss = step(model, params, opt, p, state, rate)
         p += T
         if p + T + 1 >= shard:
