@@ -15,7 +15,7 @@ initial state) in rows 0..B-1 and h_{t+1} in rows (t+1) * B + b; an LSTM's
 with ``n = tanh(x_n + r * (W_hn h + b_hn))``; rnn a single tanh block.
 
 The gates' sigmoid and tanh are :mod:`fastrnn.gate_math`'s (vectorisable,
-within a few ulp of numpy's), so a step's element-wise work runs in SIMD.
+within 3 ulp of the true values), so a step's element-wise work runs in SIMD.
 
 Every ``*_backward`` leaves in ``dh`` (B, H) the gradient of the initial
 state h_0 (and, for an LSTM, in ``dc`` that of c_0). The twins are in
