@@ -29,6 +29,23 @@ from . import gate_math
 from ._numba import fast
 
 
+@fast
+def _blocks4(row, H):
+    """The four (H,) gate blocks of a (4H,) row, as separate views.
+
+    Indexing one row as ``row[k]``, ``row[H + k]``, ... hides from LLVM that the
+    blocks never overlap (H is only known at run time), so it keeps the gate loop
+    scalar; four views are four pointers it checks once and then vectorises
+    (about 4x faster for the LSTM's gates, the same arithmetic)."""
+    return row[:H], row[H:2 * H], row[2 * H:3 * H], row[3 * H:4 * H]
+
+
+@fast
+def _blocks3(row, H):
+    """The three (H,) gate blocks of a (3H,) row, as separate views (see :func:`_blocks4`)."""
+    return row[:H], row[H:2 * H], row[2 * H:3 * H]
+
+
 # --- tanh RNN: h' = tanh(x_proj + Whh h) ---------------------------------------
 
 @fast
@@ -77,16 +94,18 @@ def lstm_forward(hs, cs, gates, tmp, Whh):
         np.dot(hs[t * B:(t + 1) * B], Whh.T, tmp)
         for b in range(B):
             r = t * B + b
-            g, u, c_prev, c_new, h_new = gates[r], tmp[b], cs[r], cs[r + B], hs[r + B]
+            gi, gf, gg, go = _blocks4(gates[r], H)
+            ui, uf, ug, uo = _blocks4(tmp[b], H)
+            c_prev, c_new, h_new = cs[r], cs[r + B], hs[r + B]
             for k in range(H):
-                i = dt(gate_math.sigmoid(g[k] + u[k]))
-                f = dt(gate_math.sigmoid(g[H + k] + u[H + k]))
-                gg = dt(gate_math.tanh(g[2 * H + k] + u[2 * H + k]))
-                o = dt(gate_math.sigmoid(g[3 * H + k] + u[3 * H + k]))
-                c = f * c_prev[k] + i * gg
-                g[k], g[H + k], g[2 * H + k], g[3 * H + k] = i, f, gg, o
+                i = dt(gate_math.sigmoid(gi[k] + ui[k]))
+                f = dt(gate_math.sigmoid(gf[k] + uf[k]))
+                g = dt(gate_math.tanh(gg[k] + ug[k]))
+                o = dt(gate_math.sigmoid(go[k] + uo[k]))
+                c = f * c_prev[k] + i * g
+                gi[k], gf[k], gg[k], go[k] = i, f, g, o
                 c_new[k] = c
-                h_new[k] = o * dt(gate_math.tanh(c_new[k]))
+                h_new[k] = o * dt(gate_math.tanh(c))
 
 
 @fast
@@ -104,16 +123,18 @@ def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, Whh):
     for t in range(T - 1, -1, -1):
         for b in range(B):
             r = t * B + b
-            g, d, c_now, c_prev, up, dhb, dcb = gates[r], dgates[r], cs[r + B], cs[r], dhs[r], dh[b], dc[b]
+            gi, gf, gg, go = _blocks4(gates[r], H)
+            di, df, dg, do = _blocks4(dgates[r], H)
+            c_now, c_prev, up, dhb, dcb = cs[r + B], cs[r], dhs[r], dh[b], dc[b]
             for k in range(H):
-                i, f, gg, o = g[k], g[H + k], g[2 * H + k], g[3 * H + k]
+                i, f, g, o = gi[k], gf[k], gg[k], go[k]
                 tc = dt(gate_math.tanh(c_now[k]))  # as lstm_forward computed it
                 dht = up[k] + dhb[k]
                 dct = dcb[k] + dht * o * (one - tc * tc)
-                d[k] = dct * gg * i * (one - i)
-                d[H + k] = dct * c_prev[k] * f * (one - f)
-                d[2 * H + k] = dct * i * (one - gg * gg)
-                d[3 * H + k] = dht * tc * o * (one - o)
+                di[k] = dct * g * i * (one - i)
+                df[k] = dct * c_prev[k] * f * (one - f)
+                dg[k] = dct * i * (one - g * g)
+                do[k] = dht * tc * o * (one - o)
                 dcb[k] = dct * f
         np.dot(dgates[t * B:(t + 1) * B], Whh, dh)
 
@@ -134,13 +155,15 @@ def gru_forward(hs, gates, hn, tmp, Whh, bhn):
         np.dot(hs[t * B:(t + 1) * B], Whh.T, tmp)
         for b in range(B):
             r = t * B + b
-            g, u, a, h_prev, h_new = gates[r], tmp[b], hn[r], hs[r], hs[r + B]
+            gr, gz, gn = _blocks3(gates[r], H)
+            ur, uz, un = _blocks3(tmp[b], H)
+            a, h_prev, h_new = hn[r], hs[r], hs[r + B]
             for k in range(H):
-                rr = dt(gate_math.sigmoid(g[k] + u[k]))
-                z = dt(gate_math.sigmoid(g[H + k] + u[H + k]))
-                ak = u[2 * H + k] + bhn[k]
-                n = dt(gate_math.tanh(g[2 * H + k] + rr * ak))
-                g[k], g[H + k], g[2 * H + k] = rr, z, n
+                rr = dt(gate_math.sigmoid(gr[k] + ur[k]))
+                z = dt(gate_math.sigmoid(gz[k] + uz[k]))
+                ak = un[k] + bhn[k]
+                n = dt(gate_math.tanh(gn[k] + rr * ak))
+                gr[k], gz[k], gn[k] = rr, z, n
                 a[k] = ak
                 h_new[k] = (one - z) * n + z * h_prev[k]
 
@@ -157,15 +180,18 @@ def gru_backward(dgx, dgh, dh, tmp, dhs, hs, gates, hn, Whh):
     for t in range(T - 1, -1, -1):
         for b in range(B):
             r = t * B + b
-            g, dx, dg, a, h_prev, up, dhb = gates[r], dgx[r], dgh[r], hn[r], hs[r], dhs[r], dh[b]
+            gr, gz, gn = _blocks3(gates[r], H)
+            dxr, dxz, dxn = _blocks3(dgx[r], H)
+            dgr, dgz, dgn = _blocks3(dgh[r], H)
+            a, h_prev, up, dhb = hn[r], hs[r], dhs[r], dh[b]
             for k in range(H):
-                rr, z, n = g[k], g[H + k], g[2 * H + k]
+                rr, z, n = gr[k], gz[k], gn[k]
                 dht = up[k] + dhb[k]
                 dn = dht * (one - z) * (one - n * n)
                 dz = dht * (h_prev[k] - n) * z * (one - z)
                 dr = dn * a[k] * rr * (one - rr)
-                dx[k], dx[H + k], dx[2 * H + k] = dr, dz, dn
-                dg[k], dg[H + k], dg[2 * H + k] = dr, dz, dn * rr
+                dxr[k], dxz[k], dxn[k] = dr, dz, dn
+                dgr[k], dgz[k], dgn[k] = dr, dz, dn * rr
                 dhb[k] = dht * z
         np.dot(dgh[t * B:(t + 1) * B], Whh, tmp)
         for b in range(B):
