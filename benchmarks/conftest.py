@@ -8,6 +8,7 @@ once, untimed, as a smoke test. Timing is on when a benchmark flag asks for it:
 """
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     except ImportError:
         info["torch"] = None
     info["caches"] = _cpu_caches()
+    # Set, these hold OpenBLAS to another kernel than the CPU's (e.g. AVX2 on AVX-512): record them.
+    info["openblas_env"] = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
     if _support.threadpool_limits is not None:
         from threadpoolctl import threadpool_info
         # The libraries' defaults at start-up; each benchmark pins them and records what

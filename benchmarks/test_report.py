@@ -111,3 +111,20 @@ def test_committed_runs_render_with_every_group(tmp_path):
         text = tables.render(runs.load(BENCH_RESULTS / name))
         assert all(f"## Bars ({title})" in text for title in bars.BAR_GROUPS.values())
         assert "issue" not in text.lower()
+
+
+def test_header_names_the_isa_and_the_blas_kernel_that_ran(tmp_path):
+    pools = [{"user_api": "blas", "internal_api": "openblas", "version": "0.3.30", "architecture": "Haswell"},
+             {"user_api": "openmp", "internal_api": "openmp", "architecture": None}]
+    machine = {"cpu": {"brand_raw": "Some CPU", "count": 2, "flags": ["sse2", "avx2", "fma", "avx512f"]},
+               "fastrnn_bench": {"threadpools_at_start": pools, "openblas_env": {"OPENBLAS_CORETYPE": "Haswell"}}}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"benchmarks": [], "datetime": "2000-01-01", "machine_info": machine}))
+    text = "\n".join(tables.header(runs.load(path)))
+    assert "ISA: AVX-512 (avx512f, avx2, fma)" in text
+    assert "BLAS: openblas 0.3.30 kernel Haswell (with OPENBLAS_CORETYPE=Haswell)" in text
+    machine["cpu"]["flags"] = ["avx2"]
+    machine["fastrnn_bench"]["openblas_env"] = {}
+    path.write_text(json.dumps({"benchmarks": [], "datetime": "2000-01-01", "machine_info": machine}))
+    text = "\n".join(tables.header(runs.load(path)))
+    assert "ISA: AVX2 (avx2)" in text and "(OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset)" in text

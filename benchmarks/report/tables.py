@@ -60,6 +60,8 @@ def header(run):
         f"numpy {libs.get('numpy', '?')}, numba {libs.get('numba', '?')}, "
         f"torch {libs.get('torch') or 'not installed'}.",
         "",
+        f"ISA: {isa_summary(cpu.get('flags') or [])}; BLAS: {blas_summary(libs)}.",
+        "",
         "chars/s = characters per timed call / median seconds per call. "
         "Speed-ups are ratios of chars/s in this run. \"% of GEMM peak\" = chars/s x flops per "
         "character / the numpy matmul flops/s of the same dtype and thread count measured in this "
@@ -70,6 +72,30 @@ def header(run):
         lines += ["", "**Quick run (FASTRNN_BENCH_QUICK=1): few rounds, for checking the pipeline; "
                       "do not publish these numbers.**"]
     return lines
+
+
+#: The SIMD extensions that decide GEMM and elementwise speed, widest first.
+ISA_FLAGS = ("amx_tile", "avx512_bf16", "avx512_fp16", "avx512f", "avx2", "fma")
+
+
+def isa_summary(flags):
+    """The run's SIMD level from the CPU flags py-cpuinfo recorded, e.g. ``AVX-512 (avx512f, avx2, fma)``."""
+    have = [f for f in ISA_FLAGS if f in flags]
+    if not flags:
+        return "not recorded"
+    level = "AVX-512" if "avx512f" in have else "AVX2" if "avx2" in have else "no AVX2"
+    return f"{level} ({', '.join(have) or 'none of ' + ', '.join(ISA_FLAGS)})"
+
+
+def blas_summary(libs):
+    """The BLAS libraries seen at start-up with the kernel each ran, and the OPENBLAS_* settings."""
+    pools = [p for p in libs.get("threadpools_at_start") or [] if p.get("user_api") == "blas"]
+    kernels = ", ".join(f"{p.get('internal_api')} {p.get('version')} kernel {p.get('architecture')}" for p in pools)
+    env = libs.get("openblas_env")
+    setting = ("OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE not recorded" if env is None else
+               "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset" if not env else
+               "with " + ", ".join(f"{k}={v}" for k, v in sorted(env.items())))
+    return f"{kernels or 'not recorded'} ({setting})"
 
 
 def cache_summary(run):
