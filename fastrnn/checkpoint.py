@@ -25,7 +25,8 @@ files load as a 1-layer rnn trained with Adagrad.
 
 Version 4 (the same arrays) adds the learning-rate schedule to the config:
 ``lr_schedule``, ``warmup_steps``, ``decay_steps``, ``min_lr_fraction``; older
-files load with a constant rate.
+files load with a constant rate. Version 5 adds ``dropout``; older files load
+without it (0).
 """
 from __future__ import annotations
 
@@ -44,11 +45,12 @@ from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState, s
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 V1_CONFIG_DEFAULTS = ("batch_size", "threads")  # config fields a version-1 file lacks: take the defaults
 V2_CONFIG_DEFAULTS = ("cell", "num_layers", "optimizer", "alpha", "beta1", "beta2", "eps", "clip_norm")  # v1/v2 lack
 V3_CONFIG_DEFAULTS = ("lr_schedule", "warmup_steps", "decay_steps", "min_lr_fraction")  # v1-v3 lack: constant rate
+V4_CONFIG_DEFAULTS = ("dropout",)  # v1-v4 lack: no dropout
 STATE_PREFIX = {"memory": "m", "square_avg": "square_avg.", "exp_avg": "exp_avg.", "exp_avg_sq": "exp_avg_sq."}
 HIDDEN_NAMES = {"h": "hprev", "c": "cprev"}
 _SCALARS = ("p", "n", "smooth_loss", "bytes_mode", "format_version", "corpus_length")
@@ -237,6 +239,8 @@ def load_checkpoint(path) -> Checkpoint:
     except json.JSONDecodeError as e:
         raise _bad(path, f"damaged JSON ({e})") from None
     known = {f.name for f in fields(TrainConfig)}
+    if version <= 4:
+        known -= set(V4_CONFIG_DEFAULTS)
     if version <= 3:
         known -= set(V3_CONFIG_DEFAULTS)
     if version <= 2:

@@ -53,7 +53,7 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 DEFAULT_STEPS = 100_000
 HYPERPARAMETERS = ("hidden_size", "seq_length", "learning_rate", "seed", "dtype", "val_fraction", "batch_size",
                    "cell", "num_layers", "optimizer", "alpha", "beta1", "beta2", "eps", "clip", "clip_norm",
-                   "lr_schedule", "warmup_steps", "decay_steps", "min_lr_fraction")
+                   "lr_schedule", "warmup_steps", "decay_steps", "min_lr_fraction", "dropout")
 DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 FLAGS = {"cell": "--model"}  # config fields whose flag is not --field-name
 
@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the steps the budget is measured to hold)")
     t.add_argument("--min-lr-fraction", type=float, metavar="F",
                    help="cosine: the floor, a fraction of the learning rate, in [0, 1] (default 0.1)")
+    t.add_argument("--dropout", type=float, metavar="P",
+                   help="zero each output of each layer with probability P while training (the rest scaled by "
+                        "1/(1-P); seeded masks, so a resume is exact), in [0, 1) (default 0)")
     t.add_argument("--batch-size", type=_int, metavar="B",
                    help="streams trained per step, each on its own shard of the text (default 1: "
                         "min-char-rnn's loop exactly)")
@@ -324,6 +327,9 @@ def _check_train_args(args):
     f = args.min_lr_fraction
     if f is not None and not (0 <= f <= 1):
         raise UsageError(f"--min-lr-fraction must be in [0, 1], got {f}")
+    p = args.dropout
+    if p is not None and not (0 <= p < 1):
+        raise UsageError(f"--dropout must be in [0, 1), got {p}")
     _positive(args, "num_layers")
     budget = args.time_budget
     if budget is not None and not (math.isfinite(budget) and budget > 0):
@@ -990,6 +996,8 @@ class _Lines(_Quiet):
                    else f", clip {c.clip}" if c.clip is not None else ", no clipping")
         if c.warmup_steps:
             update += f", warmup {c.warmup_steps:,} steps"
+        if c.dropout:
+            update += f", dropout {c.dropout:g}"
         if c.lr_schedule == "cosine":
             update += (f", cosine decay to {c.min_lr_fraction:g}x by step " +
                        (f"{c.decay_steps:,}" if c.decay_steps is not None else "(sized to the time budget)"))

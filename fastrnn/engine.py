@@ -18,8 +18,13 @@ model to rounding.
 
 State layout (PyTorch's): a tuple with one (num_layers, B, H) array per state
 name, ``(h,)`` for rnn and gru, ``(h, c)`` for lstm.
+
+Dropout (:class:`Dropout`, training only) multiplies every layer's outputs by
+a seeded mask before the layer above, or the head, reads them.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -38,7 +43,8 @@ class StackWorkspace:
     """Scratch arrays for steps of ``batch_size`` streams of up to ``seq_length`` ids of a model, allocated once.
 
     Per layer: hs ((T+1) * B, H) (and cs for an LSTM), gates and dgx (T * B, G*H),
-    dhs (T * B, H) (dL/d(outputs)), tmp (B, G*H), dh, dc (B, H), WhhT (H, G*H); a GRU also hn
+    dhs (T * B, H) (dL/d(outputs)), tmp (B, G*H), dh, dc (B, H), WhhT (H, G*H), and for dropout xd (the
+    outputs as the layer above reads them) and mask (T * B, H); a GRU also hn
     (T * B, H), dgh (T * B, 3H) and tmp_h (B, H). Shared: probs (T * B, V),
     WxhT / dWxhT (V, G*H) and the step's ids (B, T).
     """
@@ -54,7 +60,8 @@ class StackWorkspace:
         self.layers = []
         for _ in range(spec.num_layers):
             a = dict(hs=z((T + 1) * B, H), gates=z(T * B, G * H), dgx=z(T * B, G * H), dhs=z(T * B, H),
-                     tmp=z(B, G * H), dh=z(B, H), dc=z(B, H), WhhT=z(H, G * H))
+                     tmp=z(B, G * H), dh=z(B, H), dc=z(B, H), WhhT=z(H, G * H),
+                     xd=z(T * B, H), mask=z(T * B, H))
             if spec.cell == "lstm":
                 a["cs"] = z((T + 1) * B, H)
             if spec.cell == "gru":
@@ -151,10 +158,53 @@ class ParallelWorkspace:
             pool.shutdown(wait=False)
 
 
+# --- dropout ---------------------------------------------------------------------
+
+_U64 = (1 << 64) - 1
+
+
+class Dropout(NamedTuple):
+    """Dropout of one training step: each layer's outputs times a mask of 0 (probability ``p``) and 1 / (1 - p).
+
+    The mask is a pure function of the run's ``seed``, the 1-based ``step``, the
+    layer, the time step, the stream's index among the ``total_streams`` of the
+    whole batch and the unit (:func:`fastrnn.stack_kernels.dropout_forward`;
+    twin :func:`fastrnn.reference.dropout_masks`). ``first_stream``: the index
+    of the first stream these arrays hold (a chunk's, or an MPI rank's share's).
+    """
+    p: float
+    seed: int
+    step: int
+    total_streams: int
+    first_stream: int = 0
+
+    def from_stream(self, offset) -> "Dropout":
+        """The same step's dropout for streams starting ``offset`` further on."""
+        return self._replace(first_stream=self.first_stream + int(offset))
+
+
+def _apply_dropout(a, dropout, layer, spec, B, T, dtype):
+    """a["xd"] = a's outputs times this layer's mask (written into a["mask"])."""
+    L, H, S = spec.num_layers, spec.hidden_size, dropout.total_streams
+    key = np.uint64(stack_kernels.splitmix64(np.uint64(dropout.seed)))  # returned as a Python int
+    first = np.uint64((dropout.step * L + layer) * T * S * H & _U64)
+    stack_kernels.dropout_forward(a["xd"], a["mask"], a["hs"][B:], B, key, first, np.uint64(dropout.first_stream),
+                                  np.uint64(S), np.uint64(int(dropout.p * 2.0 ** 53)),
+                                  dtype.type(1.0 / (1.0 - dropout.p)))
+
+
+def _outputs(ws, layer, B, dropout):
+    """Layer ``layer``'s outputs (T * B, H) as the layer above or the head reads them."""
+    a = ws.layers[layer]
+    return a["hs"][B:] if dropout is None else a["xd"]
+
+
 # --- forward and backward of the stack (arrays already validated) -------------------
 
-def _forward(params, ws, inputs, targets, state):
-    """Forward pass of B streams; returns the summed loss (float64). state: tuple of (L, B, H), read."""
+def _forward(params, ws, inputs, targets, state, dropout=None):
+    """Forward pass of B streams; returns the summed loss (float64). state: tuple of (L, B, H), read.
+
+    ``dropout``: None, or a :class:`Dropout` for these B streams (training)."""
     spec = params.spec
     B, T = inputs.shape
     for layer in range(spec.num_layers):
@@ -165,7 +215,7 @@ def _forward(params, ws, inputs, targets, state):
             batch_kernels.transpose_into(ws.WxhT, Wxh)
             stack_kernels.embed_ids(a["gates"], ws.WxhT, inputs, bh)
         else:
-            stack_kernels.project_inputs(a["gates"], ws.layers[layer - 1]["hs"][B:], Wxh, bh)
+            stack_kernels.project_inputs(a["gates"], _outputs(ws, layer - 1, B, dropout), Wxh, bh)
         if spec.cell == "rnn":
             cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], Whh)
         elif spec.cell == "lstm":
@@ -173,15 +223,18 @@ def _forward(params, ws, inputs, targets, state):
             cell_kernels.lstm_forward(a["hs"], a["cs"], a["gates"], a["tmp"], Whh)
         else:
             cell_kernels.gru_forward(a["hs"], a["gates"], a["hn"], a["tmp"], Whh, bhn[0])
-    top = ws.layers[-1]["hs"][B:]
+        if dropout is not None:
+            _apply_dropout(a, dropout, layer, spec, B, T, params.dtype)
+    top = _outputs(ws, spec.num_layers - 1, B, dropout)
     return stack_kernels.head_forward(ws.probs, top, targets, params["Why"], params["by"])
 
 
-def _backward(params, ws, inputs, targets, grads, total_batch=None):
+def _backward(params, ws, inputs, targets, grads, total_batch=None, dropout=None):
     """Backward pass after :func:`_forward`; *overwrites* ``grads`` with the gradient of loss / B.
 
     ``total_batch`` (default B): the divisor, when these B streams are one share of a larger batch
-    (a chunk of a step's streams, or one process's share under MPI).
+    (a chunk of a step's streams, or one process's share under MPI). ``dropout``: as given to
+    :func:`_forward` (its masks are read from the workspace).
     """
     spec = params.spec
     B, T = inputs.shape
@@ -189,8 +242,10 @@ def _backward(params, ws, inputs, targets, grads, total_batch=None):
     g = grads.arrays
     dtype = params.dtype.type
     top = ws.layers[-1]
-    stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, top["hs"][B:], targets, params["Why"],
-                                dtype(1) / dtype(B if total_batch is None else total_batch))
+    stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, _outputs(ws, spec.num_layers - 1, B, dropout),
+                                targets, params["Why"], dtype(1) / dtype(B if total_batch is None else total_batch))
+    if dropout is not None:
+        stack_kernels.multiply_into(top["dhs"], top["mask"])
     for layer in reversed(range(spec.num_layers)):
         a = ws.layers[layer]
         names = spec.layer_names(layer)
@@ -212,8 +267,10 @@ def _backward(params, ws, inputs, targets, grads, total_batch=None):
         if layer == 0:
             stack_kernels.embedding_grads(g[names[0]], ws.dWxhT, a["dgx"], inputs)
         else:
-            stack_kernels.input_grads(ws.layers[layer - 1]["dhs"], g[names[0]], a["dgx"],
-                                      ws.layers[layer - 1]["hs"][B:], Wxh)
+            below = ws.layers[layer - 1]
+            stack_kernels.input_grads(below["dhs"], g[names[0]], a["dgx"], _outputs(ws, layer - 1, B, dropout), Wxh)
+            if dropout is not None:
+                stack_kernels.multiply_into(below["dhs"], below["mask"])
 
 
 def _last_state(ws, spec, B, T, out):
@@ -294,12 +351,14 @@ def _state_like(state_last, state_given, spec, single):
 
 # --- public functions ------------------------------------------------------------------
 
-def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=None):
+def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=None, dropout=None):
     """The generic engine's loss, gradients and last state, any model (the 1-layer rnn too).
 
     Same meaning as :func:`fastrnn.reference.stack_loss_and_grads`: inputs,
-    targets (B, T); state a tuple of (L, B, H) arrays or None. Returns
-    ``(loss, grads, state_last)`` with fresh arrays.
+    targets (B, T); state a tuple of (L, B, H) arrays or None; ``dropout`` None
+    or a :class:`Dropout` (the twin's ``masks`` are its
+    :func:`fastrnn.reference.dropout_masks`). Returns ``(loss, grads,
+    state_last)`` with fresh arrays.
     """
     params = _check_model(params)
     inputs, targets, _ = _check_batch_ids(inputs, targets, params.vocab_size)
@@ -308,9 +367,9 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspa
     ws = workspace if workspace is not None else StackWorkspace(params.spec, T, B, params.dtype)
     if not ws.fits(params, B, T):
         raise ValueError("workspace does not fit these parameters, batch size and sequence length")
-    loss = _forward(params, ws, inputs, targets, state)
+    loss = _forward(params, ws, inputs, targets, state, dropout)
     grads = ws.grads
-    _backward(params, ws, inputs, targets, grads)
+    _backward(params, ws, inputs, targets, grads, dropout=dropout)
     limit = optim.clip_value(clip, params.dtype)
     kernels.clip_inplace(grads.flat, limit)
     _last_state(ws, params.spec, B, T, state)
@@ -526,7 +585,7 @@ def blas_threads(threads):
     return threadpool_limits(limits=int(threads), user_api="blas")
 
 
-def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None):
+def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None, dropout=None):
     """``(loss, grads)`` of B streams over the chunks of ``ws`` (a :class:`ParallelWorkspace`), unclipped.
 
     inputs, targets (B, T) int64 ids (validated by the caller); ``state`` a tuple
@@ -535,7 +594,8 @@ def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None)
     sums added in chunk order); ``grads`` (``ws.grads``, reused by the next
     call): the gradient of that loss divided by ``total_batch`` (default B),
     the chunks' gradients summed in chunk order. The chunks run on ``ws``'s
-    threads; BLAS threads are the caller's to set.
+    threads; BLAS threads are the caller's to set. ``dropout``: None, or the
+    step's :class:`Dropout` for these B streams (each chunk draws its streams' masks).
     """
     spec = params.spec
     B, T = inputs.shape
@@ -547,8 +607,9 @@ def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None)
         cw, part = ws.chunks[c], tuple(h[:, lo:hi] for h in state)
         cw.inputs[:] = inputs[lo:hi]
         cw.targets[:] = targets[lo:hi]
-        loss = _forward(params, cw, cw.inputs, cw.targets, part)
-        _backward(params, cw, cw.inputs, cw.targets, cw.grads, divisor)
+        drop = None if dropout is None else dropout.from_stream(lo)
+        loss = _forward(params, cw, cw.inputs, cw.targets, part, drop)
+        _backward(params, cw, cw.inputs, cw.targets, cw.grads, divisor, drop)
         _last_state(cw, spec, hi - lo, T, part)
         return loss
 
@@ -581,7 +642,7 @@ def _step_windows(params, data, starts, state, workspace):
 
 
 def train_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step, clip=CLIP,
-                clip_norm=None, threads=1, learning_rates=None):
+                clip_norm=None, threads=1, learning_rates=None, dropout=0.0, seed=0):
     """k training steps of any model (the trainer's loop off the seed's path); returns their losses (k,) float64.
 
     Step s trains stream b on ``data[starts[s, b] : starts[s, b] + T]`` -> one
@@ -594,15 +655,18 @@ def train_steps(params, optimizer, opt_state, data, starts, resets, state, works
     many threads, BLAS at one thread each) or a :class:`StackWorkspace` (one
     chunk; its products run on ``threads`` BLAS threads). ``learning_rates``:
     each step's rate (k,) (a schedule's), else ``optimizer.learning_rate``.
+    ``dropout``: the probability p of :class:`Dropout` (0: off), its masks drawn
+    from ``seed`` (the run's) and each step's number.
     """
     B = workspace.batch_size
     losses = data_parallel_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step,
-                                 B, None, clip, clip_norm, threads, learning_rates)
+                                 B, None, clip, clip_norm, threads, learning_rates, dropout, seed)
     return losses / B
 
 
 def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step,
-                        total_batch, sum_grads, clip=CLIP, clip_norm=None, threads=1, learning_rates=None):
+                        total_batch, sum_grads, clip=CLIP, clip_norm=None, threads=1, learning_rates=None,
+                        dropout=0.0, seed=0, first_stream=0):
     """:func:`train_steps` for this process's share of the B = ``total_batch`` streams of a data-parallel step.
 
     The workspace, ``starts`` (k, Bl) and ``state`` (tuple of (L, Bl, H)) are
@@ -611,7 +675,9 @@ def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, stat
     chunks), ``sum_grads(grads.flat)`` adds the other shares' in place (an
     allreduce; None: this share is the whole batch), then every process clips
     and applies the same update. Returns the share's losses (k,) float64,
-    summed over its Bl * T characters (not divided).
+    summed over its Bl * T characters (not divided). ``dropout``, ``seed``: as
+    for :func:`train_steps`; ``first_stream``: the share's first stream among
+    the ``total_batch`` (its masks are those streams' masks).
     """
     ws = workspace
     T = ws.seq_length
@@ -629,7 +695,9 @@ def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, stat
             if resets[s]:
                 for h in state:
                     h[:] = 0
-            losses[s], grads = chunked_loss_and_grads(params, ws, window[:, :T], window[:, 1:], state, total_batch)
+            drop = Dropout(dropout, seed, first_step + s, total_batch, first_stream) if dropout > 0 else None
+            losses[s], grads = chunked_loss_and_grads(params, ws, window[:, :T], window[:, 1:], state, total_batch,
+                                                      drop)
             if sum_grads is not None:
                 sum_grads(grads.flat)
             optim.apply(optimizer, params.flat, grads.flat, [m.flat for m in opt_state], first_step + s, clip,

@@ -199,14 +199,49 @@ def _stack_state(state, spec, B, dtype):
     return [tuple(np.array(s[layer], dtype=dtype) for s in state) for layer in range(L)]
 
 
-def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP):
+_U64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _splitmix64(x):
+    """splitmix64 of a uint64 array (wrapping), as :func:`fastrnn.stack_kernels.splitmix64`."""
+    x = np.asarray(x, np.uint64)
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_masks(seed, step, p, num_layers, seq_length, total_streams, hidden_size, streams, dtype):
+    """The dropout masks of training step ``step`` (1-based) of a run seeded ``seed``: (L, T, len(streams), H).
+
+    Entry [l, t, i, k] (stream ``streams[i]`` of the ``total_streams`` in the
+    batch) is 0 where the top 53 bits of splitmix64(splitmix64(seed) ^ c) are
+    below floor(p * 2^53), else 1 / (1 - p) in ``dtype``, with the counter
+    c = ((step * L + l) * T + t) * total_streams * H + stream * H + k modulo 2^64.
+    """
+    L, T, S, H = num_layers, seq_length, total_streams, hidden_size
+    key = _splitmix64(np.array([seed], np.uint64))[0]
+    threshold = np.uint64(int(p * 2.0 ** 53))
+    l, t, b, k = np.ix_(np.arange(L, dtype=np.uint64), np.arange(T, dtype=np.uint64),
+                        np.asarray(streams, np.uint64), np.arange(H, dtype=np.uint64))
+    first = np.uint64((step * L * T * S * H) & _U64)
+    counter = first + (l * np.uint64(T) + t) * np.uint64(S * H) + b * np.uint64(H) + k
+    keep = (_splitmix64(key ^ counter) >> np.uint64(11)) >= threshold
+    scale = np.dtype(dtype).type(1.0 / (1.0 - p))
+    return np.where(keep, scale, np.dtype(dtype).type(0))
+
+
+def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, masks=None):
     """Loss, gradients and last state of B streams under a :class:`~fastrnn.model.ModelParams`.
 
     inputs, targets: (B, T) int ids. state: None (zeros) or a tuple, one (L, B, H)
-    array per state name (``(h,)`` or ``(h, c)``). Returns ``(loss, grads,
-    state_last)``: the cross-entropy summed over the B * T characters divided
-    by B, the gradient of that loss clipped to [-clip, clip] (``clip=None``:
-    unclipped) as a ModelParams, and the last state as a tuple of (L, B, H).
+    array per state name (``(h,)`` or ``(h, c)``). ``masks``: None, or dropout
+    masks (L, T, B, H) (:func:`dropout_masks`) by which every layer's outputs
+    are multiplied before the layer above (or the head) reads them. Returns
+    ``(loss, grads, state_last)``: the cross-entropy summed over the B * T
+    characters divided by B, the gradient of that loss clipped to [-clip, clip]
+    (``clip=None``: unclipped) as a ModelParams, and the last state as a tuple
+    of (L, B, H).
     """
     from .model import ModelParams
     from .reference_cells import STEPS
@@ -228,7 +263,7 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP):
         for layer, (Wxh, Whh, bh, *bhn) in enumerate(layers):
             x_proj = (Wxh[:, inputs[:, t]].T if layer == 0 else x @ Wxh.T) + bh
             states[layer], caches[layer][t] = step(x_proj, states[layer], Whh, *bhn)
-            x = outputs[layer][t] = states[layer][0]
+            x = outputs[layer][t] = states[layer][0] if masks is None else states[layer][0] * masks[layer, t]
         logits = x @ Why.T + by
         logits = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
@@ -245,10 +280,12 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP):
         dy /= B
         g["Why"] += dy.T @ outputs[L - 1][t]
         g["by"] += dy.sum(axis=0)
-        dx = dy @ Why  # dL/d(output of the top layer at step t)
+        dx = dy @ Why  # dL/d(output of the top layer at step t, after its dropout)
         for layer in reversed(range(L)):
             names = spec.layer_names(layer)
             Wxh, Whh = layers[layer][0], layers[layer][1]
+            if masks is not None:
+                dx = dx * masks[layer, t]
             d_new = (d_state[layer][0] + dx,) + d_state[layer][1:]
             d_x, d_hh, d_state[layer] = step_backward(d_new, caches[layer][t], Whh)
             g[names[1]] += d_hh.T @ caches[layer][t][0]

@@ -4,13 +4,72 @@ Everything here is off the sequential path: matrix-matrix products over all
 T * B (time-major) rows at once, plus the per-row softmax. The cells
 (:mod:`fastrnn.cell_kernels`) do the recurrence in between. Float arrays
 share one dtype; ids are int64 (B, T) with row ``t * B + b`` reading ``ids[b, t]``.
+
+Dropout (training only) multiplies every layer's outputs by a mask of 0 and
+``1 / (1 - p)``, a pure function of the run's key, the step number, the layer,
+the time step, the stream's index in the whole batch and the unit
+(:func:`dropout_forward`; its numpy twin is :func:`fastrnn.reference.dropout_masks`),
+so a resume, another thread count or another process count draws the same masks.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._numba import fast
+from ._numba import exact, fast
 from .kernels import add_into, rows_cross_entropy
+
+# splitmix64 (Steele, Lea and Flood 2014): the mask's hash. Constants as uint64 so that Numba keeps
+# every operation in unsigned 64-bit integers (mixed with int64 it would go through float64).
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
+@exact
+def splitmix64(x):
+    """The splitmix64 finaliser of ``x + golden`` (uint64 in, uint64 out, wrapping)."""
+    z = x + _GOLDEN
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@exact
+def dropout_forward(out, mask, h, B, key, first_counter, stream0, total_streams, threshold, scale):
+    """out = h * mask for h (T * B, H) time-major rows; mask (T * B, H) receives 0 or ``scale`` (1 / (1 - p)).
+
+    Unit k of stream b at time t is dropped where the top 53 bits of
+    ``splitmix64(key ^ c)`` are below ``threshold`` (floor(p * 2^53)), the
+    counter c = ``first_counter + (t * total_streams + stream0 + b) * H + k``
+    (uint64, wrapping): ``first_counter`` encodes the step and the layer,
+    ``stream0`` is stream 0's index among the ``total_streams`` of the whole
+    batch (all uint64 but B).
+    """
+    rows, H = h.shape
+    T = rows // B
+    key, first_counter, stream0 = np.uint64(key), np.uint64(first_counter), np.uint64(stream0)
+    total_streams, threshold = np.uint64(total_streams), np.uint64(threshold)  # int64 would mix through float64
+    zero = h.dtype.type(0)
+    h_units = np.uint64(H)
+    for t in range(T):
+        for b in range(B):
+            r = t * B + b
+            c0 = first_counter + (np.uint64(t) * total_streams + stream0 + np.uint64(b)) * h_units
+            m, o, x = mask[r], out[r], h[r]
+            for k in range(H):
+                keep = (splitmix64(key ^ (c0 + np.uint64(k))) >> _S11) >= threshold
+                m[k] = scale if keep else zero
+                o[k] = x[k] * m[k]
+
+
+@fast
+def multiply_into(a, b):
+    """a (n, m) *= b (n, m), element-wise."""
+    for r in range(a.shape[0]):
+        x, y = a[r], b[r]
+        for k in range(x.shape[0]):
+            x[k] *= y[k]
 
 
 @fast

@@ -168,6 +168,7 @@ class TrainConfig:
     warmup_steps: int = 0  # steps of linear warmup to learning_rate
     decay_steps: int | None = None  # cosine: the step at which the rate reaches its floor
     min_lr_fraction: float = 0.1  # cosine: the floor, a fraction of learning_rate
+    dropout: float = 0.0  # probability of zeroing each output of each layer in training (seeded masks); 0: off
 
     def __post_init__(self):
         if self.learning_rate is None:
@@ -185,7 +186,7 @@ class TrainConfig:
     def seed_exact(self) -> bool:
         """The seed's model and update (1-layer rnn, Adagrad, clip by value): trained by the seed-exact kernels."""
         return (self.cell == "rnn" and self.num_layers == 1 and self.optimizer == "adagrad"
-                and self.clip_norm is None and self.clip is not None and not self.scheduled)
+                and self.clip_norm is None and self.clip is not None and not self.scheduled and not self.dropout)
 
     @property
     def scheduled(self) -> bool:
@@ -214,6 +215,9 @@ class TrainConfig:
         f = self.min_lr_fraction
         if not (isinstance(f, (int, float, np.floating)) and not isinstance(f, bool) and 0 <= f <= 1):
             raise ConfigError(f"min-lr-fraction must be in [0, 1], got {f!r}")
+        p = self.dropout
+        if not (isinstance(p, (int, float, np.floating)) and not isinstance(p, bool) and 0 <= p < 1):
+            raise ConfigError(f"dropout must be in [0, 1), got {p!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         for name in ("learning_rate", "clip", "clip_norm"):
@@ -760,12 +764,13 @@ def _train_block(trainer, starts, resets, alone=False):
                                        c.learning_rate, t.workspace, B, sum_grads, clip=c.clip, threads=c.threads)
         return engine.data_parallel_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, share,
                                           t.workspace, t.n + 1, B, sum_grads, clip=c.clip, clip_norm=c.clip_norm,
-                                          threads=c.threads, learning_rates=rates)
+                                          threads=c.threads, learning_rates=rates, dropout=c.dropout, seed=c.seed,
+                                          first_stream=t.streams.start)
     data, rebased = _gather_windows(t.train_ids, starts, T)
     if not c.seed_exact:
         return engine.train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden,
                                   t.workspace, first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm,
-                                  threads=c.threads, learning_rates=rates)
+                                  threads=c.threads, learning_rates=rates, dropout=c.dropout, seed=c.seed)
     params, memory = t.params.as_seed(), t.memory.as_seed()
     if B == 1:
         return rnn.train_steps(params, memory, data, rebased[:, 0], resets, t.hidden[0][0, 0], c.learning_rate,

@@ -121,10 +121,11 @@ def padding_is_zero(grads):
 
 # --- 1. finite differences check the twin -------------------------------------------------------
 
-def finite_difference_failures(params, inputs, targets, state, rng, rtol, atol_scale, eps=1e-5, per_array=3):
+def finite_difference_failures(params, inputs, targets, state, rng, rtol, atol_scale, eps=1e-5, per_array=3,
+                               masks=None):
     """Central differences of the twin's loss at ``per_array`` entries of every array (the largest-gradient
-    entry and random others) against the twin's unclipped gradient; return failures."""
-    _, grads, _ = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None)
+    entry and random others) against the twin's unclipped gradient (with dropout ``masks``); return failures."""
+    _, grads, _ = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None, masks=masks)
     scale = max(float(np.max(np.abs(g))) for g in grads)
     failures = []
     for name in params.names:
@@ -135,9 +136,9 @@ def finite_difference_failures(params, inputs, targets, state, rng, rtol, atol_s
             idx = tuple(int(i) for i in np.unravel_index(k, a.shape))
             old = a[idx]
             a[idx] = up_at = old + eps
-            up = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None)[0]
+            up = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None, masks=masks)[0]
             a[idx] = down_at = old - eps
-            down = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None)[0]
+            down = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None, masks=masks)[0]
             a[idx] = old
             numeric = (up - down) / (up_at - down_at)
             if not abs(numeric - g[idx]) <= rtol * abs(g[idx]) + atol_scale * scale:

@@ -170,7 +170,7 @@ def test_load_not_a_checkpoint(tmp_path):
 
 def test_load_other_format_version(good, tmp_path):
     bad = rewrite_npz(good, tmp_path / "v2.npz", format_version=np.int64(FORMAT_VERSION + 1))
-    with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}; this fastrnn .* reads versions 1, 2, 3, 4"):
+    with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}; this fastrnn .* reads versions 1, 2, 3, 4, 5"):
         load_checkpoint(bad)
 
 

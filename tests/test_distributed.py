@@ -164,6 +164,19 @@ def test_two_ranks_equal_two_threads(corpus, case):
     assert ranks[0].world.sums == STEPS  # one sum of the gradients per step
 
 
+@pytest.mark.parametrize("case", [CASES[2], CASES[4]], ids=lambda c: f"{c[0]}-L{c[1]}-{c[2]}")
+def test_two_ranks_with_dropout_draw_the_masks_of_one_process(corpus, case):
+    """Each rank's share draws the masks of its own streams of the whole batch: the run equals one process's."""
+    with_dropout = lambda threads: replace(config_of(case, threads=threads), dropout=0.3)  # noqa: E731
+    one = Trainer(corpus, with_dropout(2))
+    one.train(STEPS)
+    ranks = run_ranks(2, lambda world: Trainer(corpus, with_dropout(1), world=world), STEPS)
+    assert_same_run(ranks[0], one, exact=False)
+    without = Trainer(corpus, config_of(case, threads=2))
+    without.train(STEPS)
+    assert rel_err(without.params.flat, one.params.flat) > 1e-3  # the masks did something
+
+
 @pytest.mark.parametrize("case", CASES[:3], ids=lambda c: f"{c[0]}-L{c[1]}-{c[2]}")
 def test_resume_across_process_counts(corpus, case, tmp_path):
     """2 ranks x 1 thread, a checkpoint, then 1 process x 2 threads, and the reverse: as one run of 2 threads."""

@@ -13,7 +13,8 @@ import pytest
 
 from fastrnn import init_params, rnn
 from fastrnn.batch import BatchWorkspace, batch_train_step
-from fastrnn.checkpoint import FORMAT_VERSION, V2_CONFIG_DEFAULTS, V3_CONFIG_DEFAULTS, CheckpointError, load_checkpoint, save_checkpoint
+from fastrnn.checkpoint import (FORMAT_VERSION, V2_CONFIG_DEFAULTS, V3_CONFIG_DEFAULTS, V4_CONFIG_DEFAULTS, CheckpointError,
+                                load_checkpoint, save_checkpoint)
 from fastrnn.corpus import Corpus
 from fastrnn.trainer import ConfigError, TrainConfig, Trainer
 from conftest import rewrite_npz
@@ -236,9 +237,9 @@ def test_version_1_checkpoints_still_load_and_resume_exactly(tmp_path):
     first = Trainer(corpus, config)
     first.train(15)
     new = save_checkpoint(tmp_path / "v2.npz", first)
-    # A version-1 file's config: without batch_size and threads, nor what versions 3 and 4 added.
+    # A version-1 file's config: without batch_size and threads, nor what versions 3, 4 and 5 added.
     old_config = {k: v for k, v in config.to_dict().items()
-                  if k not in ("batch_size", "threads") + V2_CONFIG_DEFAULTS + V3_CONFIG_DEFAULTS}
+                  if k not in ("batch_size", "threads") + V2_CONFIG_DEFAULTS + V3_CONFIG_DEFAULTS + V4_CONFIG_DEFAULTS}
     old = rewrite_npz(new, tmp_path / "v1.npz", pointers=None, format_version=np.int64(1),
                    config=np.str_(json.dumps(old_config)))
     ckpt = load_checkpoint(old)
