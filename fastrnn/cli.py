@@ -579,7 +579,7 @@ def _train(args, path: Path) -> int:
                  if getattr(args, name) is not None or (name == "clip" and getattr(args, "clip_off", False))}
         if world is not None and args.threads is None:
             given["threads"] = _threads_per_rank()
-        config = recipe_config(**given).validate()
+        config = recipe_config(time_budget=args.time_budget, **given).validate()
         if world is not None:
             config = config.with_seed()  # drawn once, here, for every rank
         bytes_mode, corpus_path = args.bytes, args.corpus

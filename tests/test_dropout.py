@@ -25,8 +25,8 @@ from fastrnn.trainer import ConfigError, TrainConfig, Trainer
 
 from conftest import rewrite_npz
 from test_cells import (CELL_LAYERS, H, SMALL_CLIP, T, TOL, V, as_parts, case_seed, compare_stack, compare_with_torch,
-                        finite_difference_failures, load_into_torch, make_data, make_model, saturated_fraction,
-                        torch)  # noqa: F401 (the torch fixture)
+                        finite_difference_failures, make_data, make_model, saturated_fraction)
+from test_cells import torch  # noqa: F401 (the fixture: skip without torch, fail without it under CI)
 from test_cli import fastrnn as run_cli
 
 P = 0.3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -225,3 +226,16 @@ def test_cli_time_budget_trains_until_it_then_validates_and_saves(tmp_path, corp
     assert sized, r.stdout
     decay_steps = int(sized.group(1).replace(",", ""))
     assert json.loads(str(arrays["config"]))["decay_steps"] == decay_steps and 0 < decay_steps < 10_000_000
+
+
+def test_the_recipe_and_its_long_budget_form():
+    from fastrnn.trainer import LONG_BUDGET_SECONDS, recipe_config
+    short = recipe_config(cell="lstm")
+    assert (short.hidden_size, short.num_layers, short.learning_rate, short.dropout) == (128, 2, 3e-2, 0.0)
+    assert recipe_config(cell="gru", time_budget=LONG_BUDGET_SECONDS - 1) == replace(short, cell="gru")
+    long = recipe_config(cell="lstm", time_budget=LONG_BUDGET_SECONDS)
+    assert (long.hidden_size, long.learning_rate, long.dropout) == (256, 1e-2, 0.2)
+    assert replace(long, hidden_size=128, learning_rate=3e-2, dropout=0.0) == short  # the rest is the same
+    given = recipe_config(cell="lstm", time_budget=3600, hidden_size=512, dropout=0.5)
+    assert (given.hidden_size, given.dropout, given.learning_rate) == (512, 0.5, 1e-2)
+    assert recipe_config(time_budget=3600) == TrainConfig()  # --model rnn keeps the seed's defaults
