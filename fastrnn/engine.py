@@ -241,9 +241,9 @@ def _backward(params, ws, inputs, targets, grads, total_batch=None, dropout=None
     H = spec.hidden_size
     g = grads.arrays
     dtype = params.dtype.type
-    top = ws.layers[-1]
-    stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, _outputs(ws, spec.num_layers - 1, B, dropout),
-                                targets, params["Why"], dtype(1) / dtype(B if total_batch is None else total_batch))
+    top, top_out = ws.layers[-1], _outputs(ws, spec.num_layers - 1, B, dropout)
+    stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, top_out, targets, params["Why"],
+                                dtype(1) / dtype(B if total_batch is None else total_batch))
     if dropout is not None:
         stack_kernels.multiply_into(top["dhs"], top["mask"])
     for layer in reversed(range(spec.num_layers)):

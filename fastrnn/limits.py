@@ -88,8 +88,8 @@ def training_bytes(vocab_size, hidden_size, seq_length, batch_size=1, threads=1,
         return model, sequences
     G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
     P = G * H * (V + H + 1) + (L - 1) * G * H * (2 * H + 1) + V * H + V + (L * H if cell == "gru" else 0)
-    model = item * ((3 + optimizer_buffers) * P + 2 * V * G * H) + 8 * P
-    sequences = item * (L * (2 * (T + 1) * B * H + 3 * T * B * G * H + T * B * H) + T * B * V) + windows
+    model = item * ((3 + optimizer_buffers) * P + 2 * V * G * H + L * G * H * H) + 8 * P  # + each Whh transposed
+    sequences = item * (L * (2 * (T + 1) * B * H + 3 * T * B * G * H + 3 * T * B * H) + T * B * V) + windows
     return model, sequences
 
 
