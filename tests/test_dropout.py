@@ -2,8 +2,9 @@
 
 The masks are a pure function of (seed, step, layer, time, stream in the whole
 batch, unit): the kernel's equal :func:`fastrnn.reference.dropout_masks` bit for
-bit; with the same masks, finite differences check the twin, the twin checks
-the kernels (saturated gates, active clip, 1e-10 in float64) and PyTorch
+bit; with the same masks, finite differences check the twin and the twin checks
+the kernels (saturated gates, active clip, 1e-10 in float64; in
+``tests/test_cells.py``, parametrized with dropout on and off), PyTorch
 autograd (one ``torch.nn`` layer per layer, the masks multiplied in between)
 checks the twin; a step cut into chunks draws each stream's own masks; the
 trainer's runs resume bit for bit; validation never drops.
@@ -24,8 +25,7 @@ from fastrnn.corpus import Corpus
 from fastrnn.trainer import ConfigError, TrainConfig, Trainer
 
 from conftest import rewrite_npz
-from test_cells import (CELL_LAYERS, H, SMALL_CLIP, T, TOL, V, as_parts, case_seed, compare_stack, compare_with_torch,
-                        finite_difference_failures, make_data, make_model, saturated_fraction)
+from test_cells import CELL_LAYERS, H, T, V, as_parts, compare_stack, compare_with_torch, make_data, make_model
 from test_cells import torch  # noqa: F401 (the fixture: skip without torch, fail without it under CI)
 from test_cli import fastrnn as run_cli
 
@@ -79,41 +79,7 @@ def test_masks_drop_p_of_the_units_and_differ_by_step_layer_stream_and_seed():
     assert not np.any(ref.dropout_masks(SEED, 3, 0.0, L, T_, S, H_, range(S), np.float64) == 0)
 
 
-# --- with the same masks: finite differences, kernels, PyTorch ---------------------------------------
-
-@pytest.mark.parametrize("cell,num_layers", CELL_LAYERS)
-def test_finite_differences_check_the_twin_with_masks(cell, num_layers):
-    params = make_model(cell, num_layers, seed=31)
-    inputs, targets, state = make_data(params.spec, 3, seed=31)
-    failures = finite_difference_failures(params, inputs, targets, state, np.random.default_rng(31), rtol=1e-7,
-                                          atol_scale=1e-9, masks=masks_of(params.spec, 3))
-    assert not failures, failures
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("clip", [None, SMALL_CLIP], ids=["noclip", "clip"])
-@pytest.mark.parametrize("B", [1, 3])
-@pytest.mark.parametrize("cell,num_layers", CELL_LAYERS)
-def test_kernels_match_the_twin_with_dropout_saturated(cell, num_layers, B, clip, dtype):
-    seed = case_seed(cell, num_layers, B, salt=3)  # test_cells' cases without dropout
-    params = make_model(cell, num_layers, "large", seed=seed, dtype=dtype)
-    inputs, targets, state = make_data(params.spec, B, seed=seed, dtype=dtype)
-    ws = engine.StackWorkspace(params.spec, T, B, dtype)
-    fast = engine.stack_loss_and_grads(params, inputs, targets, state, clip=clip, workspace=ws,
-                                       dropout=engine.Dropout(P, SEED, 7, 8, 2))
-    twin = ref.stack_loss_and_grads(params, inputs, targets, state, clip=clip,
-                                    masks=masks_of(params.spec, B, total=8, first=2, dtype=dtype))
-    assert saturated_fraction(ws) > 0.2, "the case must saturate gates"
-    if clip is not None:
-        assert np.max(np.abs(fast[1].flat)) == dtype(clip), "the case must hit the clip"
-    # float64 is the precise check; in float32 saturated gates amplify each side's own rounding (the kernels
-    # compute gates in float64, the twin in float32), measured up to 2e-3 relative here: a 10x looser bound.
-    tol = TOL[dtype] if dtype == np.float64 else dict(rtol=1e-3, atol_scale=1e-4)
-    failures = compare_stack(fast, twin, **tol)
-    assert not failures, failures
-    without = ref.stack_loss_and_grads(params, inputs, targets, state, clip=clip)
-    assert compare_stack(fast, without, **TOL[dtype]), "dropout must change the result"
-
+# --- with the same masks: PyTorch (finite differences and the kernels: test_cells, dropout "on") ----------
 
 def torch_layers_with_masks(torch, cell, params, inputs, targets, state, masks):
     """Autograd through one ``torch.nn`` layer per layer, each layer's outputs times its mask (B, T, H)."""
