@@ -34,3 +34,8 @@ def fast(fn):
 def parallel(fn):
     """Compile ``fn`` with ``parallel=True`` (its ``prange`` loops run on Numba's threads), exact arithmetic."""
     return numba.njit(parallel=True, fastmath=False, **_COMMON)(fn)
+
+
+def fast_parallel(fn):
+    """:func:`fast` with ``parallel=True``: its ``prange`` loops run on Numba's threads."""
+    return numba.njit(parallel=True, fastmath=set(FASTMATH), **_COMMON)(fn)

@@ -26,14 +26,13 @@ different thread counts agree to rounding (float64: ~1e-15 relative on one step)
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 
 import numba
 import numpy as np
 
 from . import batch_kernels, kernels
 from ._aligned import aligned_zeros
+from ._threads import blas_controller, parallel_lock
 from ._validate import check_params
 from .optim import Optimizer, apply
 from .params import Params
@@ -186,35 +185,6 @@ def _workspace(params, T, B, workspace, threads):
 
 # --- threads ------------------------------------------------------------------------
 
-# Threading layer: OpenMP first. A step of a small model is 0.5-5 ms and enters
-# two parallel regions; on this project's 2-core test machine an empty region
-# costs ~1.5 us with OpenMP (its workers spin briefly before sleeping) but ~85 us
-# with the workqueue layer (workers sleep at once and take that long to wake), which
-# cut the 2-thread speed-up at H = 100, B = 32 from 1.8x to below 1x. The
-# workqueue layer stays as the fallback where no OpenMP runtime loads. Set before
-# any parallel kernel runs; a user's NUMBA_THREADING_LAYER wins.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "default"
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-
-# The workqueue layer (the fallback) must not be entered by two Python threads at once.
-_parallel_lock = threading.Lock()
-
-_blas_lock = threading.Lock()
-_blas_controller = None
-
-
-def _blas_controller_once():
-    """A threadpoolctl controller over the loaded BLAS libraries, numpy's and SciPy's (np.dot in Numba uses SciPy's)."""
-    global _blas_controller
-    with _blas_lock:
-        if _blas_controller is None:
-            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls before looking)
-            from threadpoolctl import ThreadpoolController
-            _blas_controller = ThreadpoolController()
-        return _blas_controller
-
-
 @contextlib.contextmanager
 def _thread_settings(n_threads, parallel_kernel=False):
     """Numba's thread count set to ``n_threads`` (restored after) and BLAS held to one thread.
@@ -228,14 +198,14 @@ def _thread_settings(n_threads, parallel_kernel=False):
         # never launched it jumped to a null pointer (seen for float32). A launched
         # pool that runs no region costs nothing.
         numba.get_num_threads()
-        with _blas_controller_once().limit(limits=1, user_api="blas"):
+        with blas_controller().limit(limits=1, user_api="blas"):
             yield
         return
-    with _parallel_lock:
+    with parallel_lock:
         previous = numba.get_num_threads()
         numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
         try:
-            with _blas_controller_once().limit(limits=1, user_api="blas"):
+            with blas_controller().limit(limits=1, user_api="blas"):
                 yield
         finally:
             numba.set_num_threads(previous)

@@ -24,9 +24,10 @@ state h_0 (and, for an LSTM, in ``dc`` that of c_0). The twins are in
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
 from . import gate_math
-from ._numba import fast
+from ._numba import fast, fast_parallel
 
 
 @fast
@@ -46,6 +47,88 @@ def _blocks3(row, H):
     return row[:H], row[H:2 * H], row[2 * H:3 * H]
 
 
+# --- the work of one row over a range of units (shared by the whole-layer and the split kernels) ---
+
+@fast
+def _rnn_row(x, u, h_new):
+    """h_new (n,) = tanh(x + u) for one row's n units (x: x_proj, u: Whh h)."""
+    for k in range(h_new.shape[0]):
+        h_new[k] = gate_math.tanh(x[k] + u[k])
+
+
+@fast
+def _rnn_row_backward(d, h, up, carry):
+    """d (n,) = (1 - h^2) (up + carry): dL/d(pre-activation) of one row's n units."""
+    one = h.dtype.type(1)
+    for k in range(d.shape[0]):
+        d[k] = (one - h[k] * h[k]) * (up[k] + carry[k])
+
+
+@fast
+def _lstm_row(gi, gf, gg, go, ui, uf, ug, uo, c_prev, c_new, h_new):
+    """One row's n units: gate blocks gi.. (x_proj in, activations out) plus ui.. (Whh h); c_new, h_new out."""
+    dt = h_new.dtype.type
+    for k in range(h_new.shape[0]):
+        i = dt(gate_math.sigmoid(gi[k] + ui[k]))
+        f = dt(gate_math.sigmoid(gf[k] + uf[k]))
+        g = dt(gate_math.tanh(gg[k] + ug[k]))
+        o = dt(gate_math.sigmoid(go[k] + uo[k]))
+        c = f * c_prev[k] + i * g
+        gi[k], gf[k], gg[k], go[k] = i, f, g, o
+        c_new[k] = c
+        h_new[k] = o * dt(gate_math.tanh(c))
+
+
+@fast
+def _lstm_row_backward(di, df, dg, do, gi, gf, gg, go, c_now, c_prev, up, dhb, dcb):
+    """One row's n units: d* (dL/d pre-activations) from the activations g*, the cell states, dL/dh from
+    above (up) and the carries dhb (read), dcb (dL/dc, read and replaced by its share for c_prev)."""
+    dt = c_now.dtype.type
+    one = dt(1)
+    for k in range(c_now.shape[0]):
+        i, f, g, o = gi[k], gf[k], gg[k], go[k]
+        tc = dt(gate_math.tanh(c_now[k]))  # as _lstm_row computed it
+        dht = up[k] + dhb[k]
+        dct = dcb[k] + dht * o * (one - tc * tc)
+        di[k] = dct * g * i * (one - i)
+        df[k] = dct * c_prev[k] * f * (one - f)
+        dg[k] = dct * i * (one - g * g)
+        do[k] = dht * tc * o * (one - o)
+        dcb[k] = dct * f
+
+
+@fast
+def _gru_row(gr, gz, gn, ur, uz, un, bhn, a, h_prev, h_new):
+    """One row's n units: gate blocks gr.. (x_proj in, activations out) plus ur.. (Whh h);
+    a receives W_hn h + b_hn, h_new the new state."""
+    dt = h_new.dtype.type
+    one = dt(1)
+    for k in range(h_new.shape[0]):
+        rr = dt(gate_math.sigmoid(gr[k] + ur[k]))
+        z = dt(gate_math.sigmoid(gz[k] + uz[k]))
+        ak = un[k] + bhn[k]
+        n = dt(gate_math.tanh(gn[k] + rr * ak))
+        gr[k], gz[k], gn[k] = rr, z, n
+        a[k] = ak
+        h_new[k] = (one - z) * n + z * h_prev[k]
+
+
+@fast
+def _gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, a, h_prev, up, dhb):
+    """One row's n units: dL/d(x_proj) (dx*) and dL/d(Whh h + [0, 0, b_hn]) (dg*) from the activations,
+    a = W_hn h + b_hn, h_prev, dL/dh from above (up) and the carry dhb (read, replaced by its direct share)."""
+    one = h_prev.dtype.type(1)
+    for k in range(h_prev.shape[0]):
+        rr, z, n = gr[k], gz[k], gn[k]
+        dht = up[k] + dhb[k]
+        dn = dht * (one - z) * (one - n * n)
+        dz = dht * (h_prev[k] - n) * z * (one - z)
+        dr = dn * a[k] * rr * (one - rr)
+        dxr[k], dxz[k], dxn[k] = dr, dz, dn
+        dgr[k], dgz[k], dgn[k] = dr, dz, dn * rr
+        dhb[k] = dht * z
+
+
 # --- tanh RNN: h' = tanh(x_proj + Whh h) ---------------------------------------
 
 @fast
@@ -58,9 +141,7 @@ def rnn_forward(hs, gates, tmp, Whh):
         np.dot(hs[t * B:(t + 1) * B], Whh.T, tmp)
         for b in range(B):
             r = t * B + b
-            x, u, h_new = gates[r], tmp[b], hs[r + B]
-            for k in range(H):
-                h_new[k] = gate_math.tanh(x[k] + u[k])
+            _rnn_row(gates[r], tmp[b], hs[r + B])
 
 
 @fast
@@ -69,14 +150,11 @@ def rnn_backward(dgates, dh, dhs, hs, Whh):
     dh (B, H): workspace, dL/dh_0 on return. hs as left by :func:`rnn_forward`."""
     B, H = dh.shape
     T = dgates.shape[0] // B
-    one = hs.dtype.type(1)
     dh[:] = 0
     for t in range(T - 1, -1, -1):
         for b in range(B):
             r = t * B + b
-            h, d, up, carry = hs[r + B], dgates[r], dhs[r], dh[b]
-            for k in range(H):
-                d[k] = (one - h[k] * h[k]) * (up[k] + carry[k])
+            _rnn_row_backward(dgates[r], hs[r + B], dhs[r], dh[b])
         np.dot(dgates[t * B:(t + 1) * B], Whh, dh)
 
 
@@ -89,23 +167,13 @@ def lstm_forward(hs, cs, gates, tmp, Whh):
     B = tmp.shape[0]
     H = hs.shape[1]
     T = gates.shape[0] // B
-    dt = hs.dtype.type
     for t in range(T):
         np.dot(hs[t * B:(t + 1) * B], Whh.T, tmp)
         for b in range(B):
             r = t * B + b
             gi, gf, gg, go = _blocks4(gates[r], H)
             ui, uf, ug, uo = _blocks4(tmp[b], H)
-            c_prev, c_new, h_new = cs[r], cs[r + B], hs[r + B]
-            for k in range(H):
-                i = dt(gate_math.sigmoid(gi[k] + ui[k]))
-                f = dt(gate_math.sigmoid(gf[k] + uf[k]))
-                g = dt(gate_math.tanh(gg[k] + ug[k]))
-                o = dt(gate_math.sigmoid(go[k] + uo[k]))
-                c = f * c_prev[k] + i * g
-                gi[k], gf[k], gg[k], go[k] = i, f, g, o
-                c_new[k] = c
-                h_new[k] = o * dt(gate_math.tanh(c))
+            _lstm_row(gi, gf, gg, go, ui, uf, ug, uo, cs[r], cs[r + B], hs[r + B])
 
 
 @fast
@@ -116,8 +184,6 @@ def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, Whh):
     B = dh.shape[0]
     H = hs.shape[1]
     T = dgates.shape[0] // B
-    dt = hs.dtype.type
-    one = dt(1)
     dh[:] = 0
     dc[:] = 0
     for t in range(T - 1, -1, -1):
@@ -125,17 +191,7 @@ def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, Whh):
             r = t * B + b
             gi, gf, gg, go = _blocks4(gates[r], H)
             di, df, dg, do = _blocks4(dgates[r], H)
-            c_now, c_prev, up, dhb, dcb = cs[r + B], cs[r], dhs[r], dh[b], dc[b]
-            for k in range(H):
-                i, f, g, o = gi[k], gf[k], gg[k], go[k]
-                tc = dt(gate_math.tanh(c_now[k]))  # as lstm_forward computed it
-                dht = up[k] + dhb[k]
-                dct = dcb[k] + dht * o * (one - tc * tc)
-                di[k] = dct * g * i * (one - i)
-                df[k] = dct * c_prev[k] * f * (one - f)
-                dg[k] = dct * i * (one - g * g)
-                do[k] = dht * tc * o * (one - o)
-                dcb[k] = dct * f
+            _lstm_row_backward(di, df, dg, do, gi, gf, gg, go, cs[r + B], cs[r], dhs[r], dh[b], dc[b])
         np.dot(dgates[t * B:(t + 1) * B], Whh, dh)
 
 
@@ -149,23 +205,13 @@ def gru_forward(hs, gates, hn, tmp, Whh, bhn):
     B = tmp.shape[0]
     H = hs.shape[1]
     T = gates.shape[0] // B
-    dt = hs.dtype.type
-    one = dt(1)
     for t in range(T):
         np.dot(hs[t * B:(t + 1) * B], Whh.T, tmp)
         for b in range(B):
             r = t * B + b
             gr, gz, gn = _blocks3(gates[r], H)
             ur, uz, un = _blocks3(tmp[b], H)
-            a, h_prev, h_new = hn[r], hs[r], hs[r + B]
-            for k in range(H):
-                rr = dt(gate_math.sigmoid(gr[k] + ur[k]))
-                z = dt(gate_math.sigmoid(gz[k] + uz[k]))
-                ak = un[k] + bhn[k]
-                n = dt(gate_math.tanh(gn[k] + rr * ak))
-                gr[k], gz[k], gn[k] = rr, z, n
-                a[k] = ak
-                h_new[k] = (one - z) * n + z * h_prev[k]
+            _gru_row(gr, gz, gn, ur, uz, un, bhn, hn[r], hs[r], hs[r + B])
 
 
 @fast
@@ -175,7 +221,6 @@ def gru_backward(dgx, dgh, dh, tmp, dhs, hs, gates, hn, Whh):
     return; tmp (B, H): workspace. hs, gates, hn as left by :func:`gru_forward`."""
     B, H = dh.shape
     T = dgx.shape[0] // B
-    one = hs.dtype.type(1)
     dh[:] = 0
     for t in range(T - 1, -1, -1):
         for b in range(B):
@@ -183,18 +228,202 @@ def gru_backward(dgx, dgh, dh, tmp, dhs, hs, gates, hn, Whh):
             gr, gz, gn = _blocks3(gates[r], H)
             dxr, dxz, dxn = _blocks3(dgx[r], H)
             dgr, dgz, dgn = _blocks3(dgh[r], H)
-            a, h_prev, up, dhb = hn[r], hs[r], dhs[r], dh[b]
-            for k in range(H):
-                rr, z, n = gr[k], gz[k], gn[k]
-                dht = up[k] + dhb[k]
-                dn = dht * (one - z) * (one - n * n)
-                dz = dht * (h_prev[k] - n) * z * (one - z)
-                dr = dn * a[k] * rr * (one - rr)
-                dxr[k], dxz[k], dxn[k] = dr, dz, dn
-                dgr[k], dgz[k], dgn[k] = dr, dz, dn * rr
-                dhb[k] = dht * z
+            _gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, hn[r], hs[r], dhs[r], dh[b])
         np.dot(dgh[t * B:(t + 1) * B], Whh, tmp)
         for b in range(B):
             dhb, tb = dh[b], tmp[b]
             for k in range(H):
                 dhb[k] += tb[k]
+
+
+# --- the same recurrences with the units cut into parts, run at once -----------------------------
+# A part owns the units [lo, hi) of ``bounds`` (P + 1,): their rows of every gate block of Whh (packed
+# together by :func:`pack_parts`, so that each thread reads its own slice of the weights, step after
+# step, from its own cache) and their columns of the state. Per time step each part computes its
+# units' share of the product from the whole previous state, then their gates; the end of the
+# ``prange`` is the barrier before the next step reads the state the parts wrote. The arithmetic of
+# every unit is that of the whole-layer kernels above.
+
+@fast
+def unit_bounds(H, parts):
+    """(parts + 1,) int64 bounds cutting H units into ``parts`` (<= H) nearly equal ranges, on multiples of
+    16 units (a SIMD register of float32) where H allows."""
+    bounds = np.empty(parts + 1, np.int64)
+    step = 16 if H >= 16 * parts else 1
+    blocks = H // step
+    for p in range(parts + 1):
+        bounds[p] = (p * blocks // parts) * step
+    bounds[parts] = H
+    return bounds
+
+
+@fast
+def pack_parts(Wp, Whh, bounds):
+    """Wp (G*H, H) = Whh (G*H, H)'s rows regrouped by part: part p's G*n rows start at G*lo, gate block g
+    of its units [lo, hi) at G*lo + g*n (n = hi - lo)."""
+    H = Whh.shape[1]
+    G = Whh.shape[0] // H
+    for p in range(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        n = hi - lo
+        for g in range(G):
+            for j in range(n):
+                Wp[G * lo + g * n + j] = Whh[g * H + lo + j]
+
+
+@fast_parallel
+def rnn_forward_parts(hs, gates, tmp, Whh, bounds):
+    """:func:`rnn_forward` over the parts of ``bounds``; tmp (B, H): part p's product in its flat slice
+    [B lo, B hi). Whh (H, H) (one gate block: already grouped by part)."""
+    B, H = tmp.shape
+    T = gates.shape[0] // B
+    flat = tmp.reshape(tmp.size)
+    for t in range(T):
+        h = hs[t * B:(t + 1) * B]
+        for p in prange(bounds.shape[0] - 1):
+            lo, hi = bounds[p], bounds[p + 1]
+            u = flat[B * lo:B * hi].reshape((B, hi - lo))
+            np.dot(h, Whh[lo:hi].T, u)
+            for b in range(B):
+                r = t * B + b
+                _rnn_row(gates[r][lo:hi], u[b], hs[r + B][lo:hi])
+
+
+@fast_parallel
+def rnn_backward_parts(dgates, dh, tmp, dhs, hs, WhhT, bounds):
+    """:func:`rnn_backward` over the parts of ``bounds``; tmp (B, H): workspace (part p's carried dL/dh in
+    its flat slice [B lo, B hi)); WhhT (H, H) = Whh.T."""
+    B, H = dh.shape
+    T = dgates.shape[0] // B
+    flat = tmp.reshape(tmp.size)
+    flat[:B * H] = 0
+    for t in range(T - 1, -1, -1):
+        for p in prange(bounds.shape[0] - 1):
+            lo, hi = bounds[p], bounds[p + 1]
+            carry = flat[B * lo:B * hi].reshape((B, hi - lo))
+            if t < T - 1:
+                np.dot(dgates[(t + 1) * B:(t + 2) * B], WhhT[lo:hi].T, carry)
+            for b in range(B):
+                r = t * B + b
+                _rnn_row_backward(dgates[r][lo:hi], hs[r + B][lo:hi], dhs[r][lo:hi], carry[b])
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        carry = flat[B * lo:B * hi].reshape((B, hi - lo))
+        np.dot(dgates[:B], WhhT[lo:hi].T, carry)
+        for b in range(B):
+            dh[b, lo:hi] = carry[b]
+
+
+@fast_parallel
+def lstm_forward_parts(hs, cs, gates, tmp, Wp, bounds):
+    """:func:`lstm_forward` over the parts of ``bounds``. Wp (4H, H): Whh packed by :func:`pack_parts`;
+    tmp (B, 4H): part p's product in its flat slice [4B lo, 4B hi)."""
+    B = tmp.shape[0]
+    H = hs.shape[1]
+    T = gates.shape[0] // B
+    flat = tmp.reshape(tmp.size)
+    for t in range(T):
+        h = hs[t * B:(t + 1) * B]
+        for p in prange(bounds.shape[0] - 1):
+            lo, hi = bounds[p], bounds[p + 1]
+            n = hi - lo
+            u = flat[4 * B * lo:4 * B * hi].reshape((B, 4 * n))
+            np.dot(h, Wp[4 * lo:4 * hi].T, u)
+            for b in range(B):
+                r = t * B + b
+                gi, gf, gg, go = _blocks4(gates[r], H)
+                ui, uf, ug, uo = _blocks4(u[b], n)
+                _lstm_row(gi[lo:hi], gf[lo:hi], gg[lo:hi], go[lo:hi], ui, uf, ug, uo, cs[r][lo:hi],
+                          cs[r + B][lo:hi], hs[r + B][lo:hi])
+
+
+@fast_parallel
+def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, WhhT, bounds):
+    """:func:`lstm_backward` over the parts of ``bounds``; tmp (B, 4H): workspace (part p's carried dL/dh
+    in its flat slice [B lo, B hi)); WhhT (H, 4H) = Whh.T."""
+    B, H = dh.shape
+    T = dgates.shape[0] // B
+    flat = tmp.reshape(tmp.size)
+    flat[:B * H] = 0
+    dc[:] = 0
+    for t in range(T - 1, -1, -1):
+        for p in prange(bounds.shape[0] - 1):
+            lo, hi = bounds[p], bounds[p + 1]
+            carry = flat[B * lo:B * hi].reshape((B, hi - lo))
+            if t < T - 1:
+                np.dot(dgates[(t + 1) * B:(t + 2) * B], WhhT[lo:hi].T, carry)
+            for b in range(B):
+                r = t * B + b
+                gi, gf, gg, go = _blocks4(gates[r], H)
+                di, df, dg, do = _blocks4(dgates[r], H)
+                _lstm_row_backward(di[lo:hi], df[lo:hi], dg[lo:hi], do[lo:hi], gi[lo:hi], gf[lo:hi], gg[lo:hi],
+                                   go[lo:hi], cs[r + B][lo:hi], cs[r][lo:hi], dhs[r][lo:hi], carry[b],
+                                   dc[b][lo:hi])
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        carry = flat[B * lo:B * hi].reshape((B, hi - lo))
+        np.dot(dgates[:B], WhhT[lo:hi].T, carry)
+        for b in range(B):
+            dh[b, lo:hi] = carry[b]
+
+
+@fast_parallel
+def gru_forward_parts(hs, gates, hn, tmp, Wp, bhn, bounds):
+    """:func:`gru_forward` over the parts of ``bounds``. Wp (3H, H): Whh packed by :func:`pack_parts`;
+    tmp (B, 3H): part p's product in its flat slice [3B lo, 3B hi)."""
+    B = tmp.shape[0]
+    H = hs.shape[1]
+    T = gates.shape[0] // B
+    flat = tmp.reshape(tmp.size)
+    for t in range(T):
+        h = hs[t * B:(t + 1) * B]
+        for p in prange(bounds.shape[0] - 1):
+            lo, hi = bounds[p], bounds[p + 1]
+            n = hi - lo
+            u = flat[3 * B * lo:3 * B * hi].reshape((B, 3 * n))
+            np.dot(h, Wp[3 * lo:3 * hi].T, u)
+            for b in range(B):
+                r = t * B + b
+                gr, gz, gn = _blocks3(gates[r], H)
+                ur, uz, un = _blocks3(u[b], n)
+                _gru_row(gr[lo:hi], gz[lo:hi], gn[lo:hi], ur, uz, un, bhn[lo:hi], hn[r][lo:hi], hs[r][lo:hi],
+                         hs[r + B][lo:hi])
+
+
+@fast_parallel
+def gru_backward_parts(dgx, dgh, dh, tmp, dhs, hs, gates, hn, WhhT, bounds):
+    """:func:`gru_backward` over the parts of ``bounds``; tmp (B, 3H): workspace (part p's carried dL/dh in
+    its flat slice [B lo, B hi), its product in [B H + B lo, B H + B hi)); WhhT (H, 3H) = Whh.T."""
+    B, H = dh.shape
+    T = dgx.shape[0] // B
+    flat = tmp.reshape(tmp.size)
+    flat[:B * H] = 0
+    for t in range(T - 1, -1, -1):
+        for p in prange(bounds.shape[0] - 1):
+            lo, hi = bounds[p], bounds[p + 1]
+            n = hi - lo
+            carry = flat[B * lo:B * hi].reshape((B, n))
+            if t < T - 1:
+                prod = flat[B * (H + lo):B * (H + hi)].reshape((B, n))
+                np.dot(dgh[(t + 1) * B:(t + 2) * B], WhhT[lo:hi].T, prod)
+                for b in range(B):
+                    cb, pb = carry[b], prod[b]
+                    for k in range(n):
+                        cb[k] += pb[k]
+            for b in range(B):
+                r = t * B + b
+                gr, gz, gn = _blocks3(gates[r], H)
+                dxr, dxz, dxn = _blocks3(dgx[r], H)
+                dgr, dgz, dgn = _blocks3(dgh[r], H)
+                _gru_row_backward(dxr[lo:hi], dxz[lo:hi], dxn[lo:hi], dgr[lo:hi], dgz[lo:hi], dgn[lo:hi], gr[lo:hi],
+                                  gz[lo:hi], gn[lo:hi], hn[r][lo:hi], hs[r][lo:hi], dhs[r][lo:hi], carry[b])
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        n = hi - lo
+        carry = flat[B * lo:B * hi].reshape((B, n))
+        prod = flat[B * (H + lo):B * (H + hi)].reshape((B, n))
+        np.dot(dgh[:B], WhhT[lo:hi].T, prod)
+        for b in range(B):
+            cb, pb, out = carry[b], prod[b], dh[b]
+            for k in range(n):
+                out[lo + k] = cb[k] + pb[k]

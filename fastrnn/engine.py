@@ -24,12 +24,15 @@ a seeded mask before the layer above, or the head, reads them.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
 from ._aligned import aligned_zeros
+from ._threads import blas_threads
 from ._validate import check_count, check_ids, check_params, check_positive, check_top
 from .model import ModelParams, ModelSpec
 from .params import Params, SeedGrads
@@ -47,15 +50,25 @@ class StackWorkspace:
     outputs as the layer above reads them) and mask (T * B, H); a GRU also hn
     (T * B, H), dgh (T * B, 3H) and tmp_h (B, H). Shared: probs (T * B, V),
     WxhT / dWxhT (V, G*H) and the step's ids (B, T).
+
+    ``parts`` > 1: each layer's recurrence runs with its H units cut into that
+    many parts (at most H) at once, on Numba's threads (the ``*_parts`` kernels
+    of :mod:`fastrnn.cell_kernels`, bounds ``unit_bounds``), its Whh packed by
+    part into Wp (G*H, H) (an LSTM's or GRU's) once a step, and the products
+    over all T * B rows cut into as many row ranges (``row_bounds``; the weight
+    gradients' shares in partials (parts, max(G*H, V) * H), then summed), all
+    with BLAS at one thread.
     """
 
-    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64):
+    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, parts=1):
         T, B = int(seq_length), int(batch_size)
         if T < 1 or B < 1:
             raise ValueError(f"seq_length and batch_size must be positive, got {T} and {B}")
         dtype = np.dtype(dtype)
         self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, dtype
         H, V, G = spec.hidden_size, spec.vocab_size, spec.gates
+        self.parts = max(1, min(int(parts), H))
+        self.unit_bounds = cell_kernels.unit_bounds(H, self.parts) if self.parts > 1 else None
         z = lambda *shape: aligned_zeros(shape, dtype)  # noqa: E731
         self.layers = []
         for _ in range(spec.num_layers):
@@ -68,7 +81,12 @@ class StackWorkspace:
                 a.update(hn=z(T * B, H), dgh=z(T * B, G * H), tmp_h=z(B, H))
             else:
                 a["dgh"] = a["dgx"]
+            if self.parts > 1 and G > 1:
+                a["Wp"] = z(G * H, H)
             self.layers.append(a)
+        if self.parts > 1:  # the products over all T * B rows, cut into as many row parts
+            self.row_bounds = stack_kernels.row_bounds(T * B, self.parts)
+            self.partials = z(self.parts, max(G * H, V) * H)
         self.probs = z(T * B, V)
         self.WxhT, self.dWxhT = z(V, G * H), z(V, G * H)
         self.inputs = np.zeros((B, T), np.int64)
@@ -80,11 +98,19 @@ class StackWorkspace:
                 and length == self.seq_length)
 
 
-class ParallelWorkspace:
-    """A training step's B streams cut into ``n = min(threads, B)`` contiguous chunks, one thread each.
+#: Hidden size from which a step on several threads cuts each layer's units, not its streams (split
+#: "units"): from here on the recurrence's products run faster with each thread on its own slice of Whh
+#: (see ParallelWorkspace).
+UNIT_SPLIT_MIN_HIDDEN = 256
 
-    Chunk c holds streams ``bounds[c]:bounds[c + 1]`` (``bounds[c] = c * B // n``,
-    as :class:`fastrnn.batch.BatchWorkspace` cuts them) in a :class:`StackWorkspace`
+
+class ParallelWorkspace:
+    """A training step's B streams on ``threads`` threads, split by streams or by units.
+
+    ``split="streams"``: the B streams cut into ``n = min(threads, B)``
+    contiguous chunks, one thread each. Chunk c holds streams
+    ``bounds[c]:bounds[c + 1]`` (``bounds[c] = c * B // n``, as
+    :class:`fastrnn.batch.BatchWorkspace` cuts them) in a :class:`StackWorkspace`
     of its own; :func:`train_steps` runs the chunks' forward and backward on n
     Python threads at once (the kernels release the GIL) with BLAS held to one
     thread, then sums their gradients in chunk order into ``grads``. With one
@@ -94,15 +120,31 @@ class ParallelWorkspace:
     busy the machine is; a chunk's gradient is the gradient of its streams'
     loss divided by the whole B, so the chunks' sum is the batch's gradient
     (and an allreduce of the chunks' gradients across processes is the same sum).
+
+    ``split="units"``: one chunk of all B streams, a :class:`StackWorkspace` with
+    ``parts=threads``: each recurrence's units are cut into ``threads`` parts
+    run at once (every thread multiplies the whole batch's state by its own
+    slice of Whh, which stays in its core's cache from step to step; at
+    H = 512, B = 32 that is ~1.2x the speed of two chunks of 16 streams), and
+    the products over all T * B rows run on ``threads`` BLAS threads. No
+    gradient is split, so the result is that of one thread to BLAS's rounding.
+
+    ``split=None`` takes "units" for ``threads`` > 1 and H >= ``UNIT_SPLIT_MIN_HIDDEN``, else "streams".
     """
 
-    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, threads=1):
+    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, threads=1, split=None):
         T, B, threads = int(seq_length), int(batch_size), int(threads)
         if threads < 1:
             raise ValueError(f"threads must be positive, got {threads}")
-        n = min(threads, max(B, 1))
+        if split is None:
+            split = "units" if threads > 1 and spec.hidden_size >= UNIT_SPLIT_MIN_HIDDEN else "streams"
+        if split not in ("streams", "units"):
+            raise ValueError(f"split must be 'streams' or 'units', got {split!r}")
+        self.split = split
+        n = 1 if split == "units" else min(threads, max(B, 1))
         self.bounds = [c * B // n for c in range(n + 1)]
-        self.chunks = [StackWorkspace(spec, T, hi - lo, dtype) for lo, hi in zip(self.bounds, self.bounds[1:])]
+        parts = threads if split == "units" else 1
+        self.chunks = [StackWorkspace(spec, T, hi - lo, dtype, parts) for lo, hi in zip(self.bounds, self.bounds[1:])]
         self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, np.dtype(dtype)
         self.threads = threads
         self.grads = self.chunks[0].grads if n == 1 else ModelParams(spec, dtype, is_gradient=True)
@@ -114,7 +156,8 @@ class ParallelWorkspace:
         self = cls.__new__(cls)
         self.spec, self.seq_length, self.batch_size, self.dtype = (workspace.spec, workspace.seq_length,
                                                                     workspace.batch_size, workspace.dtype)
-        self.threads, self.bounds, self.chunks = 1, [0, workspace.batch_size], [workspace]
+        self.threads, self.bounds, self.chunks = workspace.parts, [0, workspace.batch_size], [workspace]
+        self.split = "units" if workspace.parts > 1 else "streams"
         self.grads, self._pool = workspace.grads, None
         return self
 
@@ -201,6 +244,55 @@ def _outputs(ws, layer, B, dropout):
 
 # --- forward and backward of the stack (arrays already validated) -------------------
 
+def _recurrence_forward(cell, ws, a, Whh, bhn=None):
+    """One layer's recurrence over the workspace's T steps, its input projection already in a["gates"].
+
+    With ``ws.parts`` > 1 this and every ``*_parts`` kernel expect BLAS at one thread (the caller's)."""
+    if ws.parts == 1:
+        if cell == "rnn":
+            cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], Whh)
+        elif cell == "lstm":
+            cell_kernels.lstm_forward(a["hs"], a["cs"], a["gates"], a["tmp"], Whh)
+        else:
+            cell_kernels.gru_forward(a["hs"], a["gates"], a["hn"], a["tmp"], Whh, bhn)
+        return
+    bounds = ws.unit_bounds
+    if cell != "rnn":
+        cell_kernels.pack_parts(a["Wp"], Whh, bounds)
+    if cell == "rnn":
+        cell_kernels.rnn_forward_parts(a["hs"], a["gates"], a["tmp"], Whh, bounds)
+    elif cell == "lstm":
+        cell_kernels.lstm_forward_parts(a["hs"], a["cs"], a["gates"], a["tmp"], a["Wp"], bounds)
+    else:
+        cell_kernels.gru_forward_parts(a["hs"], a["gates"], a["hn"], a["tmp"], a["Wp"], bhn, bounds)
+
+
+def _recurrence_backward(cell, ws, a):
+    """One layer's recurrence backward (a["WhhT"] holding Whh.T): dL/d(pre-activations) into a["dgx"]
+    (and a GRU's a["dgh"]) and dL/dh_0 (and dL/dc_0) into a["dh"] (a["dc"])."""
+    if ws.parts == 1:
+        # The products dgates_t (B, GH) @ Whh (GH, H) read Whh through the transpose of a transposed copy:
+        # OpenBLAS's kernel for that layout is 15-25 % faster at H = 512 (one copy a step).
+        Whh = a["WhhT"].T
+        if cell == "rnn":
+            cell_kernels.rnn_backward(a["dgx"], a["dh"], a["dhs"], a["hs"], Whh)
+        elif cell == "lstm":
+            cell_kernels.lstm_backward(a["dgx"], a["dh"], a["dc"], a["dhs"], a["hs"], a["cs"], a["gates"], Whh)
+        else:
+            cell_kernels.gru_backward(a["dgx"], a["dgh"], a["dh"], a["tmp_h"], a["dhs"], a["hs"], a["gates"],
+                                      a["hn"], Whh)
+        return
+    bounds = ws.unit_bounds
+    if cell == "rnn":
+        cell_kernels.rnn_backward_parts(a["dgx"], a["dh"], a["tmp"], a["dhs"], a["hs"], a["WhhT"], bounds)
+    elif cell == "lstm":
+        cell_kernels.lstm_backward_parts(a["dgx"], a["dh"], a["dc"], a["tmp"], a["dhs"], a["hs"], a["cs"],
+                                         a["gates"], a["WhhT"], bounds)
+    else:
+        cell_kernels.gru_backward_parts(a["dgx"], a["dgh"], a["dh"], a["tmp"], a["dhs"], a["hs"], a["gates"],
+                                        a["hn"], a["WhhT"], bounds)
+
+
 def _forward(params, ws, inputs, targets, state, dropout=None):
     """Forward pass of B streams; returns the summed loss (float64). state: tuple of (L, B, H), read.
 
@@ -214,18 +306,19 @@ def _forward(params, ws, inputs, targets, state, dropout=None):
         if layer == 0:
             batch_kernels.transpose_into(ws.WxhT, Wxh)
             stack_kernels.embed_ids(a["gates"], ws.WxhT, inputs, bh)
+        elif ws.parts > 1:
+            stack_kernels.project_inputs_parts(a["gates"], _outputs(ws, layer - 1, B, dropout), Wxh, bh,
+                                               ws.row_bounds)
         else:
             stack_kernels.project_inputs(a["gates"], _outputs(ws, layer - 1, B, dropout), Wxh, bh)
-        if spec.cell == "rnn":
-            cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], Whh)
-        elif spec.cell == "lstm":
+        if spec.cell == "lstm":
             a["cs"][:B] = state[1][layer]
-            cell_kernels.lstm_forward(a["hs"], a["cs"], a["gates"], a["tmp"], Whh)
-        else:
-            cell_kernels.gru_forward(a["hs"], a["gates"], a["hn"], a["tmp"], Whh, bhn[0])
+        _recurrence_forward(spec.cell, ws, a, Whh, *bhn)
         if dropout is not None:
             _apply_dropout(a, dropout, layer, spec, B, T, params.dtype)
     top = _outputs(ws, spec.num_layers - 1, B, dropout)
+    if ws.parts > 1:
+        return stack_kernels.head_forward_parts(ws.probs, top, targets, params["Why"], params["by"], ws.row_bounds)
     return stack_kernels.head_forward(ws.probs, top, targets, params["Why"], params["by"])
 
 
@@ -242,35 +335,43 @@ def _backward(params, ws, inputs, targets, grads, total_batch=None, dropout=None
     g = grads.arrays
     dtype = params.dtype.type
     top, top_out = ws.layers[-1], _outputs(ws, spec.num_layers - 1, B, dropout)
-    stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, top_out, targets, params["Why"],
-                                dtype(1) / dtype(B if total_batch is None else total_batch))
+    scale = dtype(1) / dtype(B if total_batch is None else total_batch)
+    if ws.parts > 1:
+        stack_kernels.head_backward_parts(top["dhs"], g["Why"], g["by"], ws.probs, top_out, targets, params["Why"],
+                                          scale, ws.partials, ws.row_bounds)
+    else:
+        stack_kernels.head_backward(top["dhs"], g["Why"], g["by"], ws.probs, top_out, targets, params["Why"], scale)
     if dropout is not None:
         stack_kernels.multiply_into(top["dhs"], top["mask"])
     for layer in reversed(range(spec.num_layers)):
         a = ws.layers[layer]
         names = spec.layer_names(layer)
         Wxh = params[names[0]]
-        # The backward products dgates_t (B, GH) @ Whh (GH, H) read Whh through the transpose of a
-        # transposed copy: OpenBLAS's kernel for that layout is 15-25 % faster at H = 512 (one copy a step).
-        batch_kernels.transpose_into(a["WhhT"], params[names[1]])
-        Whh = a["WhhT"].T
-        if spec.cell == "rnn":
-            cell_kernels.rnn_backward(a["dgx"], a["dh"], a["dhs"], a["hs"], Whh)
-        elif spec.cell == "lstm":
-            cell_kernels.lstm_backward(a["dgx"], a["dh"], a["dc"], a["dhs"], a["hs"], a["cs"], a["gates"], Whh)
-        else:
-            cell_kernels.gru_backward(a["dgx"], a["dgh"], a["dh"], a["tmp_h"], a["dhs"], a["hs"], a["gates"],
-                                      a["hn"], Whh)
+        batch_kernels.transpose_into(a["WhhT"], params[names[1]])  # read by the backward products
+        _recurrence_backward(spec.cell, ws, a)
+        if spec.cell == "gru":
             stack_kernels.sum_rows(g[names[3]], a["dgh"], 2 * H)
-        stack_kernels.recurrent_grads(g[names[1]], a["dgh"], a["hs"][:T * B])
+        if ws.parts > 1:
+            stack_kernels.gram_parts(g[names[1]], ws.partials, a["dgh"], a["hs"][:T * B], ws.row_bounds)
+        else:
+            stack_kernels.recurrent_grads(g[names[1]], a["dgh"], a["hs"][:T * B])
         stack_kernels.sum_rows(g[names[2]], a["dgx"], 0)
         if layer == 0:
             stack_kernels.embedding_grads(g[names[0]], ws.dWxhT, a["dgx"], inputs)
         else:
-            below = ws.layers[layer - 1]
-            stack_kernels.input_grads(below["dhs"], g[names[0]], a["dgx"], _outputs(ws, layer - 1, B, dropout), Wxh)
+            below, X = ws.layers[layer - 1], _outputs(ws, layer - 1, B, dropout)
+            if ws.parts > 1:
+                stack_kernels.input_grads_parts(below["dhs"], g[names[0]], a["dgx"], X, Wxh, ws.partials,
+                                                ws.row_bounds)
+            else:
+                stack_kernels.input_grads(below["dhs"], g[names[0]], a["dgx"], X, Wxh)
             if dropout is not None:
                 stack_kernels.multiply_into(below["dhs"], below["mask"])
+
+
+def _parts_blas(ws):
+    """BLAS at one thread while a workspace with parts > 1 runs (its parts are the threads); else nothing."""
+    return blas_threads(1) if ws.parts > 1 else contextlib.nullcontext()
 
 
 def _last_state(ws, spec, B, T, out):
@@ -367,9 +468,10 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspa
     ws = workspace if workspace is not None else StackWorkspace(params.spec, T, B, params.dtype)
     if not ws.fits(params, B, T):
         raise ValueError("workspace does not fit these parameters, batch size and sequence length")
-    loss = _forward(params, ws, inputs, targets, state, dropout)
-    grads = ws.grads
-    _backward(params, ws, inputs, targets, grads, dropout=dropout)
+    with _parts_blas(ws):
+        loss = _forward(params, ws, inputs, targets, state, dropout)
+        grads = ws.grads
+        _backward(params, ws, inputs, targets, grads, dropout=dropout)
     limit = optim.clip_value(clip, params.dtype)
     kernels.clip_inplace(grads.flat, limit)
     _last_state(ws, params.spec, B, T, state)
@@ -578,13 +680,6 @@ def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p
         yield out
 
 
-def blas_threads(threads):
-    """A context holding BLAS (numpy's and the one Numba's ``np.dot`` calls) to ``threads`` threads."""
-    import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls before limiting it)
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=int(threads), user_api="blas")
-
-
 def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None, dropout=None):
     """``(loss, grads)`` of B streams over the chunks of ``ws`` (a :class:`ParallelWorkspace`), unclipped.
 
@@ -608,8 +703,9 @@ def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None,
         cw.inputs[:] = inputs[lo:hi]
         cw.targets[:] = targets[lo:hi]
         drop = None if dropout is None else dropout.from_stream(lo)
-        loss = _forward(params, cw, cw.inputs, cw.targets, part, drop)
-        _backward(params, cw, cw.inputs, cw.targets, cw.grads, divisor, drop)
+        with _parts_blas(cw):
+            loss = _forward(params, cw, cw.inputs, cw.targets, part, drop)
+            _backward(params, cw, cw.inputs, cw.targets, cw.grads, divisor, drop)
         _last_state(cw, spec, hi - lo, T, part)
         return loss
 
@@ -618,6 +714,21 @@ def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None,
     for x in chunk_losses[1:]:
         total += x
     return total, ws.sum_grads()
+
+
+@contextlib.contextmanager
+def _numba_threads(parts):
+    """Numba's thread count at least ``parts`` (within NUMBA_NUM_THREADS) while a split step runs."""
+    previous = numba.get_num_threads()
+    wanted = min(max(parts, previous), numba.config.NUMBA_NUM_THREADS)
+    if wanted == previous:
+        yield
+        return
+    numba.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def _step_windows(params, data, starts, state, workspace):
@@ -689,7 +800,8 @@ def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, stat
     if isinstance(ws, StackWorkspace):
         ws = ParallelWorkspace.of(ws)
     losses = np.zeros(k, np.float64)
-    with blas_threads(threads if ws.n_chunks == 1 else 1):
+    blas = threads if ws.split == "streams" and ws.n_chunks == 1 else 1  # chunks and parts: their own threads
+    with blas_threads(blas), _numba_threads(ws.chunks[0].parts):
         for s in range(k):
             window = touched[s * B:(s + 1) * B]  # (B, T + 1)
             if resets[s]:

@@ -89,6 +89,9 @@ def training_bytes(vocab_size, hidden_size, seq_length, batch_size=1, threads=1,
     G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
     P = G * H * (V + H + 1) + (L - 1) * G * H * (2 * H + 1) + V * H + V + (L * H if cell == "gru" else 0)
     model = item * ((3 + optimizer_buffers) * P + 2 * V * G * H + L * G * H * H) + 8 * P  # + each Whh transposed
+    threads = max(int(threads or 1), 1)
+    if threads > 1:  # a step split by units: each Whh packed by part, and the parts' shares of a weight gradient
+        model += item * (L * G * H * H + threads * max(G * H, V) * H)
     sequences = item * (L * (2 * (T + 1) * B * H + 3 * T * B * G * H + 3 * T * B * H) + T * B * V) + windows
     return model, sequences
 

@@ -14,8 +14,9 @@ so a resume, another thread count or another process count draws the same masks.
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
-from ._numba import exact, fast
+from ._numba import exact, fast, fast_parallel
 from .kernels import add_into, rows_cross_entropy
 
 # splitmix64 (Steele, Lea and Flood 2014): the mask's hash. Constants as uint64 so that Numba keeps
@@ -159,3 +160,91 @@ def embedding_grads(dWxh, dWxhT, dgx, ids):
         for k in range(GH):
             dWxh[k, v] = row[k]
 
+
+
+# --- the same products with the T * B rows cut into parts, run at once ---------------------------
+# For a workspace whose recurrence is split by units (parts > 1): BLAS stays at one thread and the
+# parts, contiguous row ranges ``bounds`` (P + 1,), run on Numba's threads. A weight gradient sums
+# over rows, so each part writes its share into ``partials`` (P, >= m * n) and :func:`sum_parts`
+# adds them in part order: the result depends on P (rounding only), not on the machine.
+
+@fast
+def row_bounds(rows, parts):
+    """(parts + 1,) int64 bounds cutting ``rows`` rows into ``parts`` contiguous, nearly equal ranges."""
+    bounds = np.empty(parts + 1, np.int64)
+    for p in range(parts + 1):
+        bounds[p] = p * rows // parts
+    return bounds
+
+
+@fast_parallel
+def sum_parts(out, partials):
+    """out (m, n) = partials[0] + partials[1] + ... (each part's first m * n entries, row-major), in order."""
+    m, n = out.shape
+    P = partials.shape[0]
+    for i in prange(m):
+        row = out[i]
+        for k in range(n):
+            row[k] = partials[0, i * n + k]
+        for p in range(1, P):
+            src = partials[p]
+            for k in range(n):
+                row[k] += src[i * n + k]
+
+
+@fast_parallel
+def gram_parts(out, partials, a, b, bounds):
+    """out (m, n) = a.T (m, R) @ b (R, n), each part's rows [lo, hi) in partials[p], then summed."""
+    m, n = out.shape
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        np.dot(a[lo:hi].T, b[lo:hi], partials[p, :m * n].reshape((m, n)))
+    sum_parts(out, partials)
+
+
+@fast_parallel
+def project_inputs_parts(x_proj, X, Wxh, bh, bounds):
+    """:func:`project_inputs` over the row parts of ``bounds``."""
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        np.dot(X[lo:hi], Wxh.T, x_proj[lo:hi])
+        for r in range(lo, hi):
+            add_into(x_proj[r], bh)
+
+
+@fast_parallel
+def head_forward_parts(probs, Htop, targets, Why, by, bounds):
+    """:func:`head_forward` with its product over the row parts of ``bounds``."""
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        np.dot(Htop[lo:hi], Why.T, probs[lo:hi])
+    return rows_cross_entropy(probs, targets, by)
+
+
+@fast_parallel
+def head_backward_parts(dHtop, dWhy, dby, probs, Htop, targets, Why, scale, partials, bounds):
+    """:func:`head_backward` with its products over the row parts of ``bounds`` (partials: see above)."""
+    B, T = targets.shape
+    one = probs.dtype.type(1)
+    for t in range(T):
+        for b in range(B):
+            row = probs[t * B + b]
+            row[targets[b, t]] -= one
+            for v in range(row.shape[0]):
+                row[v] *= scale
+    gram_parts(dWhy, partials, probs, Htop, bounds)
+    dby[:] = 0
+    for r in range(probs.shape[0]):
+        add_into(dby, probs[r])
+    for part in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[part], bounds[part + 1]
+        np.dot(probs[lo:hi], Why, dHtop[lo:hi])
+
+
+@fast_parallel
+def input_grads_parts(dX, dWxh, dgx, X, Wxh, partials, bounds):
+    """:func:`input_grads` over the row parts of ``bounds`` (partials: see above)."""
+    gram_parts(dWxh, partials, dgx, X, bounds)
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        np.dot(dgx[lo:hi], Wxh, dX[lo:hi])

@@ -184,17 +184,21 @@ def test_finite_differences_check_twin_large_weights(cell, num_layers):
 
 # --- 2. the twin checks the kernels --------------------------------------------------------------
 
+@pytest.mark.parametrize("parts", [1, 3], ids=["whole", "parts3"])  # 3: H = 5 units cut 1 + 2 + 2, run at once
 @pytest.mark.parametrize("dropout", ["off", "on"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("clip", [None, SMALL_CLIP], ids=["noclip", "clip"])
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("cell,num_layers", CELL_LAYERS)
-def test_kernels_match_twin_saturated(cell, num_layers, B, clip, dtype, dropout):
+def test_kernels_match_twin_saturated(cell, num_layers, B, clip, dtype, dropout, parts):
+    """The kernels against the twin; ``parts``: each recurrence's units, and the rows of the products over
+    all T * B rows, cut into 3 parts run at once (the split of a multi-threaded step at large H)."""
     seed = case_seed(cell, num_layers, B, salt=3)
     params = make_model(cell, num_layers, "large", seed=seed, dtype=dtype)
     inputs, targets, state = make_data(params.spec, B, seed=seed, dtype=dtype)
     drop, masks = dropout_case(params.spec, B, dropout, dtype)
-    ws = engine.StackWorkspace(params.spec, T, B, dtype)
+    ws = engine.StackWorkspace(params.spec, T, B, dtype, parts=parts)
+    assert ws.parts == parts and (parts == 1 or list(ws.unit_bounds) == [0, 1, 3, 5])
     fast = engine.stack_loss_and_grads(params, inputs, targets, state, clip=clip, workspace=ws, dropout=drop)
     twin = ref.stack_loss_and_grads(params, inputs, targets, state, clip=clip, masks=masks)
     assert saturated_fraction(ws) > 0.2, "the case must saturate gates"
@@ -522,18 +526,23 @@ def test_one_blas_thread_equals_two_bit_for_bit(cell, num_layers):
     assert all(np.array_equal(a, b) for a, b in zip(s1, s2))
 
 
+@pytest.mark.parametrize("split", ["streams", "units"])
 @pytest.mark.parametrize("threads, B", [(2, 3), (3, 5), (4, 2)])  # uneven chunks; more threads than streams
 @pytest.mark.parametrize("cell,num_layers", CELL_LAYERS)
-def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B):
-    """The trainer's step cuts the B streams into chunks run on threads at once and sums their gradients:
-    with saturated weights that is the twin's whole-batch loss, gradient and last state (float64, 1e-10);
-    it is the same bit for bit when the chunks run one after another (no chunk reads another's arrays),
-    and from one run to the next."""
+def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B, split):
+    """The trainer's step on threads: "streams" cuts the B streams into chunks run at once and sums their
+    gradients, "units" cuts each recurrence's units (and the products' rows) into parts run at once. With
+    saturated weights either is the twin's whole-batch loss, gradient and last state (float64, 1e-10); it
+    is the same bit for bit from one run to the next, and (streams) when the chunks run one after another
+    (no chunk reads another's arrays)."""
     seed = case_seed(cell, num_layers, B, salt=13)
     params = make_model(cell, num_layers, "large", seed=seed)
     inputs, targets, state = make_data(params.spec, B, seed=seed)
-    ws = engine.ParallelWorkspace(params.spec, T, B, np.float64, threads=threads)
-    assert ws.n_chunks == min(threads, B)
+    ws = engine.ParallelWorkspace(params.spec, T, B, np.float64, threads=threads, split=split)
+    if split == "streams":
+        assert ws.n_chunks == min(threads, B)
+    else:
+        assert ws.n_chunks == 1 and ws.chunks[0].parts == min(threads, H)
     runs = []
     for sequential in (False, False, True):
         if sequential:

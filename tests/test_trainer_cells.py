@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import optim
+from fastrnn import engine, optim
 from fastrnn import reference as ref
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
@@ -41,15 +41,32 @@ def _state(trainer):
     return (trainer.params.flat, *(s.flat for s in trainer.opt_state), *trainer.hidden)
 
 
-@pytest.mark.parametrize("threads", [1, 2])  # 2: the 3 streams run as chunks of 1 and 2 on two threads
+#: (threads, split): 2 "streams": the 3 streams run as chunks of 1 and 2 on two threads; 2 "units": every
+#: recurrence's 6 units run as two parts of 3 (the split taken from UNIT_SPLIT_MIN_HIDDEN units on).
+THREADS_SPLITS = [(1, "streams"), (2, "streams"), (2, "units")]
+THREADS_IDS = ["1thread", "2threads-streams", "2threads-units"]
+
+
+@pytest.fixture
+def split_for(monkeypatch):
+    """Make the trainer's default split (a hidden size of 6) the one a case asks for."""
+    def take(split):
+        monkeypatch.setattr(engine, "UNIT_SPLIT_MIN_HIDDEN", 1 if split == "units" else 1 << 30)
+    return take
+
+
+@pytest.mark.parametrize("threads, split", THREADS_SPLITS, ids=THREADS_IDS)
 @pytest.mark.parametrize("update", UPDATES, ids=UPDATE_IDS)
 @pytest.mark.parametrize("cell, layers", MODELS)
-def test_one_trainer_step_equals_the_twin(cell, layers, update, threads):
+def test_one_trainer_step_equals_the_twin(cell, layers, update, threads, split, split_for):
     """Steps 1, 2 and 3 of the trainer: the twin's loss and gradients on the same windows, then the twin optimizer
     at the step's scheduled rate."""
     corpus = Corpus.from_text(TEXT)
+    split_for(split)
     trainer = Trainer(corpus, _config(cell, layers, threads=threads, **update))
-    assert trainer.workspace.n_chunks == threads
+    assert trainer.workspace.split == split
+    assert trainer.workspace.n_chunks == (threads if split == "streams" else 1)
+    assert trainer.workspace.chunks[0].parts == (threads if split == "units" else 1)
     params, opt_state = trainer.params.copy(), [s.copy() for s in trainer.opt_state]
     state = tuple(h.copy() for h in trainer.hidden)
     opt = trainer.optimizer
@@ -78,11 +95,12 @@ def test_one_trainer_step_equals_the_twin(cell, layers, update, threads):
             assert allclose_report(a, b)[0]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads, split", THREADS_SPLITS, ids=THREADS_IDS)
 @pytest.mark.parametrize("update", UPDATES, ids=UPDATE_IDS)
 @pytest.mark.parametrize("cell, layers", MODELS + [("rnn", 1)])
-def test_resume_is_bit_exact(tmp_path, cell, layers, update, threads):
+def test_resume_is_bit_exact(tmp_path, cell, layers, update, threads, split, split_for):
     corpus = Corpus.from_text(TEXT)
+    split_for(split)
     config = _config(cell, layers, threads=threads, **update)
     straight = Trainer(corpus, config)
     straight.train(12)

@@ -1,0 +1,43 @@
+"""How the kernels share the cores: Numba's threading layer, its lock, and the BLAS thread count.
+
+Threading layer: OpenMP first. A step of a small model is 0.5-5 ms and enters
+two parallel regions; on this project's 2-core test machine an empty region
+costs ~1.5 us with OpenMP (its workers spin briefly before sleeping) but ~85 us
+with the workqueue layer (workers sleep at once and take that long to wake), which
+cut the 2-thread speed-up at H = 100, B = 32 from 1.8x to below 1x. The
+workqueue layer stays as the fallback where no OpenMP runtime loads. Set on
+import, before any parallel kernel runs; a user's NUMBA_THREADING_LAYER wins.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import numba
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "default"
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+
+#: The workqueue layer (the fallback) must not be entered by two Python threads at once.
+parallel_lock = threading.Lock()
+
+_blas_lock = threading.Lock()
+_blas_controller = None
+
+
+def blas_controller():
+    """A threadpoolctl controller over the loaded BLAS libraries, numpy's and SciPy's (np.dot in Numba uses
+    SciPy's), made once: a limit through it costs ~10 us, through a new one milliseconds."""
+    global _blas_controller
+    with _blas_lock:
+        if _blas_controller is None:
+            import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS Numba calls before looking)
+            from threadpoolctl import ThreadpoolController
+            _blas_controller = ThreadpoolController()
+        return _blas_controller
+
+
+def blas_threads(threads):
+    """A context holding BLAS (numpy's and the one Numba's ``np.dot`` calls) to ``threads`` threads."""
+    return blas_controller().limit(limits=int(threads), user_api="blas")
