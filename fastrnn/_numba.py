@@ -32,10 +32,16 @@ def fast(fn):
 
 
 def parallel(fn):
-    """Compile ``fn`` with ``parallel=True`` (its ``prange`` loops run on Numba's threads), exact arithmetic."""
+    """Compile ``fn`` with ``parallel=True`` (its ``prange`` loops run on Numba's threads), exact arithmetic.
+
+    Not fastmath: an LSTM kernel with a ``prange`` compiled with it ran other instructions once loaded
+    from the cache than when just compiled (``tests/test_cells.py::test_another_process_computes_the_same_bits``)."""
     return numba.njit(parallel=True, fastmath=False, **_COMMON)(fn)
 
 
-def fast_parallel(fn):
-    """:func:`fast` with ``parallel=True``: its ``prange`` loops run on Numba's threads."""
-    return numba.njit(parallel=True, fastmath=set(FASTMATH), **_COMMON)(fn)
+def fast_inline(fn):
+    """:func:`fast`, inlined into its callers by Numba itself (``inline="always"``), so that it is compiled
+    as part of each kernel that calls it. Compiled as a function of its own, a helper this size made its
+    callers run other instructions once loaded from the cache than when just compiled (other bits in the
+    last place: a resume in a new process was no longer exact); inlined, it runs with its caller's flags."""
+    return numba.njit(fastmath=set(FASTMATH), inline="always", **_COMMON)(fn)

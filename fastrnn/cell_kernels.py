@@ -27,10 +27,10 @@ import numpy as np
 from numba import prange
 
 from . import gate_math
-from ._numba import fast, fast_parallel
+from ._numba import fast, fast_inline, parallel
 
 
-@fast
+@fast_inline
 def _blocks4(row, H):
     """The four (H,) gate blocks of a (4H,) row, as separate views.
 
@@ -41,22 +41,23 @@ def _blocks4(row, H):
     return row[:H], row[H:2 * H], row[2 * H:3 * H], row[3 * H:4 * H]
 
 
-@fast
+@fast_inline
 def _blocks3(row, H):
     """The three (H,) gate blocks of a (3H,) row, as separate views (see :func:`_blocks4`)."""
     return row[:H], row[H:2 * H], row[2 * H:3 * H]
 
 
 # --- the work of one row over a range of units (shared by the whole-layer and the split kernels) ---
+# Inlined into every kernel that calls them (``fast_inline``).
 
-@fast
+@fast_inline
 def _rnn_row(x, u, h_new):
     """h_new (n,) = tanh(x + u) for one row's n units (x: x_proj, u: Whh h)."""
     for k in range(h_new.shape[0]):
         h_new[k] = gate_math.tanh(x[k] + u[k])
 
 
-@fast
+@fast_inline
 def _rnn_row_backward(d, h, up, carry):
     """d (n,) = (1 - h^2) (up + carry): dL/d(pre-activation) of one row's n units."""
     one = h.dtype.type(1)
@@ -64,7 +65,7 @@ def _rnn_row_backward(d, h, up, carry):
         d[k] = (one - h[k] * h[k]) * (up[k] + carry[k])
 
 
-@fast
+@fast_inline
 def _lstm_row(gi, gf, gg, go, ui, uf, ug, uo, c_prev, c_new, h_new):
     """One row's n units: gate blocks gi.. (x_proj in, activations out) plus ui.. (Whh h); c_new, h_new out."""
     dt = h_new.dtype.type
@@ -79,7 +80,7 @@ def _lstm_row(gi, gf, gg, go, ui, uf, ug, uo, c_prev, c_new, h_new):
         h_new[k] = o * dt(gate_math.tanh(c))
 
 
-@fast
+@fast_inline
 def _lstm_row_backward(di, df, dg, do, gi, gf, gg, go, c_now, c_prev, up, dhb, dcb):
     """One row's n units: d* (dL/d pre-activations) from the activations g*, the cell states, dL/dh from
     above (up) and the carries dhb (read), dcb (dL/dc, read and replaced by its share for c_prev)."""
@@ -97,7 +98,7 @@ def _lstm_row_backward(di, df, dg, do, gi, gf, gg, go, c_now, c_prev, up, dhb, d
         dcb[k] = dct * f
 
 
-@fast
+@fast_inline
 def _gru_row(gr, gz, gn, ur, uz, un, bhn, a, h_prev, h_new):
     """One row's n units: gate blocks gr.. (x_proj in, activations out) plus ur.. (Whh h);
     a receives W_hn h + b_hn, h_new the new state."""
@@ -113,7 +114,7 @@ def _gru_row(gr, gz, gn, ur, uz, un, bhn, a, h_prev, h_new):
         h_new[k] = (one - z) * n + z * h_prev[k]
 
 
-@fast
+@fast_inline
 def _gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, a, h_prev, up, dhb):
     """One row's n units: dL/d(x_proj) (dx*) and dL/d(Whh h + [0, 0, b_hn]) (dg*) from the activations,
     a = W_hn h + b_hn, h_prev, dL/dh from above (up) and the carry dhb (read, replaced by its direct share)."""
@@ -241,8 +242,9 @@ def gru_backward(dgx, dgh, dh, tmp, dhs, hs, gates, hn, Whh):
 # together by :func:`pack_parts`, so that each thread reads its own slice of the weights, step after
 # step, from its own cache) and their columns of the state. Per time step each part computes its
 # units' share of the product from the whole previous state, then their gates; the end of the
-# ``prange`` is the barrier before the next step reads the state the parts wrote. The arithmetic of
-# every unit is that of the whole-layer kernels above.
+# ``prange`` is the barrier before the next step reads the state the parts wrote. Every unit runs the
+# row functions of the whole-layer kernels, compiled without fastmath here (see ``_numba.parallel``):
+# the two agree to rounding.
 
 @fast
 def unit_bounds(H, parts):
@@ -271,7 +273,7 @@ def pack_parts(Wp, Whh, bounds):
                 Wp[G * lo + g * n + j] = Whh[g * H + lo + j]
 
 
-@fast_parallel
+@parallel
 def rnn_forward_parts(hs, gates, tmp, Whh, bounds):
     """:func:`rnn_forward` over the parts of ``bounds``; tmp (B, H): part p's product in its flat slice
     [B lo, B hi). Whh (H, H) (one gate block: already grouped by part)."""
@@ -289,7 +291,7 @@ def rnn_forward_parts(hs, gates, tmp, Whh, bounds):
                 _rnn_row(gates[r][lo:hi], u[b], hs[r + B][lo:hi])
 
 
-@fast_parallel
+@parallel
 def rnn_backward_parts(dgates, dh, tmp, dhs, hs, WhhT, bounds):
     """:func:`rnn_backward` over the parts of ``bounds``; tmp (B, H): workspace (part p's carried dL/dh in
     its flat slice [B lo, B hi)); WhhT (H, H) = Whh.T."""
@@ -314,7 +316,7 @@ def rnn_backward_parts(dgates, dh, tmp, dhs, hs, WhhT, bounds):
             dh[b, lo:hi] = carry[b]
 
 
-@fast_parallel
+@parallel
 def lstm_forward_parts(hs, cs, gates, tmp, Wp, bounds):
     """:func:`lstm_forward` over the parts of ``bounds``. Wp (4H, H): Whh packed by :func:`pack_parts`;
     tmp (B, 4H): part p's product in its flat slice [4B lo, 4B hi)."""
@@ -337,7 +339,7 @@ def lstm_forward_parts(hs, cs, gates, tmp, Wp, bounds):
                           cs[r + B][lo:hi], hs[r + B][lo:hi])
 
 
-@fast_parallel
+@parallel
 def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, WhhT, bounds):
     """:func:`lstm_backward` over the parts of ``bounds``; tmp (B, 4H): workspace (part p's carried dL/dh
     in its flat slice [B lo, B hi)); WhhT (H, 4H) = Whh.T."""
@@ -367,7 +369,7 @@ def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, WhhT, bounds):
             dh[b, lo:hi] = carry[b]
 
 
-@fast_parallel
+@parallel
 def gru_forward_parts(hs, gates, hn, tmp, Wp, bhn, bounds):
     """:func:`gru_forward` over the parts of ``bounds``. Wp (3H, H): Whh packed by :func:`pack_parts`;
     tmp (B, 3H): part p's product in its flat slice [3B lo, 3B hi)."""
@@ -390,7 +392,7 @@ def gru_forward_parts(hs, gates, hn, tmp, Wp, bhn, bounds):
                          hs[r + B][lo:hi])
 
 
-@fast_parallel
+@parallel
 def gru_backward_parts(dgx, dgh, dh, tmp, dhs, hs, gates, hn, WhhT, bounds):
     """:func:`gru_backward` over the parts of ``bounds``; tmp (B, 3H): workspace (part p's carried dL/dh in
     its flat slice [B lo, B hi), its product in [B H + B lo, B H + B hi)); WhhT (H, 3H) = Whh.T."""

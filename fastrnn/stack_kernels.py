@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._numba import exact, fast, fast_parallel
+from ._numba import exact, fast, parallel
 from .kernels import add_into, rows_cross_entropy
 
 # splitmix64 (Steele, Lea and Flood 2014): the mask's hash. Constants as uint64 so that Numba keeps
@@ -177,7 +177,7 @@ def row_bounds(rows, parts):
     return bounds
 
 
-@fast_parallel
+@parallel
 def sum_parts(out, partials):
     """out (m, n) = partials[0] + partials[1] + ... (each part's first m * n entries, row-major), in order."""
     m, n = out.shape
@@ -192,7 +192,7 @@ def sum_parts(out, partials):
                 row[k] += src[i * n + k]
 
 
-@fast_parallel
+@parallel
 def gram_parts(out, partials, a, b, bounds):
     """out (m, n) = a.T (m, R) @ b (R, n), each part's rows [lo, hi) in partials[p], then summed."""
     m, n = out.shape
@@ -202,7 +202,7 @@ def gram_parts(out, partials, a, b, bounds):
     sum_parts(out, partials)
 
 
-@fast_parallel
+@parallel
 def project_inputs_parts(x_proj, X, Wxh, bh, bounds):
     """:func:`project_inputs` over the row parts of ``bounds``."""
     for p in prange(bounds.shape[0] - 1):
@@ -212,7 +212,7 @@ def project_inputs_parts(x_proj, X, Wxh, bh, bounds):
             add_into(x_proj[r], bh)
 
 
-@fast_parallel
+@parallel
 def head_forward_parts(probs, Htop, targets, Why, by, bounds):
     """:func:`head_forward` with its product over the row parts of ``bounds``."""
     for p in prange(bounds.shape[0] - 1):
@@ -221,7 +221,7 @@ def head_forward_parts(probs, Htop, targets, Why, by, bounds):
     return rows_cross_entropy(probs, targets, by)
 
 
-@fast_parallel
+@parallel
 def head_backward_parts(dHtop, dWhy, dby, probs, Htop, targets, Why, scale, partials, bounds):
     """:func:`head_backward` with its products over the row parts of ``bounds`` (partials: see above)."""
     B, T = targets.shape
@@ -241,7 +241,7 @@ def head_backward_parts(dHtop, dWhy, dby, probs, Htop, targets, Why, scale, part
         np.dot(probs[lo:hi], Why, dHtop[lo:hi])
 
 
-@fast_parallel
+@parallel
 def input_grads_parts(dX, dWxh, dgx, X, Wxh, partials, bounds):
     """:func:`input_grads` over the row parts of ``bounds`` (partials: see above)."""
     gram_parts(dWxh, partials, dgx, X, bounds)

@@ -624,3 +624,42 @@ def test_sample_is_seeded_and_argmax_is_greedy(cell, num_layers):
     greedy = engine.sample(params, state, 2, 30, seed=5, argmax=True)
     assert np.array_equal(greedy, twin_sample(params, state, 2, 30, 5, 1.0, argmax=True))
     assert np.array_equal(greedy, engine.sample(params, state, 2, 30, seed=9, argmax=True))
+
+
+# --- 10. the same bits in every process ------------------------------------------------------------
+
+def every_kernel_case():
+    """Gradients (flat) of every cell, dtype and split (whole, 2 unit parts) at H = 40, enough units for the
+    gate loops' SIMD code (at H = 5 the difference below did not show), with dropout: a dict."""
+    out = {}
+    for cell in CELLS:
+        for dtype in (np.float32, np.float64):
+            for parts in (1, 2):
+                seed = case_seed(cell, 2, 3, salt=15)
+                params = make_model(cell, 2, "init", seed=seed, dtype=dtype, hidden_size=40)
+                inputs, targets, state = make_data(params.spec, 3, seed=seed, dtype=dtype)
+                ws = engine.StackWorkspace(params.spec, T, 3, dtype, parts=parts)
+                _, grads, _ = engine.stack_loss_and_grads(params, inputs, targets, state, clip=None, workspace=ws,
+                                                          dropout=DROPOUT._replace(total_streams=3, first_stream=0))
+                out[f"{cell}-{np.dtype(dtype).name}-{parts}"] = grads.flat.copy()
+    return out
+
+
+def test_another_process_computes_the_same_bits(tmp_path):
+    """A kernel loaded from Numba's cache runs the instructions of the one compiled here: a second process
+    gets every cell's gradients bit for bit (a resume in a new process, and MPI ranks, rely on it). Under CI
+    the cache starts empty, so this process compiles what the other loads. Seen failing: parallel kernels
+    compiled with fastmath, and helpers compiled as functions of their own, gave other bits once cached."""
+    import subprocess
+    import sys
+
+    here = every_kernel_case()
+    out = tmp_path / "other.npz"
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); from test_cells import every_kernel_case; "
+            "np.savez(sys.argv[2], **every_kernel_case())")
+    r = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), str(out)], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    with np.load(out) as other:
+        differ = [k for k in here if not np.array_equal(here[k], other[k])]
+    assert not differ, f"not bit for bit in another process: {differ}"
