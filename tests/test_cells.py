@@ -526,12 +526,12 @@ def test_one_blas_thread_equals_two_bit_for_bit(cell, num_layers):
     assert all(np.array_equal(a, b) for a, b in zip(s1, s2))
 
 
-@pytest.mark.parametrize("split", ["streams", "units"])
+@pytest.mark.parametrize("split", ["streams", "columns"])
 @pytest.mark.parametrize("threads, B", [(2, 3), (3, 5), (4, 2)])  # uneven chunks; more threads than streams
 @pytest.mark.parametrize("cell,num_layers", CELL_LAYERS)
 def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B, split):
     """The trainer's step on threads: "streams" cuts the B streams into chunks run at once and sums their
-    gradients, "units" cuts each recurrence's units (and the products' rows) into parts run at once. With
+    gradients, "columns" cuts each recurrence's units (and the products' rows) into parts run at once. With
     saturated weights either is the twin's whole-batch loss, gradient and last state (float64, 1e-10); it
     is the same bit for bit from one run to the next, and (streams) when the chunks run one after another
     (no chunk reads another's arrays)."""
