@@ -187,15 +187,17 @@ def prepare_weights(WhhT, WhyT, xb, Wxh, Whh, Why, bh):
 
 @fast
 def transpose_into(out, a):
-    """out (n, m) = a.T for a (m, n), in 16 x 16 tiles (a plain strided loop is ~3x slower at H = 512)."""
+    """out (n, m) = a.T for a (m, n), in 32 x 32 tiles, each written a row of ``out`` at a time (measured at
+    2048 x 512: 5x faster than 16 x 16 tiles read a row of ``a`` at a time, 10x than a strided copy)."""
     m, n = a.shape
-    for i0 in range(0, m, 16):
-        i1 = min(i0 + 16, m)
-        for j0 in range(0, n, 16):
-            j1 = min(j0 + 16, n)
-            for i in range(i0, i1):
-                for j in range(j0, j1):
-                    out[j, i] = a[i, j]
+    for i0 in range(0, m, 32):
+        i1 = min(i0 + 32, m)
+        for j0 in range(0, n, 32):
+            j1 = min(j0 + 32, n)
+            for j in range(j0, j1):
+                row = out[j]
+                for i in range(i0, i1):
+                    row[i] = a[i, j]
 
 
 # --- one batched step: chunks, then reduction (serial and parallel variants) ---------

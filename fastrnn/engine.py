@@ -813,5 +813,5 @@ def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, stat
             if sum_grads is not None:
                 sum_grads(grads.flat)
             optim.apply(optimizer, params.flat, grads.flat, [m.flat for m in opt_state], first_step + s, clip,
-                        clip_norm, None if learning_rates is None else learning_rates[s])
+                        clip_norm, None if learning_rates is None else learning_rates[s], threads=threads)
     return losses

@@ -14,6 +14,7 @@ entry to [-clip, clip]) or by global norm (``clip_norm``: as
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,7 +107,34 @@ def scheduled_rate(learning_rate, step, schedule="constant", warmup_steps=0, dec
     return learning_rate * (min_fraction + (1.0 - min_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_norm=None, learning_rate=None):
+#: Fewest entries per thread before :func:`apply` runs its update in pieces on several threads.
+PIECE_MIN = 1 << 20
+_pools: dict = {}
+_pools_lock = threading.Lock()
+
+
+def _in_pieces(kernel, arrays, scalars, threads):
+    """``kernel(*arrays, *scalars)``, the 1-D ``arrays`` cut into up to ``threads`` contiguous pieces run at
+    once (the kernels release the GIL and are element-wise: the same bits as one call)."""
+    n = arrays[0].shape[0]
+    pieces = min(int(threads), n // PIECE_MIN)
+    if pieces < 2:
+        kernel(*arrays, *scalars)
+        return
+    with _pools_lock:
+        if pieces not in _pools:
+            from concurrent.futures import ThreadPoolExecutor
+            _pools[pieces] = ThreadPoolExecutor(pieces - 1, thread_name_prefix="fastrnn-update")
+    bounds = [p * n // pieces for p in range(pieces + 1)]
+    futures = [_pools[pieces].submit(kernel, *(a[lo:hi] for a in arrays), *scalars)
+               for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    kernel(*(a[:bounds[1]] for a in arrays), *scalars)
+    for f in futures:
+        f.result()
+
+
+def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_norm=None, learning_rate=None,
+          threads=1):
     """Clip ``grad_flat`` (in place) and apply ``opt`` to ``param_flat`` and ``states`` (in place).
 
     param_flat, grad_flat and each of ``states`` (one per :attr:`Optimizer.state_names`):
@@ -114,6 +142,8 @@ def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_no
     1-based number of this update (Adam's bias correction). ``clip``: value
     limit (None: off); ``clip_norm``: global-norm limit (None: off).
     ``learning_rate``: this step's rate (a schedule's), instead of ``opt.learning_rate``.
+    ``threads``: the update runs in that many pieces at once from ``PIECE_MIN`` entries a piece on
+    (element-wise: the same bits; the global norm is one sum in order).
     """
     dtype = param_flat.dtype
     t = dtype.type
@@ -122,11 +152,12 @@ def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_no
     lr = float(opt.learning_rate if learning_rate is None else learning_rate)
     if opt.name == "adagrad":
         (memory,) = states
-        optim_kernels.adagrad_update(param_flat, grad_flat, memory, t(lr), t(opt.eps), limit, scale)
+        _in_pieces(optim_kernels.adagrad_update, (param_flat, grad_flat, memory), (t(lr), t(opt.eps), limit, scale),
+                   threads)
     elif opt.name == "rmsprop":
         (square_avg,) = states
-        optim_kernels.rmsprop_update(param_flat, grad_flat, square_avg, t(lr), t(opt.alpha), t(1.0 - opt.alpha),
-                                     t(opt.eps), limit, scale)
+        _in_pieces(optim_kernels.rmsprop_update, (param_flat, grad_flat, square_avg),
+                   (t(lr), t(opt.alpha), t(1.0 - opt.alpha), t(opt.eps), limit, scale), threads)
     else:
         exp_avg, exp_avg_sq = states
         step = int(step)
@@ -134,6 +165,6 @@ def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_no
             raise ValueError(f"step must be >= 1, got {step}")
         bias_correction1 = 1.0 - opt.beta1 ** step
         bias_correction2 = 1.0 - opt.beta2 ** step
-        optim_kernels.adam_update(param_flat, grad_flat, exp_avg, exp_avg_sq, t(-lr / bias_correction1),
-                                  t(1.0 - opt.beta1), t(opt.beta2), t(1.0 - opt.beta2),
-                                  t(math.sqrt(bias_correction2)), t(opt.eps), limit, scale)
+        _in_pieces(optim_kernels.adam_update, (param_flat, grad_flat, exp_avg, exp_avg_sq),
+                   (t(-lr / bias_correction1), t(1.0 - opt.beta1), t(opt.beta2), t(1.0 - opt.beta2),
+                    t(math.sqrt(bias_correction2)), t(opt.eps), limit, scale), threads)

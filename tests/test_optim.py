@@ -58,10 +58,12 @@ def twin_update(opt, param, grad, states, step, clip, clip_norm):
                              opt.eps, clip, scale)
 
 
+@pytest.mark.parametrize("threads", [1, 3], ids=["one-piece", "3-pieces"])  # 3: 33 + 34 + 34 entries at once
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("clipping", list(CLIPS))
 @pytest.mark.parametrize("name", fastrnn.OPTIMIZERS)
-def test_kernel_is_bit_identical_to_twin(name, clipping, dtype):
+def test_kernel_is_bit_identical_to_twin(name, clipping, dtype, threads, monkeypatch):
+    monkeypatch.setattr(optim, "PIECE_MIN", 10)
     opt = fastrnn.Optimizer(name, **HYPER[name])
     clip, clip_norm = CLIPS[clipping]["clip"], CLIPS[clipping]["clip_norm"]
     p_kernel, p_twin = start(dtype), start(dtype)
@@ -69,7 +71,7 @@ def test_kernel_is_bit_identical_to_twin(name, clipping, dtype):
     s_twin = [np.zeros(N, dtype) for _ in opt.state_names]
     for step, g in enumerate(gradient_sequence(dtype), start=1):
         g_kernel, g_twin = g.copy(), g.copy()
-        optim.apply(opt, p_kernel, g_kernel, s_kernel, step, clip=clip, clip_norm=clip_norm)
+        optim.apply(opt, p_kernel, g_kernel, s_kernel, step, clip=clip, clip_norm=clip_norm, threads=threads)
         twin_update(opt, p_twin, g_twin, s_twin, step, clip, clip_norm)
         assert np.array_equal(g_kernel, g_twin), f"step {step}: clipped gradient"
         assert np.array_equal(p_kernel, p_twin), f"step {step}: parameters"
