@@ -14,8 +14,10 @@ a zero state, one stream, and reports nats/char; the process's wall time
   embedding input, whichever the first probe finds faster; ``torch.optim.Adam``,
   ``clip_grad_norm_``, the recipe's warmup and cosine decay sized to the budget
   by the same probe as fastrnn's; B contiguous shards of the training split
-  walked in lockstep, state carried and reset as fastrnn does), ``torch`` held
-  to the same threads.
+  walked in lockstep, state carried and reset as fastrnn does; from
+  ``LONG_BUDGET_SECONDS`` on, the long recipe's size, rate and dropout, on the
+  same outputs as fastrnn's with PyTorch's own masks), ``torch`` held to the
+  same threads.
 
 ``python -m benchmarks.quality --budgets 25 100`` writes ``bench_results/quality.json``
 (with the CPU, its ISA flags and the BLAS kernel that ran), a table
@@ -143,12 +145,23 @@ def fastrnn_run(corpus, budget, val_fraction, threads, seed=0, sizes=None) -> di
 
 # --- one PyTorch run (in its own process) ---------------------------------------------------
 
+def torch_recipe(budget, sizes=None) -> dict:
+    """The recipe ``fastrnn train --model lstm --time-budget budget`` trains (the long one from
+    ``LONG_BUDGET_SECONDS`` on), with ``sizes`` overriding its sizes: what the PyTorch side trains."""
+    from fastrnn.trainer import recipe_config
+
+    config = recipe_config(time_budget=budget, cell="lstm", **(sizes or {}))
+    names = ("hidden_size", "num_layers", "batch_size", "seq_length", "learning_rate", "warmup_steps",
+             "min_lr_fraction", "clip_norm", "dropout")
+    return {name: getattr(config, name) for name in names}
+
+
 def torch_run(corpus, budget, val_fraction, threads, seed=0, sizes=None) -> dict:
     """:func:`_torch_main` in a fresh process (so its imports count, as fastrnn's do)."""
     start = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--torch-child", json.dumps(dict(
         corpus=str(corpus) if corpus else None, budget=budget, val_fraction=val_fraction, threads=threads,
-        seed=seed, sizes=sizes or {}))], capture_output=True, text=True, cwd=ROOT)
+        seed=seed, recipe=torch_recipe(budget, sizes)))], capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - start
     if r.returncode:
         raise RuntimeError(f"PyTorch run failed: {r.stderr.strip()[-2000:]}")
@@ -165,11 +178,10 @@ def _torch_main(args: dict) -> dict:
     import fastrnn
     from fastrnn.corpus import held_out_count
     from fastrnn.optim import scheduled_rate
-    from fastrnn.trainer import RECIPES
 
     from .torch_models import CharModel, detach, zero_state
 
-    recipe = {**RECIPES["lstm"], **args["sizes"]}
+    recipe = args["recipe"]
     torch.set_num_threads(args["threads"])
     torch.manual_seed(args["seed"])
     corpus = fastrnn.load_corpus(args["corpus"])
@@ -184,7 +196,7 @@ def _torch_main(args: dict) -> dict:
 
     def make(input_kind):
         torch.manual_seed(args["seed"])
-        model = CharModel("lstm", V, H, L, input=input_kind, batch_first=True)
+        model = CharModel("lstm", V, H, L, input=input_kind, batch_first=True, dropout=recipe["dropout"])
         params = model.trained_parameters()
         return model, params, torch.optim.Adam(params, lr=lr)
 
@@ -226,6 +238,7 @@ def _torch_main(args: dict) -> dict:
         now = time.perf_counter()
         if decay_steps is None and now - probe_start >= probe:
             decay_steps = n + int(n / (now - probe_start) * max(deadline - now, 0.0))
+    model.eval()  # no dropout
     with torch.no_grad():  # the held-out split from a zero state, one stream, in pieces with the state carried
         h, total = None, 0.0
         for s in range(0, val.numel() - 1, 4096):
@@ -234,7 +247,8 @@ def _torch_main(args: dict) -> dict:
             total += float(torch.nn.functional.cross_entropy(logits[0], piece[1:], reduction="sum"))
     return dict(val_nats=total / (val.numel() - 1), steps=n, decay_steps=decay_steps, input=kind,
                 torch=torch.__version__, config=f"lstm {L}x{H}, B={B}, T={T}, adam {lr}, clip-norm "
-                                                f"{recipe['clip_norm']}, warmup {warmup}, cosine to {floor}x")
+                                                f"{recipe['clip_norm']}, warmup {warmup}, cosine to {floor}x, "
+                                                f"dropout {recipe['dropout']}")
 
 
 # --- writing -----------------------------------------------------------------------------

@@ -34,3 +34,31 @@ def test_quality_harness_trains_scores_and_writes(tmp_path):
     assert run["machine"]["cpu"] and run["machine"]["blas"]
     assert "| york.txt | fastrnn | 10 |" in (out / "quality.md").read_text()
     assert (out / "quality.png").stat().st_size > 10_000
+
+
+def test_the_pytorch_side_trains_the_recipe_of_the_budget():
+    """Below LONG_BUDGET_SECONDS the recipe, from there the long one (its size, rate and dropout), sizes overridden."""
+    from fastrnn.trainer import LONG_BUDGET_SECONDS, LONG_RECIPES, RECIPES
+
+    short, long = quality.torch_recipe(25), quality.torch_recipe(LONG_BUDGET_SECONDS)
+    for recipe, expected in ((short, RECIPES["lstm"]), (long, LONG_RECIPES["lstm"])):
+        assert {k: recipe[k] for k in expected if k in recipe} == {k: v for k, v in expected.items() if k in recipe}
+    assert short["dropout"] == 0 and long["dropout"] > 0 and long["hidden_size"] > short["hidden_size"]
+    assert quality.torch_recipe(LONG_BUDGET_SECONDS, {"hidden_size": 32})["hidden_size"] == 32
+
+
+@pytest.mark.skipif(torch is None and not os.environ.get("CI"), reason=TORCH_MISSING or "")
+def test_the_pytorch_model_drops_every_layers_outputs_in_training_only():
+    from .torch_models import CharModel
+
+    torch.manual_seed(0)
+    dropped = CharModel("lstm", 7, 16, 2, input="embedding", batch_first=True, dropout=0.5)
+    plain = CharModel("lstm", 7, 16, 2, input="embedding", batch_first=True)
+    plain.load_state_dict(dropped.state_dict())
+    ids = torch.randint(0, 7, (3, 9))
+    with torch.no_grad():
+        a, b = dropped(ids)[0], dropped(ids)[0]
+        assert not torch.equal(a, b)  # masks drawn afresh in training mode
+        dropped.eval()
+        assert torch.equal(dropped(ids)[0], plain(ids)[0])
+    assert dropped.rnn.dropout == 0.5 and dropped.drop.p == 0.5

@@ -6,8 +6,10 @@ fastrnn's) and ``decoder`` (``nn.Linear(H, V)``), the attribute names
 :func:`fastrnn.to_torch` writes, so fastrnn's weights load with
 ``load_state_dict``. Inputs are ids, fed either one-hot (``input="onehot"``)
 or through a frozen identity ``nn.Embedding`` (``input="embedding"``: the same
-numbers, sometimes faster). Importing this module needs torch; the benchmark
-modules import it only when torch is there.
+numbers, sometimes faster). ``dropout``: on every layer's outputs in training
+mode (``model.train()``, PyTorch's default), where fastrnn's ``--dropout`` drops
+them, with PyTorch's own masks. Importing this module needs torch; the
+benchmark modules import it only when torch is there.
 """
 from __future__ import annotations
 
@@ -22,12 +24,15 @@ INPUTS = ("onehot", "embedding")
 class CharModel(nn.Module):
     """Char-level model: ids (T, B) (or (B, T) with ``batch_first``) -> logits (..., V), last state."""
 
-    def __init__(self, cell, vocab_size, hidden_size, num_layers=1, input="onehot", batch_first=False):
+    def __init__(self, cell, vocab_size, hidden_size, num_layers=1, input="onehot", batch_first=False, dropout=0.0):
         super().__init__()
         if input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
         kwargs = dict(nonlinearity="tanh") if cell == "rnn" else {}
+        if num_layers > 1:
+            kwargs["dropout"] = dropout  # on every layer's outputs but the last's
         self.rnn = RECURRENT[cell](vocab_size, hidden_size, num_layers, batch_first=batch_first, **kwargs)
+        self.drop = nn.Dropout(dropout)  # the last layer's, before the head: fastrnn's placement (--dropout)
         self.decoder = nn.Linear(hidden_size, vocab_size)
         self.cell, self.vocab_size, self.input = cell, vocab_size, input
         if input == "embedding":
@@ -44,7 +49,7 @@ class CharModel(nn.Module):
         dtype = self.decoder.weight.dtype
         x = self.embed(ids).to(dtype) if self.input == "embedding" else F.one_hot(ids, self.vocab_size).to(dtype)
         out, state = self.rnn(x, state)
-        return self.decoder(out), state
+        return self.decoder(self.drop(out)), state
 
 
 def zero_state(cell, num_layers, batch_size, hidden_size, dtype=torch.float32):

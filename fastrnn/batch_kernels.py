@@ -32,8 +32,6 @@ scalars. Float arrays are all float32 or all float64; ids are int64.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import prange
 

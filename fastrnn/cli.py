@@ -827,7 +827,7 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, m
 
     def kept():
         return (f"the last good checkpoint is {str(path)!r} (step {saved[0]:,})" if saved[0] is not None else
-                f"no checkpoint was saved by this run" + (f"; {str(path)!r} is unchanged" if path.exists() else ""))
+                "no checkpoint was saved by this run" + (f"; {str(path)!r} is unchanged" if path.exists() else ""))
 
     def validate():
         with stop.abandonable():
