@@ -125,9 +125,10 @@ class ParallelWorkspace:
     ``parts=threads``: each recurrence's units are cut into ``threads`` parts
     run at once (every thread multiplies the whole batch's state by its own
     slice of Whh, which stays in its core's cache from step to step; at
-    H = 512, B = 32 that is ~1.2x the speed of two chunks of 16 streams), and
-    the products over all T * B rows run on ``threads`` BLAS threads. No
-    gradient is split, so the result is that of one thread to BLAS's rounding.
+    H = 512, B = 32 the recurrence ran ~1.2x the speed of two chunks of 16
+    streams), and the products over all T * B rows run as ``threads`` row
+    blocks at once, BLAS at one thread, a weight gradient's blocks summed in
+    block order: results depend on ``threads`` by rounding only, as for chunks.
 
     ``split=None`` takes "columns" for ``threads`` > 1 and H >= ``COLUMN_SPLIT_MIN_HIDDEN``, else "streams".
     """
