@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._numba import exact, fast, parallel
+from ._numba import exact, fast, fast_inline, parallel
 from .kernels import add_into, rows_cross_entropy
 
 # splitmix64 (Steele, Lea and Flood 2014): the mask's hash. Constants as uint64 so that Numba keeps
@@ -102,23 +102,29 @@ def head_forward(probs, Htop, targets, Why, by):
     return rows_cross_entropy(probs, targets, by)
 
 
+@fast_inline
+def _logit_grads(dby, probs, targets, scale):
+    """probs (T * B, V) becomes dy = (probs - onehot(targets)) * scale in place; dby (V,) = its rows' sum."""
+    B, T = targets.shape
+    one = probs.dtype.type(1)
+    for t in range(T):
+        for b in range(B):
+            row = probs[t * B + b]
+            row[targets[b, t]] -= one
+            for v in range(row.shape[0]):
+                row[v] *= scale
+    dby[:] = 0
+    for r in range(probs.shape[0]):
+        add_into(dby, probs[r])
+
+
 @fast
 def head_backward(dHtop, dWhy, dby, probs, Htop, targets, Why, scale):
     """Gradients of ``scale`` times the summed loss: dy = (probs - onehot(targets)) * scale (in place in
     probs), dWhy (V, H) = dy.T @ Htop, dby (V,) = sum of the rows of dy, dHtop (T * B, H) = dy @ Why
     (overwritten)."""
-    B, T = targets.shape
-    one = probs.dtype.type(1)
-    for t in range(T):
-        for b in range(B):
-            p = probs[t * B + b]
-            p[targets[b, t]] -= one
-            for v in range(p.shape[0]):
-                p[v] *= scale
+    _logit_grads(dby, probs, targets, scale)
     np.dot(probs.T, Htop, dWhy)
-    dby[:] = 0
-    for r in range(probs.shape[0]):
-        add_into(dby, probs[r])
     np.dot(probs, Why, dHtop)
 
 
@@ -224,18 +230,8 @@ def head_forward_parts(probs, Htop, targets, Why, by, bounds):
 @parallel
 def head_backward_parts(dHtop, dWhy, dby, probs, Htop, targets, Why, scale, partials, bounds):
     """:func:`head_backward` with its products over the row parts of ``bounds`` (partials: see above)."""
-    B, T = targets.shape
-    one = probs.dtype.type(1)
-    for t in range(T):
-        for b in range(B):
-            row = probs[t * B + b]
-            row[targets[b, t]] -= one
-            for v in range(row.shape[0]):
-                row[v] *= scale
+    _logit_grads(dby, probs, targets, scale)
     gram_parts(dWhy, partials, probs, Htop, bounds)
-    dby[:] = 0
-    for r in range(probs.shape[0]):
-        add_into(dby, probs[r])
     for part in prange(bounds.shape[0] - 1):
         lo, hi = bounds[part], bounds[part + 1]
         np.dot(probs[lo:hi], Why, dHtop[lo:hi])
