@@ -11,6 +11,8 @@ Ground floor: numpy only.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 ALIGNMENT = 64
@@ -18,9 +20,41 @@ ALIGNMENT = 64
 
 def aligned_empty(shape, dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on a 64-byte boundary."""
+    return aligned_group([shape], dtype)[0]
+
+
+def aligned_group(shapes, dtype) -> list:
+    """Uninitialised C-contiguous arrays of ``shapes``, each starting on a 64-byte boundary.
+
+    All of them are cut from one allocation: one call to the allocator and one
+    address lookup for a whole set of gradients (the seed's API makes one set
+    per call).
+    """
     dtype = np.dtype(dtype)
-    shape = (shape,) if np.isscalar(shape) else tuple(shape)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    itemsize = dtype.itemsize
+    if ALIGNMENT % itemsize:  # a record dtype of odd size: cut bytes
+        return [_aligned_bytes(s, dtype) for s in shapes]
+    line = ALIGNMENT // itemsize  # items per cache line
+    shapes = [_shape(s) for s in shapes]
+    sizes = [math.prod(s) for s in shapes]
+    buffer = np.empty(sum(-(-n // line) for n in sizes) * line + line, dtype)
+    start = (-buffer.ctypes.data % ALIGNMENT) // itemsize
+    out = []
+    for shape, n in zip(shapes, sizes):
+        out.append(buffer[start:start + n].reshape(shape))
+        start += -(-n // line) * line
+    return out
+
+
+def _shape(shape) -> tuple:
+    if type(shape) is tuple:
+        return shape
+    return (int(shape),) if np.isscalar(shape) else tuple(shape)
+
+
+def _aligned_bytes(shape, dtype) -> np.ndarray:
+    shape = _shape(shape)
+    nbytes = math.prod(shape) * dtype.itemsize
     buffer = np.empty(nbytes + ALIGNMENT, np.uint8)
     start = -buffer.ctypes.data % ALIGNMENT
     return buffer[start:start + nbytes].view(dtype).reshape(shape)

@@ -371,13 +371,24 @@ def clip_adagrad_update(param, grad, memory, learning_rate, clip, eps):
 
 # --- fused kernels -----------------------------------------------------------
 
-@fast
-def zero_grads(dWxh, dWhh, dWhy, dbh, dby):
-    dWxh[:] = 0
-    dWhh[:] = 0
-    dWhy[:] = 0
-    dbh[:] = 0
-    dby[:] = 0
+@exact
+def loss_and_grads(dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, tmp_hh, tmp_vh,
+                   inputs, targets, Wxh, Whh, Why, bh, by, clip):
+    """One sequence's forward, BPTT and clip in one call; returns the summed loss (float64).
+
+    dWxh..dby (any contents on entry) receive the gradients clipped to
+    [-clip, clip]; hs[0] holds hprev on entry and hs[T] is h_last on return.
+    The arithmetic is :func:`train_step`'s without the update.
+    """
+    loss = rnn_forward(hs, probs, inputs, targets, Wxh, Whh, Why, bh, by)
+    rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets,
+                      Whh, Why, False)
+    clip_inplace(dWxh, clip)
+    clip_inplace(dWhh, clip)
+    clip_inplace(dWhy, clip)
+    clip_inplace(dbh, clip)
+    clip_inplace(dby, clip)
+    return loss
 
 
 @exact

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 
 from . import kernels
-from ._aligned import aligned_zeros
+from ._aligned import aligned_group, aligned_zeros
 from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
 )
@@ -94,14 +94,10 @@ def loss_and_grads(params, inputs, targets, hprev, clip=CLIP, workspace=None):
     ws = _workspace(params, inputs.size, workspace)
     hs, probs, dhs = ws.views(inputs.size)
     hs[0] = hprev
-    loss = kernels.rnn_forward(hs, probs, inputs, targets, *params)
-    grads = ws.grads
-    kernels.zero_grads(*grads)
-    kernels.rnn_backward(*grads, dhs, ws.dhnext, ws.tmp_hh, ws.tmp_vh, hs, probs, inputs, targets,
-                         params.Whh, params.Why)
-    for g in grads:
-        kernels.clip_inplace(g, clip)
-    return float(loss), grads.copy(), hs[-1].copy()
+    grads = Params(*aligned_group([p.shape for p in params], dtype))  # the kernel writes every entry
+    loss = kernels.loss_and_grads(*grads, hs, probs, dhs, ws.dhnext, ws.tmp_hh, ws.tmp_vh, inputs, targets,
+                                  *params, clip)
+    return float(loss), grads, hs[-1].copy()
 
 
 def sequence_loss(params, inputs, targets, hprev):

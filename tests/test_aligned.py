@@ -6,7 +6,7 @@ import pytest
 
 import fastrnn
 from fastrnn import batch, rnn
-from fastrnn._aligned import ALIGNMENT, aligned, aligned_copy, aligned_empty, aligned_zeros, is_aligned
+from fastrnn._aligned import ALIGNMENT, aligned, aligned_copy, aligned_empty, aligned_group, aligned_zeros, is_aligned
 
 
 def line_aligned(a):
@@ -23,6 +23,30 @@ def test_aligned_allocations(shape, dtype):
         assert not z.any()
         if a.size:  # an empty array has no data to align
             assert line_aligned(a) and line_aligned(z)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+def test_aligned_group_cuts_disjoint_aligned_arrays(dtype):
+    shapes = [(65, 100), (3, 5), 0, (7,), np.int64(9), [2, 13]]
+    for _ in range(20):
+        group = aligned_group(shapes, dtype)
+        assert [a.shape for a in group] == [np.empty(s).shape for s in shapes]
+        assert all(a.dtype == dtype and line_aligned(a) for a in group if a.size)
+        for k, a in enumerate(group):
+            a[...] = k + 1  # each array written alone must not touch the others
+        assert all((a == k + 1).all() for k, a in enumerate(group))
+
+
+def test_seed_api_returns_fresh_aligned_gradients():
+    """loss_and_grads without a workspace: every call gives new arrays, cache-line aligned."""
+    p = fastrnn.init_params(65, 100, seed=0)
+    ids = np.arange(26) % 65
+    _, first, _ = rnn.loss_and_grads(p, ids[:-1], ids[1:], np.zeros(100))
+    kept = first.copy()
+    _, second, _ = rnn.loss_and_grads(p, ids[1:], ids[:-1], np.zeros(100))
+    assert all(line_aligned(a) for a in (*first, *second))
+    assert not any(np.shares_memory(a, b) for a in first for b in second)
+    assert all(np.array_equal(a, b) for a, b in zip(first, kept))  # the second call left the first alone
 
 
 def test_aligned_copy_and_passthrough():
