@@ -106,6 +106,20 @@ def test_cli_writes_the_report_and_prints_each_bar(tmp_path, capsys):
         assert f"## Bars ({title})" in report
 
 
+def test_mpi_section_puts_ranks_beside_threads(tmp_path):
+    threads = _bench(0.5, group="mpi", implementation=runs.MPI_THREADS, point="lstm-2x512-B32", steps=2,
+                     chars_per_call=4096)  # 8,192 chars/s
+    ranks = _bench(9.0, group="mpi", implementation=runs.MPI_RANKS, point="lstm-2x512-B32", steps=2,
+                   mpi_chars_per_s=7372.8, allreduce_ms=6.25, allreduce_bytes=13 * 2 ** 20)
+    lonely = _bench(0.1, group="mpi", implementation=runs.MPI_THREADS, point="tanh-512-B128", chars_per_call=1000)
+    run = runs.load(_write(tmp_path, [threads, ranks, lonely]))
+    text = "\n".join(tables.mpi_section(run))
+    assert "| lstm-2x512-B32 | 8,192 | 7,373 | 0.90x | 6.25 | 13 MiB |" in text
+    assert "| tanh-512-B128 | 10,000 | — | — | — | — |" in text
+    assert "## Data-parallel training over MPI" in tables.render(run)
+    assert tables.mpi_section(runs.load(_write(tmp_path, [_step_row("reference", 100, 6e-3)]))) == []
+
+
 def test_committed_runs_render_with_every_group(tmp_path):
     for name in ("latest.json", "cells.json"):
         text = tables.render(runs.load(BENCH_RESULTS / name))

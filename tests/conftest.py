@@ -25,6 +25,17 @@ RTOL64 = 1e-10
 ATOL64_SCALE = 1e-12
 GRAD_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
 CORPUS = Path(fastrnn.__file__).resolve().parent / "data" / "tinyshakespeare.txt"
+#: A few lines of Richard III: the small corpus of the CLI and trainer tests (written by ``corpus_file``).
+YORK_TEXT = ("Now is the winter of our discontent\nMade glorious summer by this sun of York;\n"
+             "And all the clouds that lour'd upon our house\nIn the deep bosom of the ocean buried.\n") * 6
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    """YORK_TEXT in a file of tmp_path (york.txt)."""
+    path = tmp_path / "york.txt"
+    path.write_text(YORK_TEXT, encoding="utf-8")
+    return path
 
 
 # --- comparison --------------------------------------------------------------

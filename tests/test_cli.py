@@ -20,21 +20,14 @@ from fastrnn.checkpoint import load_checkpoint
 from fastrnn.corpus import load_corpus
 from fastrnn.trainer import TrainConfig, Trainer
 
-TEXT = ("Now is the winter of our discontent\nMade glorious summer by this sun of York;\n"
-        "And all the clouds that lour'd upon our house\nIn the deep bosom of the ocean buried.\n") * 6
+from conftest import YORK_TEXT
+
 SMALL = ["--hidden-size", "16", "--seq-length", "10", "--seed", "1"]
 
 
 def fastrnn(*args, cwd, timeout=180, **kwargs):
     return subprocess.run([sys.executable, "-m", "fastrnn", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    path = tmp_path / "york.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
 
 
 def npz_arrays(path):
@@ -333,7 +326,7 @@ def setup(tmp_path, corpus_file):
     (tmp_path / "short.txt").write_text("too short")
     (tmp_path / "one.txt").write_text("N")
     (tmp_path / "latin1.txt").write_bytes("Now is the winter\nof our discontent, café".encode("latin-1"))
-    (tmp_path / "other.txt").write_text(TEXT.replace("York", "Yorx"))
+    (tmp_path / "other.txt").write_text(YORK_TEXT.replace("York", "Yorx"))
     (tmp_path / "alien.txt").write_text("Now is the ₿ winter ☃")
     (tmp_path / "folder").mkdir()
     (tmp_path / "hundred.txt").write_text("abcdefghij" * 10)
@@ -417,7 +410,7 @@ def test_eval_without_file_needs_the_corpus_and_a_split(tmp_path, corpus_file):
     assert r.returncode == 2 and "is gone" in r.stderr and r.stderr.count("\n") == 1
     r = fastrnn("train", "--resume", "split.npz", "--steps", 10, cwd=tmp_path)
     assert r.returncode == 2 and "is gone" in r.stderr
-    corpus_file.write_text(TEXT + "changed")
+    corpus_file.write_text(YORK_TEXT + "changed")
     r = fastrnn("eval", "split.npz", cwd=tmp_path)
     assert r.returncode == 2 and "is not the text" in r.stderr
 
@@ -431,7 +424,7 @@ def _listing(folder):
 def test_cache_dir_holds_the_ids_for_train_and_eval(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "york.txt").write_text(TEXT, encoding="utf-8")
+    (data / "york.txt").write_text(YORK_TEXT, encoding="utf-8")
     r = fastrnn("train", data / "york.txt", *SMALL, "--steps", 20, "--sample-every", 0, "--cache-dir", "cache",
                 "--checkpoint", "m.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -439,7 +432,7 @@ def test_cache_dir_holds_the_ids_for_train_and_eval(tmp_path):
     (folder,) = (tmp_path / "cache").iterdir()
     assert folder.name.startswith("york.txt-") and folder.name.endswith(".fastrnn-ids")
     (ids,) = folder.glob("chars-*.ids")
-    assert (folder / "chars.json").is_file() and ids.stat().st_size == len(TEXT)  # uint8 ids
+    assert (folder / "chars.json").is_file() and ids.stat().st_size == len(YORK_TEXT)  # uint8 ids
     stamp = ids.stat().st_ino, ids.stat().st_mtime_ns
     listing = _listing(tmp_path / "cache")
     val = re.search(r"step 20: validation (\S+ nats/char, \S+ bits/char)", r.stdout).group(1)
@@ -461,7 +454,7 @@ def test_cache_dir_trains_on_a_read_only_corpus_folder(tmp_path):
         pytest.skip("running as root: a read-only folder is still writable, so the test would prove nothing")
     data = tmp_path / "data"
     data.mkdir()
-    (data / "york.txt").write_text(TEXT, encoding="utf-8")
+    (data / "york.txt").write_text(YORK_TEXT, encoding="utf-8")
     data.chmod(0o555)
     try:
         r = fastrnn("train", data / "york.txt", *SMALL, "--steps", 20, "--quiet", "--cache-dir", "cache",

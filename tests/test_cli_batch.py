@@ -10,16 +10,9 @@ from fastrnn.checkpoint import load_checkpoint
 from fastrnn.corpus import load_corpus
 from fastrnn.trainer import TrainConfig, Trainer
 
-from test_cli import TEXT, fastrnn, npz_arrays
+from test_cli import fastrnn, npz_arrays
 
 SMALL = ["--hidden-size", "16", "--seq-length", "10", "--seed", "1", "--batch-size", "4", "--threads", "2"]
-
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    path = tmp_path / "york.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
 
 
 def test_batched_train_logs_and_matches_the_python_api(tmp_path, corpus_file):

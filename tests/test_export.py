@@ -24,9 +24,9 @@ from fastrnn import export as fx
 from fastrnn.model import CELLS
 from fastrnn.vocab import Vocab
 
-from conftest import allclose_report
+from conftest import YORK_TEXT, allclose_report
 from test_cells import case_seed, make_data, make_model, torch_model
-from test_cli import TEXT, fastrnn as run_cli
+from test_cli import fastrnn as run_cli
 
 V, H, B, T = 7, 5, 3, 6
 VOCAB = Vocab(np.array([10, 32, 97, 98, 99, 1000, 1001]))
@@ -156,7 +156,7 @@ def test_safetensors_loads_strictly_into_torch(torch, tmp_path, cell, layers, dt
 def trained(tmp_path_factory):
     """Two checkpoints: the seed's rnn (float64) and a 2-layer lstm in float32."""
     folder = tmp_path_factory.mktemp("export")
-    (folder / "york.txt").write_text(TEXT, encoding="utf-8")
+    (folder / "york.txt").write_text(YORK_TEXT, encoding="utf-8")
     for name, flags in (("rnn", []), ("lstm", ["--model", "lstm", "--num-layers", 2, "--dtype", "float32"])):
         r = run_cli("train", "york.txt", "--hidden-size", 12, "--seq-length", 8, "--seed", 2, *flags, "--steps", 20,
                     "--sample-every", 0, "--log-every", 0, "--checkpoint", f"{name}.npz", cwd=folder)
@@ -204,7 +204,7 @@ def test_readme_pytorch_lines_load_and_sample(torch, trained):
     assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-c", code], cwd=trained, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert len(r.stdout) >= 200 and set(r.stdout) <= set(TEXT)
+    assert len(r.stdout) >= 200 and set(r.stdout) <= set(YORK_TEXT)
 
 
 def _without(tmp_path, module):

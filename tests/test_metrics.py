@@ -12,17 +12,11 @@ import pytest
 from fastrnn.checkpoint import load_checkpoint
 from fastrnn.metrics import COLUMNS, HEADER, MetricsError, metrics_path, read_metrics
 
-from test_cli import TEXT, _train_then_signal, fastrnn as run_cli
+from conftest import YORK_TEXT
+from test_cli import _train_then_signal, fastrnn as run_cli
 from test_export import _need, _without
 
 SMALL = ["--hidden-size", 12, "--seq-length", 8, "--seed", 3, "--sample-every", 0, "--quiet"]
-
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    path = tmp_path / "york.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
 
 
 def rows(path):
@@ -125,7 +119,7 @@ def matplotlib():
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("plot")
-    (folder / "york.txt").write_text(TEXT, encoding="utf-8")
+    (folder / "york.txt").write_text(YORK_TEXT, encoding="utf-8")
     for name, cell in (("tanh", "rnn"), ("gated", "gru")):
         r = run_cli("train", "york.txt", *SMALL, "--model", cell, "--steps", 40, "--log-every", 5, "--eval-every", 10,
                     "--checkpoint", f"{name}.npz", cwd=folder)

@@ -22,20 +22,11 @@ from fastrnn.corpus import load_corpus
 from fastrnn.lock import CheckpointBusy, CheckpointLock, lock_path
 from fastrnn.trainer import TrainConfig, Trainer
 
-from conftest import rewrite_npz
+from conftest import YORK_TEXT, rewrite_npz
 from test_cli import fastrnn
 
-TEXT = ("Now is the winter of our discontent\nMade glorious summer by this sun of York;\n"
-        "And all the clouds that lour'd upon our house\nIn the deep bosom of the ocean buried.\n") * 6
 SMALL = ["--hidden-size", "16", "--seq-length", "10"]
 CLI = [sys.executable, "-m", "fastrnn"]
-
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    path = tmp_path / "york.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
 
 
 def _lines(stream):
@@ -137,7 +128,7 @@ def test_a_save_never_replaces_a_file_another_program_wrote(tmp_path, corpus_fil
 # --- 2. a corpus changed in place ---------------------------------------------------------------
 
 def test_a_corpus_edited_in_place_with_its_mtime_restored_is_prepared_again(tmp_path, corpus_file):
-    text = TEXT.replace("York", "the quick brown fox")
+    text = YORK_TEXT.replace("York", "the quick brown fox")
     corpus_file.write_text(text, encoding="utf-8")
     old = time.time_ns() - 3600 * 10 ** 9
     os.utime(corpus_file, ns=(old, old))  # an hour old: size and mtime alone would make the cache "fresh"

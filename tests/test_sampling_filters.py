@@ -11,8 +11,9 @@ from fastrnn import engine, kernels
 from fastrnn import reference as ref
 from fastrnn.model import CELLS
 
+from conftest import YORK_TEXT
 from test_cells import case_seed, make_data, make_model
-from test_cli import TEXT, fastrnn as run_cli
+from test_cli import fastrnn as run_cli
 from test_sampling import chi2_statistic, chi2_threshold, medium_params, next_char_probs, recurrence_free_params
 
 TOPS = [(3, None), (None, 0.9), (5, 0.7), (1, None), (None, 0.05)]
@@ -132,7 +133,7 @@ def test_bad_top_values_raise(bad):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("filters")
-    (folder / "york.txt").write_text(TEXT, encoding="utf-8")
+    (folder / "york.txt").write_text(YORK_TEXT, encoding="utf-8")
     r = run_cli("train", "york.txt", "--hidden-size", 16, "--seq-length", 10, "--seed", 1, "--model", "gru",
                 "--steps", 30, "--sample-every", 0, "--log-every", 0, "--checkpoint", "m.npz", cwd=folder)
     assert r.returncode == 0, r.stderr

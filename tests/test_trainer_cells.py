@@ -21,8 +21,8 @@ from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
 from fastrnn.trainer import TrainConfig, Trainer
 
-from conftest import allclose_report
-from test_cli import TEXT, fastrnn as run_cli, npz_arrays
+from conftest import YORK_TEXT, allclose_report
+from test_cli import fastrnn as run_cli, npz_arrays
 
 MODELS = [("rnn", 2), ("lstm", 1), ("lstm", 2), ("gru", 1), ("gru", 2)]
 UPDATES = [dict(optimizer="adagrad"), dict(optimizer="rmsprop"),
@@ -61,7 +61,7 @@ def split_for(monkeypatch):
 def test_one_trainer_step_equals_the_twin(cell, layers, update, threads, split, split_for):
     """Steps 1, 2 and 3 of the trainer: the twin's loss and gradients on the same windows, then the twin optimizer
     at the step's scheduled rate."""
-    corpus = Corpus.from_text(TEXT)
+    corpus = Corpus.from_text(YORK_TEXT)
     split_for(split)
     trainer = Trainer(corpus, _config(cell, layers, threads=threads, **update))
     assert trainer.workspace.split == split
@@ -99,7 +99,7 @@ def test_one_trainer_step_equals_the_twin(cell, layers, update, threads, split, 
 @pytest.mark.parametrize("update", UPDATES, ids=UPDATE_IDS)
 @pytest.mark.parametrize("cell, layers", MODELS + [("rnn", 1)])
 def test_resume_is_bit_exact(tmp_path, cell, layers, update, threads, split, split_for):
-    corpus = Corpus.from_text(TEXT)
+    corpus = Corpus.from_text(YORK_TEXT)
     split_for(split)
     config = _config(cell, layers, threads=threads, **update)
     straight = Trainer(corpus, config)
@@ -117,7 +117,7 @@ def test_resume_is_bit_exact(tmp_path, cell, layers, update, threads, split, spl
 
 
 def test_the_seed_case_keeps_its_checkpoint_names(tmp_path):
-    trainer = Trainer(Corpus.from_text(TEXT), TrainConfig(hidden_size=6, seq_length=5, seed=4, val_fraction=0.1))
+    trainer = Trainer(Corpus.from_text(YORK_TEXT), TrainConfig(hidden_size=6, seq_length=5, seed=4, val_fraction=0.1))
     trainer.train(3)
     with np.load(save_checkpoint(tmp_path / "c.npz", trainer)) as npz:
         assert {"Wxh", "Whh", "Why", "bh", "by", "mWxh", "mWhh", "mWhy", "mbh", "mby", "hprev"} <= set(npz.files)
@@ -125,7 +125,7 @@ def test_the_seed_case_keeps_its_checkpoint_names(tmp_path):
 
 
 def test_validation_and_sampling_of_a_stacked_model():
-    trainer = Trainer(Corpus.from_text(TEXT), _config("gru", 2))
+    trainer = Trainer(Corpus.from_text(YORK_TEXT), _config("gru", 2))
     trainer.train(4)
     score = trainer.validation_loss()
     inputs, targets = np.asarray(trainer.val_inputs), np.asarray(trainer.val_targets)
@@ -136,13 +136,6 @@ def test_validation_and_sampling_of_a_stacked_model():
     assert len(text) == 30 and text == model.sample(30, prime="York", seed=5)
     per_char = model.score("York and York", per_char=True)
     assert abs(-per_char.log_probs.sum() - per_char.nats) < 1e-9
-
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    path = tmp_path / "york.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
 
 
 SMALL = ["--hidden-size", "8", "--seq-length", "6", "--seed", "2", "--batch-size", "2", "--threads", "1",
@@ -218,7 +211,7 @@ def test_public_api_names():
 
 def test_train_stops_at_a_deadline_on_a_block_boundary():
     import time
-    trainer = Trainer(Corpus.from_text(TEXT), _config("lstm", 1))
+    trainer = Trainer(Corpus.from_text(YORK_TEXT), _config("lstm", 1))
     assert trainer.train(50, deadline=time.perf_counter() - 1) and trainer.n == 0
     assert trainer.train(5, deadline=time.perf_counter() + 60) and trainer.n == 5
 

@@ -15,6 +15,9 @@ BENCH_RESULTS = Path(__file__).resolve().parent.parent.parent / "bench_results"
 IMPLEMENTATION_ORDER = ("reference", "pytorch", "numba", "numba-api")
 BATCH_KIND = "batch_train_step"
 CELLS_KIND = "cells"
+MPI_GROUP = "mpi"
+#: ``benchmarks/test_distributed.py``'s two ways of running one point.
+MPI_THREADS, MPI_RANKS = "1 process x 2 threads", "2 MPI ranks x 1 thread"
 
 #: The ``scaling`` group's two kinds of independent work (``benchmarks/test_scaling.py``).
 SCALING_WORK = {
@@ -96,6 +99,29 @@ class CellRow:
         return self.chars_per_step / self.median
 
 
+@dataclass
+class MpiRow:
+    """One point of the ``mpi`` group run one way (:data:`MPI_THREADS` or :data:`MPI_RANKS`).
+
+    ``chars_per_second``: the threads' from the median timed call; the ranks' from
+    their own fastest round (start-up and compile excluded). ``allreduce_ms``, mean
+    time of one allreduce of the flat gradient buffer, and its bytes: ranks only.
+    """
+
+    point: str
+    implementation: str
+    chars_per_second: float
+    allreduce_ms: float | None = None
+    allreduce_bytes: int | None = None
+
+
+def _mpi_row(info, stats):
+    if "mpi_chars_per_s" in info:
+        return MpiRow(info["point"], info["implementation"], info["mpi_chars_per_s"], info.get("allreduce_ms"),
+                      info.get("allreduce_bytes"))
+    return MpiRow(info["point"], info["implementation"], info["chars_per_call"] / stats["median"])
+
+
 def _cell_row(info, stats):
     """A ``cells`` row; runs made before the group had a kind stored ``chars_per_call`` and no flops."""
     return CellRow(info["implementation"], info["cell"], info["num_layers"], info["hidden_size"],
@@ -115,6 +141,7 @@ class Run:
     scaling: dict = None  # (work, threads) -> median s of the two-chunk independent work
     thread_scaling: dict = None  # (dtype, H, B) -> (median s 1t, median s 2t, chars per call, rounds), alternated
     cells: list = field(default_factory=list)  # CellRow, sorted by point then implementation
+    mpi: list = field(default_factory=list)  # MpiRow, in the run's order
 
     def scaling_speedup(self, work):
         """1-thread median / 2-thread median of the ``scaling`` group's ``work`` (or None)."""
@@ -134,6 +161,10 @@ class Run:
                 return row
         return None
 
+    def find_mpi(self, point, implementation):
+        """The ``mpi`` row of ``point`` run as ``implementation`` (or None)."""
+        return next((r for r in self.mpi if (r.point, r.implementation) == (point, implementation)), None)
+
     def peak(self, dtype, threads):
         entry = self.gemm.get((dtype, threads))
         return entry[0] if entry else None
@@ -152,12 +183,14 @@ def load(path) -> Run:
     """Read a pytest-benchmark JSON written by ``pytest benchmarks --benchmark-json=...``."""
     path = Path(path)
     data = json.loads(path.read_text())
-    rows, gemm, scaling, thread_scaling, cells = [], {}, {}, {}, []
+    rows, gemm, scaling, thread_scaling, cells, mpi = [], {}, {}, {}, [], []
     for bench in data.get("benchmarks", []):
         info, stats = bench.get("extra_info", {}), bench["stats"]
         kind = info.get("kind")
         if kind == CELLS_KIND or (kind is None and bench.get("group") == CELLS_KIND):
             cells.append(_cell_row(info, stats))
+        elif bench.get("group") == MPI_GROUP and "point" in info:
+            mpi.append(_mpi_row(info, stats))
         elif kind == "thread_scaling":
             thread_scaling[(info["dtype"], info["hidden_size"], info["batch_size"])] = (
                 info["median_1t"], info["median_2t"], info["chars_per_call"], info["rounds_each"])
@@ -187,7 +220,7 @@ def load(path) -> Run:
     }
     cells.sort(key=lambda r: (r.hidden_size, r.cell != "lstm", r.cell, r.num_layers, r.batch_size, r.seq_length,
                               r.dtype != "float64", r.threads, impl_rank(r.implementation)))
-    return Run(path, rows, gemm, meta, scaling, thread_scaling, cells)
+    return Run(path, rows, gemm, meta, scaling, thread_scaling, cells, mpi)
 
 
 def impl_rank(name):

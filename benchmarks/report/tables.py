@@ -7,7 +7,7 @@ from __future__ import annotations
 from .bar_tables import bars_section
 from .cautions import contention_warning, thread_warnings
 from .markdown import cache_size, percent, rate, ratio, series_label, table, times
-from .runs import BATCH_KIND, SCALING_WORK, fraction_of_peak, impl_rank, speedup
+from .runs import BATCH_KIND, MPI_RANKS, MPI_THREADS, SCALING_WORK, fraction_of_peak, impl_rank, speedup
 
 CELLS_TITLE = "LSTM and GRU stacks: training step, fastrnn's Trainer beside PyTorch"
 #: As ``benchmarks._support.cell_train_flops_per_char`` counts (the rows carry the count itself).
@@ -35,9 +35,9 @@ def render(run, plot_name=None, batch_plot_name=None):
         section = batch_section(run) if kind == BATCH_KIND else kind_section(run, kind)
         if section:
             lines += section + [""]
-    section = cells_section(run)
-    if section:
-        lines += section + [""]
+    for section in (cells_section(run), mpi_section(run)):
+        if section:
+            lines += section + [""]
     return "\n".join(lines)
 
 
@@ -242,3 +242,26 @@ def cells_section(run):
             "against the GEMM of the same dtype and thread count in this run (— without one).", "",
             table(["model", "B", "T", "dtype", "threads", "flops/char", "fastrnn chars/s", "PyTorch chars/s",
                    "x PyTorch", "fastrnn % of GEMM peak", "PyTorch % of GEMM peak"], rows)]
+
+
+def mpi_section(run):
+    """The ``mpi`` group: each point as 2 MPI ranks beside 1 process of 2 threads ([] without such rows)."""
+    if not run.mpi:
+        return []
+    rows = []
+    for point in dict.fromkeys(r.point for r in run.mpi):
+        threads, ranks = run.find_mpi(point, MPI_THREADS), run.find_mpi(point, MPI_RANKS)
+        x_threads = ranks.chars_per_second / threads.chars_per_second if threads and ranks else None
+        allreduce = ranks and ranks.allreduce_ms
+        size = ranks and ranks.allreduce_bytes
+        rows.append([point, rate(threads and threads.chars_per_second), rate(ranks and ranks.chars_per_second),
+                     ratio(x_threads), "—" if allreduce is None else f"{allreduce:.2f}",
+                     "—" if size is None else cache_size(size)])
+    return ["## Data-parallel training over MPI", "",
+            "The same model and global batch trained by one process on 2 threads and by "
+            "`mpiexec -n 2` ranks of 1 thread each, one allreduce of the flat gradient buffer a step "
+            "(`benchmarks/test_distributed.py`; float32, T = 64). The ranks' chars/s is their fastest "
+            "timed round, start-up and compile excluded; \"allreduce ms\" is rank 0's mean time for one, "
+            "its wait for the other rank included. The aim: 2 ranks >= 0.9x the 2-thread process.", "",
+            table(["point", "1 process x 2 threads chars/s", "2 ranks x 1 thread chars/s", "ranks / threads",
+                   "allreduce ms", "allreduce size"], rows)]
