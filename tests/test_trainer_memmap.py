@@ -16,9 +16,10 @@ from fastrnn.corpus import load_corpus
 from fastrnn.prepared import cache_folder, prepare_corpus
 from fastrnn.trainer import TrainConfig, Trainer, score_windows
 
-from test_cli import TEXT, fastrnn
+from conftest import YORK_TEXT
+from test_cli import fastrnn
 
-ASCII = TEXT * 2  # ~1,600 characters: V < 256, uint8 ids
+ASCII = YORK_TEXT * 2  # ~1,600 characters: V < 256, uint8 ids
 
 
 def _wide_text(n=3000, symbols=300, seed=0):
@@ -96,7 +97,7 @@ def test_windowed_validation_equals_one_pass(corpus, window):
 
 def test_cli_train_prepares_the_corpus_and_eval_reuses_it(tmp_path):
     corpus = tmp_path / "york.txt"
-    corpus.write_text(TEXT, encoding="utf-8")
+    corpus.write_text(YORK_TEXT, encoding="utf-8")
     small = ["--hidden-size", "16", "--seq-length", "10", "--seed", "1", "--sample-every", "0"]
     r = fastrnn("train", corpus, *small, "--steps", 50, "--checkpoint", "m.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -147,7 +148,7 @@ def test_cli_bad_corpus_leaves_no_cache_folder(tmp_path):
 def test_cli_read_only_folder_falls_back_to_memory(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
-    (folder / "york.txt").write_text(TEXT, encoding="utf-8")
+    (folder / "york.txt").write_text(YORK_TEXT, encoding="utf-8")
     folder.chmod(0o555)
     try:
         r = fastrnn("train", folder / "york.txt", "--hidden-size", "8", "--steps", 10, "--checkpoint", "m.npz",
