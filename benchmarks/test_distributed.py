@@ -29,6 +29,7 @@ import fastrnn
 from fastrnn.trainer import TrainConfig, Trainer
 
 from ._support import QUICK, pinned_threads, plan
+from .report.runs import MPI_RANKS, MPI_THREADS
 
 #: (name, config fields, steps per timed call, rounds)
 POINTS = [
@@ -69,7 +70,7 @@ def test_one_process_two_threads(benchmark, name, fields, steps, rounds):
     with pinned_threads(2):
         trainer = Trainer(fastrnn.load_corpus(None), _config(fields, threads=2, smoke=benchmark.disabled))
         trainer.warm_up()
-        benchmark.extra_info.update(implementation="1 process x 2 threads", point=name, steps=steps,
+        benchmark.extra_info.update(implementation=MPI_THREADS, point=name, steps=steps,
                                     chars_per_call=steps * trainer.chars_per_step)
         benchmark.pedantic(trainer.train, args=(steps,), **plan(rounds))
 
@@ -97,7 +98,7 @@ def test_two_ranks_one_thread(benchmark, tmp_path, name, fields, steps, rounds):
     best = min(result["round_seconds"])
     calls = max(result["allreduce_calls"], 1)
     benchmark.extra_info.update(
-        implementation="2 MPI ranks x 1 thread", point=name, steps=steps, rounds=len(result["round_seconds"]),
+        implementation=MPI_RANKS, point=name, steps=steps, rounds=len(result["round_seconds"]),
         mpi_round_seconds=result["round_seconds"], mpi_chars_per_s=steps * result["chars_per_step"] / best,
         allreduce_ms=1e3 * result["allreduce_seconds"] / calls, allreduce_bytes=result["allreduce_bytes"])
     assert result["ranks"] == 2 and result["allreduce_calls"] == steps * len(result["round_seconds"])

@@ -31,33 +31,26 @@ def aligned_group(shapes, dtype) -> list:
     per call).
     """
     dtype = np.dtype(dtype)
-    itemsize = dtype.itemsize
-    if ALIGNMENT % itemsize:  # a record dtype of odd size: cut bytes
-        return [_aligned_bytes(s, dtype) for s in shapes]
-    line = ALIGNMENT // itemsize  # items per cache line
     shapes = [_shape(s) for s in shapes]
-    sizes = [math.prod(s) for s in shapes]
-    buffer = np.empty(sum(-(-n // line) for n in sizes) * line + line, dtype)
-    start = (-buffer.ctypes.data % ALIGNMENT) // itemsize
+    sizes = [math.prod(s) * dtype.itemsize for s in shapes]
+    buffer = np.empty(sum(_whole_lines(n) for n in sizes) + ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % ALIGNMENT
     out = []
-    for shape, n in zip(shapes, sizes):
-        out.append(buffer[start:start + n].reshape(shape))
-        start += -(-n // line) * line
+    for shape, nbytes in zip(shapes, sizes):
+        out.append(buffer[start:start + nbytes].view(dtype).reshape(shape))
+        start += _whole_lines(nbytes)
     return out
+
+
+def _whole_lines(nbytes) -> int:
+    """``nbytes`` rounded up to whole cache lines."""
+    return -(-nbytes // ALIGNMENT) * ALIGNMENT
 
 
 def _shape(shape) -> tuple:
     if type(shape) is tuple:
         return shape
     return (int(shape),) if np.isscalar(shape) else tuple(shape)
-
-
-def _aligned_bytes(shape, dtype) -> np.ndarray:
-    shape = _shape(shape)
-    nbytes = math.prod(shape) * dtype.itemsize
-    buffer = np.empty(nbytes + ALIGNMENT, np.uint8)
-    start = -buffer.ctypes.data % ALIGNMENT
-    return buffer[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def aligned_zeros(shape, dtype) -> np.ndarray:
