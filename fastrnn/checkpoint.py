@@ -23,6 +23,10 @@ at batch 1, (B, H)) and (L, B, H) above; the config gains ``cell``,
 ``num_layers``, ``optimizer`` and its options, ``clip_norm``. Version 1 and 2
 files load as a 1-layer rnn trained with Adagrad.
 
+Any version may hold ``plan``: the run's plan (:class:`fastrnn.plan.Plan`: steps, time budget and the
+wall time spent of it, cadences) as JSON, written by ``fastrnn train`` and continued by its ``--resume``;
+a file without it resumes with the fixed defaults of earlier fastrnn.
+
 Version 4 (the same arrays) adds the learning-rate schedule to the config:
 ``lr_schedule``, ``warmup_steps``, ``decay_steps``, ``min_lr_fraction``; older
 files load with a constant rate. Version 5 adds ``dropout``; older files load
@@ -73,6 +77,7 @@ class Checkpoint:
     corpus_fingerprint: Fingerprint
     corpus_path: str | None  # None: the embedded corpus
     pointers: np.ndarray | None = None  # (B,) stored stream pointers (None in a version-1 file)
+    plan: dict | None = None  # the run's plan (:class:`fastrnn.plan.Plan` as a dict); None before plans were kept
 
     @property
     def model(self) -> CharModel:
@@ -138,6 +143,9 @@ def checkpoint_arrays(trainer: Trainer) -> dict:
         corpus_path=np.str_(corpus.path or ""),
         format=np.str_(FORMAT), format_version=np.int64(FORMAT_VERSION), fastrnn_version=np.str_(_version()),
     )
+    plan = getattr(trainer, "plan", None)  # set by the command line's run loop
+    if plan is not None:
+        arrays["plan"] = np.str_(json.dumps(plan))
     return arrays
 
 
@@ -300,4 +308,30 @@ def load_checkpoint(path) -> Checkpoint:
     hidden = tuple(np.ascontiguousarray(arrays[HIDDEN_NAMES[s]].reshape(L, B, H)) for s in spec.state_names)
     state = TrainState(params, opt_state, hidden, int(p), int(n), float(smooth_loss), rng_state)
     return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), str(arrays["corpus_path"]) or None,
-                      pointers)
+                      pointers, _plan(arrays, path))
+
+
+def _plan(arrays, path) -> dict | None:
+    """The run's plan (optional member ``plan``, JSON), checked field by field; None when absent."""
+    from .plan import Plan
+
+    if "plan" not in arrays:
+        return None
+    a = arrays["plan"]
+    try:
+        if a.shape != () or a.dtype.kind != "U":
+            raise ValueError("not a string")
+        plan = Plan.from_dict(json.loads(str(a)))
+        ints = ("steps", "log_every", "eval_every", "sample_every", "checkpoint_every", "sample_length")
+        for name in ints:
+            value = getattr(plan, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} {value!r}")
+        for name in ("time_budget", "elapsed"):
+            value = getattr(plan, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not value >= 0):
+                raise ValueError(f"{name} {value!r}")
+    except (ValueError, TypeError, AttributeError) as e:
+        raise _bad(path, f"bad run plan ({e})") from None
+    return plan.to_dict()

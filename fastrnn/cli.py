@@ -41,6 +41,7 @@ from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
 from .metrics import MetricsError, MetricsLog, check_new, metrics_path
 from .model import CELLS
 from .optim import OPTIMIZERS, SCHEDULES
+from .plan import DEFAULT_STEPS, Plan
 from .trainer import (ENGINE_BLOCK_STEPS, LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split,
                       recipe_config)
 from .vocab import UnknownSymbolsError
@@ -50,7 +51,6 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
-DEFAULT_STEPS = 100_000
 HYPERPARAMETERS = ("hidden_size", "seq_length", "learning_rate", "seed", "dtype", "val_fraction", "batch_size",
                    "cell", "num_layers", "optimizer", "alpha", "beta1", "beta2", "eps", "clip", "clip_norm",
                    "lr_schedule", "warmup_steps", "decay_steps", "min_lr_fraction", "dropout")
@@ -106,87 +106,171 @@ def _error_line(text):
         print(text, file=sys.stderr)
 
 
+# Flags of char-rnn, torch-rnn, makemore and nanoGPT that users type, and what fastrnn calls them.
+OTHER_TRAINERS_FLAGS = {
+    "--lr": "--learning-rate", "--learning_rate": "--learning-rate", "--rnn_size": "--hidden-size",
+    "--rnn-size": "--hidden-size", "--hidden": "--hidden-size", "--n_embd": "--hidden-size",
+    "--wordvec_size": "--hidden-size", "--n_layer": "--num-layers", "--n-layers": "--num-layers",
+    "--n_layers": "--num-layers", "--layers": "--num-layers", "--seq_length": "--seq-length",
+    "--block_size": "--seq-length", "--batch_size": "--batch-size", "--max_epochs": "--steps or --time-budget",
+    "--epochs": "--steps or --time-budget", "--max_iters": "--steps", "--max-iters": "--steps",
+    "--iters": "--steps", "--grad_clip": "--clip", "--max_norm": "--clip-norm", "--eval_every": "--eval-every",
+    "--eval_interval": "--eval-every", "--print_every": "--log-every", "--log_interval": "--log-every",
+    "--checkpoint_every": "--checkpoint-every", "--init_from": "--resume", "--data_dir": "CORPUS",
+    "--input": "CORPUS", "--input_h5": "CORPUS", "--seed_text": "--prime", "--start": "--prime",
+    "--primetext": "--prime", "--sample_length": "--sample-length", "--num_samples": "--num-samples",
+    "--max_new_tokens": "--length",
+}
+
+
+def _suggestion(parser: argparse.ArgumentParser, option: str) -> str | None:
+    """What ``option`` (not one of ``parser``'s) probably meant: a known other trainer's name, or a close match."""
+    import difflib
+
+    name = option.split("=", 1)[0]
+    if name.startswith("-") and not name.startswith("--"):
+        name = "-" + name  # torch-rnn's -rnn_size style
+    ours = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    known = OTHER_TRAINERS_FLAGS.get(name) or OTHER_TRAINERS_FLAGS.get(name.replace("-", "_"))
+    if known is not None:
+        return known
+    if name.replace("_", "-") in ours:
+        return name.replace("_", "-")
+    close = difflib.get_close_matches(name.replace("_", "-"), ours, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --lr is not --lr-schedule
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):
+        args, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = getattr(args, "command", None)
+            parser = self._subparsers_actions_choice(command) if command else self
+            hints = []
+            for option in (u for u in unknown if u.startswith("-")):
+                meant = _suggestion(parser, option)
+                hints.append(f"{option.split('=', 1)[0]}: did you mean {meant}?" if meant else None)
+            hint = "; ".join(h for h in hints if h)
+            prog = parser.prog
+            message = f"unrecognized arguments: {' '.join(unknown)}" + (f" ({hint})" if hint else "")
+            parser.exit(EXIT_USAGE, None if _following_rank() else
+                        f"{prog}: error: {message} (see {prog} --help)\n")
+        return args
+
+    def _subparsers_actions_choice(self, command):
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(command, self)
+        return self
+
     def error(self, message):  # one line instead of usage + error
         self.exit(EXIT_USAGE, None if _following_rank() else f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+TRAIN_EXAMPLES = """examples:
+  fastrnn train input.txt --model lstm --time-budget 600   the recipe for ten minutes on your text
+  fastrnn train input.txt --model lstm --steps 5000        the recipe for a number of steps
+  fastrnn train                                            min-char-rnn exactly, on tiny shakespeare
+  fastrnn train --resume input.ckpt.npz                    continue a run as it was planned
+  fastrnn train --resume input.ckpt.npz --steps 20000      ... to another total number of steps
+
+A flag not given takes the recipe's value with --model lstm|gru (2 layers of 128, batch 32,
+seq-length 64, float32, adam 3e-2, clip-norm 5, warmup 20, cosine decay; with --time-budget 600
+or more: 2 layers of 256, adam 1e-2, dropout 0.2), else min-char-rnn's. When resuming, the
+checkpoint's hyperparameters and plan (steps, time budget, cadences) apply; a flag given replaces
+that part of the plan, and a hyperparameter flag that contradicts the checkpoint is an error."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="fastrnn", description="Train min-char-rnn's character RNN fast on a CPU.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,eval,prepare,export,plot}",
+    parser = _Parser(prog="fastrnn", description="Train character-level RNN, LSTM and GRU language models fast "
+                                                 "on a CPU; sample, score and export them.",
+                     epilog="Run fastrnn COMMAND --help for a command's options. Start with: "
+                            "fastrnn train input.txt --model lstm --time-budget 600")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,prepare,export,plot}",
                                 parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model on a text file (default: the embedded tiny shakespeare)",
-                       description="Train a character-level model with min-char-rnn's loop (truncated BPTT): by "
-                                   "default the seed's vanilla tanh RNN, clip to [-5, 5], Adagrad; --model lstm|gru, "
-                                   "--num-layers and --optimizer rmsprop|adam for more. Ctrl-C or SIGTERM saves a "
-                                   "checkpoint.")
+                       description="Train a character-level language model on a text. Ctrl-C or SIGTERM saves a "
+                                   "checkpoint that --resume continues exactly.",
+                       epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("corpus", nargs="?", metavar="CORPUS",
                    help=f"UTF-8 text file (default: the embedded {EMBEDDED_NAME}; "
                         "when resuming: the checkpoint's corpus)")
-    t.add_argument("--hidden-size", type=_int, metavar="N", help=f"hidden units (default {DEFAULTS['hidden_size']})")
-    t.add_argument("--seq-length", type=_int, metavar="N", help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
-    t.add_argument("--model", dest="cell", choices=CELLS, help="recurrent cell: rnn (tanh, the seed's), lstm or gru "
-                   "(PyTorch's equations and gate order; default rnn). lstm and gru come with a recipe, the "
-                   "defaults of every flag not given: 2 layers of 128, batch-size 32, seq-length 64, float32, adam "
-                   "3e-2, clip-norm 5, warmup 20 steps, cosine decay")
-    t.add_argument("--num-layers", type=_int, metavar="N", help="stacked recurrent layers (default 1)")
-    t.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="adagrad (the seed's, default), rmsprop or adam, with torch.optim's formulas")
-    t.add_argument("--learning-rate", type=float, metavar="LR",
-                   help="learning rate (default: adagrad 0.1, rmsprop 2e-3, adam 2e-3)")
-    t.add_argument("--alpha", type=float, metavar="A", help="rmsprop's smoothing constant, in [0, 1) (default 0.95)")
-    t.add_argument("--beta1", type=float, metavar="B1", help="adam's first-moment decay, in [0, 1) (default 0.9)")
-    t.add_argument("--beta2", type=float, metavar="B2", help="adam's second-moment decay, in [0, 1) (default 0.999)")
-    t.add_argument("--eps", type=float, metavar="EPS", help="the optimizer's epsilon, > 0 (default 1e-8)")
-    t.add_argument("--clip", type=float, metavar="V",
-                   help="clip each gradient entry to [-V, V] (default 5, the seed's; 0: off)")
-    t.add_argument("--clip-norm", type=float, metavar="N",
-                   help="clip the gradients' global 2-norm to N instead of clipping by value "
-                        "(as torch.nn.utils.clip_grad_norm_)")
-    t.add_argument("--lr-schedule", choices=SCHEDULES,
-                   help="constant (default) or cosine: decay the learning rate along half a cosine to "
-                        "--min-lr-fraction of it by --decay-steps")
-    t.add_argument("--warmup-steps", type=_int, metavar="N",
-                   help="raise the learning rate linearly over the first N steps (default 0)")
-    t.add_argument("--decay-steps", type=_int, metavar="N",
-                   help="cosine: the step where the rate reaches its floor (default: --steps; with --time-budget, "
-                        "the steps the budget is measured to hold)")
-    t.add_argument("--min-lr-fraction", type=float, metavar="F",
-                   help="cosine: the floor, a fraction of the learning rate, in [0, 1] (default 0.1)")
-    t.add_argument("--dropout", type=float, metavar="P",
+    g = t.add_argument_group("data")
+    g.add_argument("--val-fraction", type=float, metavar="F",
+                   help=f"fraction of the text, at its end, held out for validation (default {DEFAULTS['val_fraction']}; "
+                        "0 trains on all of it, as min-char-rnn does)")
+    g.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
+    g.add_argument("--cache-dir", metavar="DIR",
+                   help="folder for the corpus's prepared ids, as in fastrnn prepare (default: beside the corpus)")
+    g = t.add_argument_group("model")
+    g.add_argument("--model", dest="cell", choices=CELLS, help="recurrent cell: rnn (tanh, the seed's), lstm or gru "
+                   "(PyTorch's equations and gate order; default rnn); lstm and gru come with a recipe (below)")
+    g.add_argument("--num-layers", type=_int, metavar="N", help="stacked recurrent layers (default 1)")
+    g.add_argument("--hidden-size", type=_int, metavar="N", help=f"hidden units (default {DEFAULTS['hidden_size']})")
+    g.add_argument("--dropout", type=float, metavar="P",
                    help="zero each output of each layer with probability P while training (the rest scaled by "
                         "1/(1-P); seeded masks, so a resume is exact), in [0, 1) (default 0)")
-    t.add_argument("--batch-size", type=_int, metavar="B",
+    g.add_argument("--dtype", choices=("float64", "float32"), help="float type (default float64)")
+    g.add_argument("--seed", type=_int, metavar="N", help="seed of the initial weights and of samples (default: drawn, then recorded)")
+    g = t.add_argument_group("optimization")
+    g.add_argument("--seq-length", type=_int, metavar="N", help=f"BPTT steps per update (default {DEFAULTS['seq_length']})")
+    g.add_argument("--batch-size", type=_int, metavar="B",
                    help="streams trained per step, each on its own shard of the text (default 1: "
                         "min-char-rnn's loop exactly)")
-    t.add_argument("--threads", type=_int, metavar="N",
+    g.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="adagrad (the seed's, default), rmsprop or adam, with torch.optim's formulas")
+    g.add_argument("--learning-rate", type=float, metavar="LR",
+                   help="learning rate (default: adagrad 0.1, rmsprop 2e-3, adam 2e-3)")
+    g.add_argument("--alpha", type=float, metavar="A", help="rmsprop's smoothing constant, in [0, 1) (default 0.95)")
+    g.add_argument("--beta1", type=float, metavar="B1", help="adam's first-moment decay, in [0, 1) (default 0.9)")
+    g.add_argument("--beta2", type=float, metavar="B2", help="adam's second-moment decay, in [0, 1) (default 0.999)")
+    g.add_argument("--eps", type=float, metavar="EPS", help="the optimizer's epsilon, > 0 (default 1e-8)")
+    g.add_argument("--clip", type=float, metavar="V",
+                   help="clip each gradient entry to [-V, V] (default 5, the seed's; 0: off)")
+    g.add_argument("--clip-norm", type=float, metavar="N",
+                   help="clip the gradients' global 2-norm to N instead of clipping by value "
+                        "(as torch.nn.utils.clip_grad_norm_)")
+    g.add_argument("--lr-schedule", choices=SCHEDULES,
+                   help="constant (default) or cosine: decay the learning rate along half a cosine to "
+                        "--min-lr-fraction of it by --decay-steps")
+    g.add_argument("--warmup-steps", type=_int, metavar="N",
+                   help="raise the learning rate linearly over the first N steps (default 0)")
+    g.add_argument("--decay-steps", type=_int, metavar="N",
+                   help="cosine: the step where the rate reaches its floor (default: --steps; with --time-budget, "
+                        "the steps the budget is measured to hold)")
+    g.add_argument("--min-lr-fraction", type=float, metavar="F",
+                   help="cosine: the floor, a fraction of the learning rate, in [0, 1] (default 0.1)")
+    g.add_argument("--threads", type=_int, metavar="N",
                    help="threads of a batched step, and of the matrix products of lstm, gru and stacked "
                         "models (default: all cores for a new run, the recorded count when resuming; another "
                         "count changes results by rounding only)")
-    t.add_argument("--steps", type=_int, metavar="N", help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
-    t.add_argument("--time-budget", type=float, metavar="SECONDS",
-                   help="train until this much wall time has passed since the command started (or --steps "
-                        "are done), then validate, save and exit 0")
-    t.add_argument("--seed", type=_int, metavar="N", help="seed of the initial weights and of samples (default: drawn, then recorded)")
-    t.add_argument("--dtype", choices=("float64", "float32"), help="float type (default float64)")
-    t.add_argument("--val-fraction", type=float, metavar="F",
-                   help=f"fraction of the text, at its end, held out for validation (default {DEFAULTS['val_fraction']}; "
-                        "0 trains on all of it, as min-char-rnn does)")
-    t.add_argument("--eval-every", type=_int, metavar="N", default=10_000, help="validation every N steps, 0: only at the end (10,000)")
-    t.add_argument("--sample-every", type=_int, metavar="N", default=10_000, help="print a sample every N steps, 0: never (10,000)")
-    t.add_argument("--sample-length", type=_int, metavar="N", default=200, help="characters per sample (200)")
-    t.add_argument("--log-every", type=_int, metavar="N", default=1_000,
-                   help="log line every N steps when output is not a terminal (1,000)")
-    t.add_argument("--checkpoint", metavar="PATH",
+    g = t.add_argument_group("how long, and what it reports (kept by --resume)")
+    g.add_argument("--steps", type=_int, metavar="N",
+                   help=f"total steps, counting those before a resume (default {DEFAULT_STEPS:,})")
+    g.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="wall time of the whole run, every resumed session counted: training stops in time "
+                        "for the final validation and save to end within it (or at --steps)")
+    g.add_argument("--eval-every", type=_int, metavar="N",
+                   help="validation every N steps, 0: only at the end (default: about 10 over the run, "
+                        "at most every 10,000 steps, at most a tenth of a time budget)")
+    g.add_argument("--sample-every", type=_int, metavar="N",
+                   help="print a sample every N steps, 0: never (default: about 10 over the run, at most 10,000)")
+    g.add_argument("--sample-length", type=_int, metavar="N", help="characters per sample (200)")
+    g.add_argument("--log-every", type=_int, metavar="N",
+                   help="log line and metrics row every N steps (default: about 100 over the run, at most 1,000)")
+    g = t.add_argument_group("checkpoints and output")
+    g.add_argument("--checkpoint", metavar="PATH",
                    help="where to save (default: CORPUS-NAME.ckpt.npz in the current folder, or the --resume file)")
-    t.add_argument("--checkpoint-every", type=_int, metavar="N", default=10_000, help="save every N steps, 0: only at the end (10,000)")
-    t.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="let a new run replace an existing checkpoint file")
-    t.add_argument("--bytes", action="store_true", help="treat the file as raw bytes (vocabulary <= 256)")
-    t.add_argument("--cache-dir", metavar="DIR",
-                   help="folder for the corpus's prepared ids, as in fastrnn prepare (default: beside the corpus)")
-    t.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    g.add_argument("--checkpoint-every", type=_int, metavar="N",
+                   help="save every N steps, 0: only at the end (default: about 10 over the run, at most 10,000)")
+    g.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint, as it was planned")
+    g.add_argument("--overwrite", action="store_true", help="let a new run replace an existing checkpoint file")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     t.set_defaults(run=cmd_train)
 
     s = sub.add_parser("sample", help="sample text from a checkpoint", description="Sample text from a checkpoint.")
@@ -252,7 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # plain `fastrnn`: what it can do, and a mistake all the same
+        if not _following_rank():
+            parser.print_help()
+        return EXIT_USAGE
     args.world = None  # set by train under an MPI launcher (fastrnn.distributed)
     try:
         with _sigterm_as_interrupt():
@@ -428,7 +517,7 @@ def _check_existing(args, path: Path, corpus_path):
                          f"choose another --checkpoint")
 
 
-def _check_memory(args, corpus, config: TrainConfig, report_warning):
+def _check_memory(plan: Plan, corpus, config: TrainConfig, report_warning):
     """One line naming the flag, before anything is allocated, for sizes this machine cannot hold."""
     unit = "bytes" if corpus.vocab.bytes_mode else "characters"
     check_split(len(corpus), config, unit)  # its errors first: a --seq-length longer than the text
@@ -446,10 +535,10 @@ def _check_memory(args, corpus, config: TrainConfig, report_warning):
         raise UsageError(f"{flag} {note} (parameters, optimizer buffers and workspaces, {config.dtype}); use {fix}")
     if note:
         report_warning(f"{flag} {note}; it may not fit")
-    if args.sample_every:
-        ok, note = fits(args.sample_length * SAMPLE_BYTES_PER_CHAR)
+    if plan.sample_every != 0:
+        ok, note = fits(plan.sample_length * SAMPLE_BYTES_PER_CHAR)
         if not ok:
-            raise UsageError(f"--sample-length {args.sample_length:,} {note}; use a smaller --sample-length "
+            raise UsageError(f"--sample-length {plan.sample_length:,} {note}; use a smaller --sample-length "
                              f"(or --sample-every 0, and fastrnn sample, which streams, afterwards)")
 
 
@@ -565,9 +654,22 @@ def cmd_train(args) -> int:
         return _train(args, path)
 
 
+def _plan(args, ckpt) -> Plan:
+    """The run's plan: the checkpoint's (a resume), else the defaults, with the flags given replacing fields."""
+    given = {name: getattr(args, name) for name in ("steps", "time_budget", "log_every", "eval_every",
+                                                    "sample_every", "checkpoint_every", "sample_length")}
+    if ckpt is None:
+        return Plan().updated(**given)
+    if ckpt.plan is not None:
+        return Plan.from_dict(ckpt.plan).updated(**given)
+    # A checkpoint from before plans were recorded: the cadences that were fixed defaults then.
+    return Plan(log_every=1_000, eval_every=10_000, sample_every=10_000, checkpoint_every=10_000).updated(**given)
+
+
 def _train(args, path: Path) -> int:
     world = args.world
     ckpt = load_checkpoint(args.resume) if args.resume else None
+    plan = _plan(args, ckpt)
     if ckpt is not None:
         config = _resume_config(args, ckpt)
         bytes_mode = ckpt.vocab.bytes_mode
@@ -579,7 +681,7 @@ def _train(args, path: Path) -> int:
                  if getattr(args, name) is not None or (name == "clip" and getattr(args, "clip_off", False))}
         if world is not None and args.threads is None:
             given["threads"] = _threads_per_rank()
-        config = recipe_config(time_budget=args.time_budget, **given).validate()
+        config = recipe_config(time_budget=plan.time_budget, **given).validate()
         if world is not None:
             config = config.with_seed()  # drawn once, here, for every rank
         bytes_mode, corpus_path = args.bytes, args.corpus
@@ -587,7 +689,7 @@ def _train(args, path: Path) -> int:
         whose = " (the checkpoint's)" if ckpt is not None else ""
         raise UsageError(f"--batch-size {config.batch_size}{whose} is not divisible by the {world.size} MPI ranks that share its streams; use a multiple "
                          f"of {world.size}")
-    total = args.steps if args.steps is not None else DEFAULT_STEPS
+    total = plan.steps
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
     _check_existing(args, path, corpus_path)
@@ -595,12 +697,15 @@ def _train(args, path: Path) -> int:
         check_new(metrics_path(path), args.overwrite)
     guard = SaveGuard(path)  # what is at the path now: the only file a save may replace
     with _opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
-        _check_memory(args, corpus, config, _warn)
+        _check_memory(plan, corpus, config, _warn)
         trainer = (ckpt.trainer(corpus, threads=config.threads, world=world) if ckpt is not None
                    else Trainer(corpus, config, world=world))
-    if trainer.config.lr_schedule == "cosine" and trainer.config.decay_steps is None and args.time_budget is None:
+    if trainer.config.lr_schedule == "cosine" and trainer.config.decay_steps is None and plan.time_budget is None:
         # else sized to the time budget once the speed is measured (_train_loop); the build below tells the others
         trainer.fix_decay(total, tell_others=False)
+    if plan.time_budget is None:
+        plan = plan.resolve(total)  # the cadences not given, for a run of `total` steps
+    args.plan = plan
     if world is not None:  # the corpus is prepared: now the other ranks open it and build their trainers
         world.announce("build", dict(config=trainer.config.to_dict(), corpus_path=corpus_path,
                                      bytes_mode=bytes_mode, cache_dir=args.cache_dir, resume=args.resume,
@@ -612,12 +717,19 @@ def _train(args, path: Path) -> int:
     report.header(trainer, corpus, path, ckpt)
     if trainer.n >= total:
         report.close()
-        report.line(f"the checkpoint is already at step {trainer.n:,} (--steps {total:,}); nothing to do")
-        return 0
+        report.line(f"the checkpoint is already at step {trainer.n:,} (--steps {total:,}); nothing to do "
+                    f"(pass a larger --steps to train on)")
+        return report.output_status()
+    left = plan.remaining_seconds()
+    if left is not None and left <= 0:
+        report.close()
+        report.line(f"the run's time budget of {plan.time_budget:g} s is spent ({plan.elapsed:,.0f} s used); "
+                    f"nothing to do (pass a larger --time-budget, the whole run's, to train on)")
+        return report.output_status()
     # The one writer of the metrics log (under MPI: rank 0's, beside the checkpoint it saves).
     metrics = MetricsLog(metrics_path(path), resume_step=ckpt.state.n if ckpt is not None else None)
     try:
-        return _train_loop(trainer, args, total, path, report, guard, metrics)
+        return _train_loop(trainer, args, path, report, guard, metrics)
     finally:
         metrics.close()
 
@@ -762,63 +874,117 @@ def _warm_up(trainer: Trainer, report) -> None:
         report.line(f"kernels ready after {time.perf_counter() - start:.0f} s")
 
 
-class _DecaySizing:
-    """Sizes a cosine schedule's decay to a time budget: the wall-clock rate of the steps after the first block
-    (whose first touches of memory and thread starts are slower), over ``PROBE_S`` seconds (or
-    ``PROBE_FRACTION`` of the budget, if more) but at most until the warmup ends, gives ``decay_steps`` = the
-    steps done + those the rest of the budget holds at that rate (at most the run's --steps). Fixed once,
-    recorded in the checkpoint; fixed within the warmup (the recipe's 100 steps), where the rate does not
-    depend on it, the run is that of ``--decay-steps`` set to the printed figure from its start."""
+class _SpeedProbe:
+    """Measures the training speed once, early in a run with a time budget, and fixes what depends on it.
+
+    What depends on it: a cosine schedule's ``decay_steps`` when not given (the steps done + those the rest
+    of the budget holds at the measured rate, at most the run's --steps), and the plan's cadences not given
+    (:meth:`fastrnn.plan.Plan.resolve` for that many steps). The rate is the wall-clock rate of the steps
+    after the first block (whose first touches of memory and thread starts are slower), over ``PROBE_S``
+    seconds (or ``PROBE_FRACTION`` of the budget, if more), but at most until the warmup ends or a
+    twentieth of the steps left to --steps are done. Fixed once and recorded in the checkpoint; fixed within
+    the warmup (the recipe's 20 steps), where the rate does not depend on it, the run is that of
+    ``--decay-steps`` set to the printed figure from its start."""
 
     PROBE_S = 2.0
     PROBE_FRACTION = 0.03
+    STEPS_FRACTION = 20  # the probe ends by a twentieth of the steps left, so a short --steps cannot skip it
 
-    def __init__(self, trainer: Trainer, deadline, total):
+    def __init__(self, trainer: Trainer, deadline, total, args):
         c = trainer.config
-        self.trainer, self.deadline, self.total = trainer, deadline, total
-        self.active = deadline is not None and c.lr_schedule == "cosine" and c.decay_steps is None
-        self.warmup = c.warmup_steps
+        self.trainer, self.deadline, self.total, self.args = trainer, deadline, total, args
+        self.sizes_decay = deadline is not None and c.lr_schedule == "cosine" and c.decay_steps is None
+        self.active = deadline is not None and (self.sizes_decay or not args.plan.resolved)
+        self.warmup = c.warmup_steps if self.sizes_decay else 0
         self.created, self.n_created = time.perf_counter(), trainer.n
+        self.cap = trainer.n + max(1, (total - trainer.n) // self.STEPS_FRACTION)
         self.start = self.n0 = None
         budget = 0.0 if deadline is None else deadline - self.created
         self.probe = max(self.PROBE_S, self.PROBE_FRACTION * budget)
 
     def next_stop(self, s) -> int:
-        """Where the next block of steps must end while the decay is not fixed: a block on, or the warmup's end."""
-        end = s + ENGINE_BLOCK_STEPS  # a cosine is off the seed's path: the engine's blocks
-        return min(end, self.warmup) if s < self.warmup else end
+        """Where the next block of steps must end while the probe runs: a block on, the warmup's end, the cap."""
+        end = s + ENGINE_BLOCK_STEPS
+        if s < self.warmup:
+            end = min(end, self.warmup)
+        return min(end, self.cap) if s < self.cap else end
 
-    def __call__(self, report):
+    def __call__(self, report, seconds_per_eval=None):
         if not self.active:
             return
         now, n = time.perf_counter(), self.trainer.n
         if self.start is None:  # the first block is done: time from here
             self.start, self.n0 = now, n
         warmed = self.warmup and n >= self.warmup
-        if not warmed and now - self.start < self.probe and now < self.deadline:
+        if not warmed and n < self.cap and now - self.start < self.probe and now < self.deadline:
             return
         if n > self.n0:
             rate = (n - self.n0) / max(now - self.start, 1e-9)
         else:  # the first block was all there was time for (or all of the warmup): its rate
             rate = (n - self.n_created) / max(now - self.created, 1e-9)
-        steps = min(self.total, n + int(rate * max(self.deadline - now, 0.0)))
-        self.trainer.fix_decay(max(steps, n))
+        steps = max(n, min(self.total, n + int(rate * max(self.deadline - now, 0.0))))
         self.active = False
-        report.line(f"learning rate: cosine decay to {self.trainer.config.min_lr_fraction:g}x by step "
-                    f"{self.trainer.config.decay_steps:,} (fixed at step {n:,}: the time budget holds about that "
-                    f"many at {rate:,.1f} steps/s)")
+        if not self.args.plan.resolved:
+            self.args.plan = self.args.plan.resolve(steps, seconds_per_eval)
+        if self.sizes_decay:
+            self.trainer.fix_decay(steps)
+            report.line(f"learning rate: cosine decay to {self.trainer.config.min_lr_fraction:g}x by step "
+                        f"{self.trainer.config.decay_steps:,} (fixed at step {n:,}: the time budget holds about "
+                        f"that many at {rate:,.1f} steps/s)")
 
 
-def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, metrics: MetricsLog) -> int:
+VALIDATION_PROBE_CHARS = 20_000  # held-out characters timed to estimate a whole validation's cost
+
+
+def _validation_seconds(trainer: Trainer) -> float:
+    """Estimated wall seconds of one validation: a prefix of the held-out split scored and timed (after a
+    first tiny call that loads the scoring kernels), scaled to the whole split."""
+    n_val = int(trainer.val_targets.size)
+    if n_val == 0:
+        return 0.0
+    model = trainer.model
+    model.score_ids(trainer.val_inputs[:2], trainer.val_targets[:2])  # load or compile the kernels
+    m = min(n_val, VALIDATION_PROBE_CHARS)
+    start = time.perf_counter()
+    model.score_ids(trainer.val_inputs[:m], trainer.val_targets[:m])
+    return (time.perf_counter() - start) * n_val / m
+
+
+FINAL_SAVE_SECONDS = 0.5  # kept for the final save when a time budget is planned
+
+
+def _deadline(args, seconds_per_eval) -> float | None:
+    """When training stops under the plan's time budget: what earlier sessions left of it, less the final
+    validation's estimated cost and the final save (together at most half of what is left)."""
+    left = args.plan.remaining_seconds()
+    if left is None:
+        return None
+    reserve = min(1.25 * seconds_per_eval + FINAL_SAVE_SECONDS, left / 2)
+    return args.started + left - reserve
+
+
+def _plan_record(args) -> dict:
+    """The plan as a checkpoint records it: with the wall time of this session so far added to ``elapsed``."""
+    plan = args.plan
+    return dict(plan.to_dict(), elapsed=plan.elapsed + time.perf_counter() - args.started)
+
+
+def _cadence(plan: Plan, name) -> int:
+    return getattr(plan, name) or 0  # None: not chosen yet (a time budget's speed is being measured)
+
+
+def _train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics: MetricsLog) -> int:
     saved = [None]  # step of the last checkpoint this run wrote
     stop = _StopSignals(trainer)
     watch = _LossWatch(trainer)
+    total = args.plan.steps
 
     def save():
         """Save as the last good checkpoint: finite outputs, and only over this run's own file."""
         if not outputs_bounded(trainer.params):
             raise OutputsOverflow(trainer.n)
         trainer.collect_state()  # with MPI ranks: every stream's state to rank 0
+        trainer.plan = _plan_record(args)
         with stop.save():
             guard.check()
             save_checkpoint(path, trainer)
@@ -836,48 +1002,52 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, m
         return score
 
     _warm_up(trainer, report)  # so the first chars/s figure is not a compile or cache load
+    seconds_per_eval = _validation_seconds(trainer) if args.plan.time_budget is not None else 0.0
     metrics.start(trainer)
     val_done_at = None
-    deadline = None if args.time_budget is None else args.started + args.time_budget
-    sizing = _DecaySizing(trainer, deadline, total)
+    deadline = _deadline(args, seconds_per_eval)
+    probe = _SpeedProbe(trainer, deadline, total, args)
     try:
         with stop:
             try:
                 while trainer.n < total and not (deadline is not None and time.perf_counter() >= deadline):
-                    s = trainer.n
-                    if args.sample_every and s % args.sample_every == 0:
-                        report.sample(trainer.sample(args.sample_length))
+                    s, plan = trainer.n, args.plan
+                    sample_every, log_every, eval_every, checkpoint_every = (
+                        _cadence(plan, name) for name in ("sample_every", "log_every", "eval_every",
+                                                          "checkpoint_every"))
+                    if sample_every and s % sample_every == 0:
+                        report.sample(trainer.sample(plan.sample_length))
                     stops = [total]
-                    for every, offset in ((args.sample_every, 0), (args.log_every, 1), (args.eval_every, 0),
-                                          (args.checkpoint_every, 0), (report.every, 0)):
+                    for every, offset in ((sample_every, 0), (log_every, 1), (eval_every, 0),
+                                          (checkpoint_every, 0), (report.every, 0)):
                         if every:
                             stops.append(_next_at(s, every, offset))
-                    if sizing.active:
-                        stops.append(sizing.next_stop(s))
-                    if not trainer.train(min(stops) - s, deadline=deadline):
+                    if probe.active:
+                        stops.append(probe.next_stop(s))
+                    if report.output_error is not None or not trainer.train(min(stops) - s, deadline=deadline):
                         return _interrupted(trainer, path, report, save, stop)
-                    sizing(report)
+                    probe(report, seconds_per_eval)
                     watch(trainer, report)
                     s = trainer.n
                     val = None
-                    if args.eval_every and s % args.eval_every == 0:
+                    if eval_every and s % eval_every == 0:
                         val = validate()
                         val_done_at = s
-                    logged = args.log_every and (s - 1) % args.log_every == 0
+                    logged = log_every and (s - 1) % log_every == 0
                     if logged:
                         report.log(trainer)
                     if logged or val is not None:
                         metrics.row(trainer, val)
-                    if args.checkpoint_every and s % args.checkpoint_every == 0:
+                    if checkpoint_every and s % checkpoint_every == 0:
                         save()
                     report.progress(trainer)
                 if trainer.n < total:
-                    report.line(f"time budget of {args.time_budget:g} s reached at step {trainer.n:,}")
-                if stop.signum is None and val_done_at != trainer.n:
+                    report.line(f"time budget of {args.plan.time_budget:g} s reached at step {trainer.n:,}")
+                if stop.signum is None and report.output_error is None and val_done_at != trainer.n:
                     metrics.row(trainer, validate())
             except _Abandoned:
                 return _interrupted(trainer, path, report, save, stop)
-            if stop.signum is not None:  # during the last block, or what followed it
+            if stop.signum is not None or report.output_error is not None:  # during the last block, or after it
                 return _interrupted(trainer, path, report, save, stop)
             save()
             if stop.signum is not None:  # during the final save: it is complete, so the run is saved
@@ -902,15 +1072,20 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, m
     finally:
         report.close()
     report.finish(trainer, path)
+    if report.output_error is not None:
+        print(f"fastrnn train: {report.output_problem()} after the run ended; it is complete and saved in "
+              f"{path}", file=sys.stderr)
     return 0
 
 
 def _interrupted(trainer, path, report, save, stop, saved=False) -> int:
     report.close()
     signum = stop.signum
+    lost_output = report.output_error is not None and signum is None
     if signum is None:  # with MPI ranks: a signal that reached another rank
         signum = signal.SIGTERM if trainer.stop_signal == signal.SIGTERM else signal.SIGINT
-    how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+    how = (f"{report.output_problem()}, so it stopped" if lost_output
+           else "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted")
     if not saved and not trainer.is_finite():
         why = "parameters are not finite"
     elif not saved and not outputs_bounded(trainer.params):
@@ -921,11 +1096,17 @@ def _interrupted(trainer, path, report, save, stop, saved=False) -> int:
             save()
         stop.finish()
         print(f"fastrnn train: {how} at step {trainer.n:,}; saved checkpoint {path} "
-              f"(continue with: fastrnn train --resume {path})", file=sys.stderr)
+              f"(continue with: fastrnn train --resume {path}, which {trainer_plan(trainer).describe_rest(trainer.n)})",
+              file=sys.stderr)
     if why is not None:
         stop.finish()
         print(f"fastrnn train: {how} at step {trainer.n:,}; {why}, not saved", file=sys.stderr)
-    return _exit_status(signum)
+    return report.output_status() if lost_output else _exit_status(signum)
+
+
+def trainer_plan(trainer) -> Plan:
+    """The plan a checkpoint of ``trainer`` records (set by the loop's save)."""
+    return Plan.from_dict(trainer.plan)
 
 
 # --- progress output -----------------------------------------------------------
@@ -938,27 +1119,65 @@ def _reporter(args, total, trainer):
     return _Lines(args, total, trainer)
 
 
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away
+
+
 class _Quiet:
+    """No output; the base of the reporters. A write to standard output that fails (a reader that went away,
+    as ``| head`` does, or a full disk) is kept in ``output_error``: the run stops at the end of its block of
+    steps and saves (see :func:`_interrupted`), and standard output goes to the null device from then on."""
+
     every = 0
 
     def __init__(self, args, total, trainer):
-        self.args, self.total = args, total
+        self.args, self.total, self.trainer = args, total, trainer
         self.val = None
+        self.output_error = None
         self._mark = (trainer.n, trainer.train_seconds)
 
     def header(self, trainer, corpus, path, ckpt): pass
     def sample(self, text): pass
     def log(self, trainer): pass
     def progress(self, trainer): pass
-    def line(self, text): pass
     def close(self): pass
-    def finish(self, trainer, path): pass
+
+    def line(self, text):
+        pass
+
+    def finish(self, trainer, path):
+        pass
 
     def warn(self, text):
         _warn(text)
 
     def validation(self, trainer, score):
         self.val = score
+
+    def _print(self, text):
+        if self.output_error is not None:
+            return
+        try:
+            print(text, flush=True)
+        except OSError as e:
+            self.lost_output(e)
+
+    def lost_output(self, error: OSError):
+        """Standard output failed: keep the error, stop writing there, and ask the trainer to stop."""
+        self.output_error = error
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        self.trainer.request_stop(signal.SIGPIPE)
+
+    def output_problem(self) -> str:
+        e = self.output_error
+        return ("standard output was closed (its reader went away)" if isinstance(e, BrokenPipeError)
+                else f"cannot write to standard output ({e.strerror or e})")
+
+    def output_status(self) -> int:
+        """0, or the exit status of a run whose standard output failed."""
+        if self.output_error is None:
+            return 0
+        return EXIT_OUTPUT_CLOSED if isinstance(self.output_error, BrokenPipeError) else EXIT_USAGE
 
     def chars_per_second(self, trainer):
         """Training throughput since the previous call."""
@@ -972,11 +1191,19 @@ def _text(text):
     return text.decode("utf-8", "replace") if isinstance(text, bytes) else text
 
 
+def _final_loss(trainer, score) -> str:
+    """The run's figure for its ``done:`` line: the final validation, else the smoothed training loss."""
+    if score is not None:
+        return (f"validation {score.bits_per_char:.4f} bits/char, {score.nats_per_char:.4f} nats/char "
+                f"({score.count:,} held out)")
+    return f"smoothed training loss {trainer.smooth_loss_per_char / LN2:.3f} bits/char (no held-out split)"
+
+
 class _Lines(_Quiet):
     """Plain lines on stdout (output is not a terminal): the seed's log, plus per-char losses and speed."""
 
     def line(self, text):
-        print(text, flush=True)
+        self._print(text)
 
     def header(self, trainer, corpus, path, ckpt):
         c, unit = trainer.config, ("bytes" if trainer.vocab.bytes_mode else "characters")
@@ -1001,10 +1228,14 @@ class _Lines(_Quiet):
         if c.lr_schedule == "cosine":
             update += (f", cosine decay to {c.min_lr_fraction:g}x by step " +
                        (f"{c.decay_steps:,}" if c.decay_steps is not None else "(sized to the time budget)"))
+        plan = self.args.plan
+        budget = ""
+        if plan.time_budget is not None:
+            budget = f" or {plan.time_budget:g} s" + (f" ({plan.remaining_seconds():,.0f} s left)"
+                                                      if plan.elapsed else "")
         self.line(f"{start}: {model}hidden-size {c.hidden_size}, seq-length {c.seq_length}, learning-rate "
-                  f"{c.learning_rate}{update}, {c.dtype}, seed {c.seed}{batch}; {self.total:,} steps"
-                  + (f" or {self.args.time_budget:g} s" if self.args.time_budget is not None else "")
-                  + f"; checkpoint {path}")
+                  f"{c.learning_rate}{update}, {c.dtype}, seed {c.seed}{batch}; {self.total:,} steps{budget}"
+                  f"; checkpoint {path}")
 
     def sample(self, text):
         self.line(f"----\n {_text(text)} \n----")
@@ -1022,12 +1253,12 @@ class _Lines(_Quiet):
                       f"{score.bits_per_char:.4f} bits/char ({score.count:,} held out)")
 
     def finish(self, trainer, path):
-        self.line(f"done: {trainer.n:,} steps, smoothed loss {trainer.smooth_loss_per_char / LN2:.3f} bits/char; "
-                  f"saved checkpoint {path}")
+        self.line(f"done: {trainer.n:,} steps; {_final_loss(trainer, self.val)}; saved checkpoint {path}")
 
 
 class _Bar(_Lines):
-    """A tqdm bar on stderr (terminal): steps, smoothed loss, validation bits/char, chars/s, ETA."""
+    """A tqdm bar on stderr (terminal): steps (or, with a time budget, seconds of it), smoothed loss,
+    validation bits/char, chars/s, ETA."""
 
     every = 50  # steps between bar updates
 
@@ -1040,9 +1271,12 @@ class _Bar(_Lines):
 
     def line(self, text):
         if self.bar is None:
-            print(text, flush=True)
+            self._print(text)
         else:
-            self._tqdm.write(text, file=sys.stdout)
+            try:
+                self._tqdm.write(text, file=sys.stdout)
+            except OSError as e:
+                self.lost_output(e)
 
     def log(self, trainer):
         pass
@@ -1053,20 +1287,31 @@ class _Bar(_Lines):
         else:
             self._tqdm.write(f"fastrnn train: warning: {text}", file=sys.stderr)
 
+    def _seconds(self) -> float:
+        """Wall seconds of the whole run so far (earlier sessions included)."""
+        return self.args.plan.elapsed + time.perf_counter() - self.args.started
+
     def progress(self, trainer):
         if self._closed:
             return
-        if self.bar is None:
-            self.bar = self._tqdm(total=self.total, initial=self._mark[0], unit="step", dynamic_ncols=True,
-                                  file=sys.stderr)
-        self.bar.update(trainer.n - self.bar.n)
-        post = f"loss {trainer.smooth_loss_per_char / LN2:.3f} bpc"
+        budget = self.args.plan.time_budget
+        if self.bar is None:  # with a time budget the bar counts its seconds, so its ETA is the budget's end
+            if budget is not None:
+                self.bar = self._tqdm(total=round(budget), initial=0, unit="s", dynamic_ncols=True,
+                                      file=sys.stderr, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s "
+                                                                  "[{elapsed}<{remaining}{postfix}]")
+            else:
+                self.bar = self._tqdm(total=self.total, initial=self._mark[0], unit="step", dynamic_ncols=True,
+                                      file=sys.stderr)
+        if budget is not None:
+            self.bar.update(min(self._seconds(), budget) - self.bar.n)
+            post = f"step {trainer.n:,}, loss {trainer.smooth_loss_per_char / LN2:.3f} bpc"
+        else:
+            self.bar.update(trainer.n - self.bar.n)
+            post = f"loss {trainer.smooth_loss_per_char / LN2:.3f} bpc"
         if self.val:
             post += f", val {self.val.bits_per_char:.3f} bpc"
         cps = self.chars_per_second(trainer)
-        budget = self.args.time_budget
-        if budget is not None:
-            post += f", {time.perf_counter() - self.args.started:.0f}/{budget:g} s"
         self.bar.set_postfix_str(f"{post}, {cps:,.0f} chars/s", refresh=False)
 
     def close(self):

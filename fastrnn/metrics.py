@@ -7,7 +7,8 @@ header line, then one row per log point and per validation:
   (steps x batch size x seq-length);
 - ``wall_seconds``: wall time of training since the run's first start (a
   resumed run continues from the last row it continues);
-- ``train_loss``: the smoothed training loss (the seed's moving average), and
+- ``train_loss``: the mean training loss of the steps since the previous row
+  (not the seed's smoothed loss, which lags a short run by ~1,000 steps), and
   ``val_loss``: the validation loss where one was computed at that step (else
   empty), both in nats per character;
 - ``learning_rate``: the rate of the row's step (its schedule's, see
@@ -114,7 +115,7 @@ class MetricsLog:
         seconds = self._seconds0 + time.perf_counter() - self._clock0
         rate = trainer.config.learning_rate_at(max(trainer.n, 1))  # the schedule's rate at this step
         self._write(f"{trainer.n},{trainer.n * trainer.chars_per_step},{seconds:.3f},"
-                    f"{trainer.smooth_loss_per_char:.6g},{val_loss},{rate:g},{cps:.0f}")
+                    f"{trainer.recent_loss_per_char():.6g},{val_loss},{rate:g},{cps:.0f}")
 
     def close(self):
         self._file.close()

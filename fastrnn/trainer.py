@@ -527,6 +527,7 @@ class Trainer(_StateViews):
         else:
             self.workspace = engine.ParallelWorkspace(self.spec, T, B, dtype, threads=config.threads)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
+        self._recent = [0.0, 0]  # losses summed, and steps, since the last recent_loss_per_char()
         self._stop = self._stop_agreed = False
         self.stop_signal = 0  # with a world: the signal number (or 1) of a stop asked on any process
 
@@ -671,6 +672,8 @@ class Trainer(_StateViews):
         smooth = self.smooth_loss
         for loss in losses.tolist():
             smooth = smooth * 0.999 + loss * 0.001
+        self._recent[0] += float(np.sum(losses))
+        self._recent[1] += k
         n0 = self.n
         self.smooth_loss = smooth
         self.n += k
@@ -729,7 +732,15 @@ class Trainer(_StateViews):
 
     @property
     def smooth_loss_per_char(self) -> float:
+        """The seed's smoothed loss (a moving average over ~1,000 steps), per character."""
         return self.smooth_loss / self.config.seq_length
+
+    def recent_loss_per_char(self) -> float:
+        """The mean training loss per character of the steps since the previous call (the smoothed loss if none),
+        then starts a new interval. Unlike :attr:`smooth_loss_per_char` it does not lag behind a short run."""
+        total, steps = self._recent
+        self._recent = [0.0, 0]
+        return total / steps / self.config.seq_length if steps else self.smooth_loss_per_char
 
 
 def _gather_windows(ids, starts, T):
