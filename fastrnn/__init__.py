@@ -18,7 +18,7 @@ _EXPORTS = {
     "optim": ("OPTIMIZERS", "Optimizer"),
     "vocab": ("Vocab",),
     "corpus": ("Corpus", "CorpusError", "load_corpus"),
-    "trainer": ("CharModel", "ConfigError", "Score", "TrainConfig", "Trainer", "TrainingDiverged"),
+    "trainer": ("CharModel", "ConfigError", "Score", "TrainConfig", "Trainer", "TrainingDiverged", "recipe_config"),
     "checkpoint": ("Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -28,7 +28,7 @@ __all__ = [
     "Optimizer", "OPTIMIZERS", "Workspace", "loss_and_grads", "adagrad_update", "train_step",
     "train_steps", "sample", "sequence_loss", "log_probs", "reference",
     "Vocab", "Corpus", "CorpusError", "load_corpus",
-    "TrainConfig", "Trainer", "CharModel", "Score", "ConfigError", "TrainingDiverged",
+    "TrainConfig", "Trainer", "CharModel", "Score", "ConfigError", "TrainingDiverged", "recipe_config",
     "Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint",
 ]
 

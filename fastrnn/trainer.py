@@ -243,6 +243,14 @@ class TrainConfig:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         return self
 
+    @classmethod
+    def recipe(cls, cell="lstm", time_budget=None, **given) -> "TrainConfig":
+        """What ``fastrnn train --model CELL [--time-budget S]`` trains: the cell's recipe for the best held-out
+        loss in minutes on a CPU, with the fields ``given`` replacing the recipe's (:func:`recipe_config`).
+        ``TrainConfig(cell=...)`` itself is min-char-rnn's defaults for any cell (1 layer of 100, Adagrad,
+        float64, batch 1)."""
+        return recipe_config(time_budget=time_budget, cell=cell, **given)
+
     def with_seed(self) -> "TrainConfig":
         """This config with a drawn seed if it had none."""
         return self if self.seed is not None else replace(self, seed=secrets.randbelow(2**31))
@@ -306,9 +314,10 @@ def check_split(length: int, config: TrainConfig, unit="characters"):
     return n_train, n_val
 
 
-@dataclass
+@dataclass(repr=False)
 class Score:
-    """Loss of a text under a model: ``nats`` summed over ``count`` predicted symbols."""
+    """Loss of a text under a model: ``nats`` summed over ``count`` predicted symbols; per character in
+    :attr:`nats_per_char` and :attr:`bits_per_char`."""
 
     nats: float
     count: int
@@ -321,6 +330,10 @@ class Score:
     @property
     def bits_per_char(self) -> float:
         return self.nats_per_char / LN2
+
+    def __repr__(self):
+        return (f"Score(nats_per_char={self.nats_per_char:.6g}, bits_per_char={self.bits_per_char:.6g}, "
+                f"count={self.count}, nats={self.nats:.6g})")
 
 
 class CharModel:
