@@ -180,7 +180,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, corpus_file):
     status, err = _train_then_signal(tmp_path, corpus_file, signal.SIGTERM, "term.npz")
     assert status == 143, err
     assert re.fullmatch(r"fastrnn train: terminated \(SIGTERM\) at step [\d,]+; saved checkpoint term\.npz "
-                        r"\(continue with: fastrnn train --resume term\.npz\)\n", err), err
+                        r"\(continue with: fastrnn train --resume term\.npz, which trains on to step 100,000,000\)\n", err), err
     ckpt = load_checkpoint(tmp_path / "term.npz")
     assert ckpt.state.n > 400
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

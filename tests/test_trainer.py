@@ -265,3 +265,21 @@ def test_warm_up_leaves_the_state_alone():
     for a, b in zip(before, (*trainer.params, *trainer.memory, trainer.hprev)):
         np.testing.assert_array_equal(a, b)
     assert trainer.n == 7
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("budget", [None, 600])
+def test_recipe_from_python_is_the_command_lines(cell, budget):
+    from fastrnn import recipe_config
+    from fastrnn.trainer import LONG_RECIPES, RECIPES
+    config = TrainConfig.recipe(cell, time_budget=budget, seed=3)
+    assert config == recipe_config(time_budget=budget, cell=cell, seed=3)
+    recipe = (LONG_RECIPES if budget else RECIPES)[cell]
+    assert all(getattr(config, name) == value for name, value in recipe.items())
+    assert TrainConfig(cell=cell).num_layers == 1  # the dataclass itself keeps min-char-rnn's defaults
+
+
+def test_score_repr_gives_per_char_figures():
+    from fastrnn.trainer import Score
+    text = repr(Score(nats=200.0, count=100))
+    assert "nats_per_char=2," in text and "bits_per_char=2.88539" in text and "count=100" in text
