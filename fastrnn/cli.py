@@ -964,9 +964,13 @@ def _deadline(args, seconds_per_eval) -> float | None:
 
 
 def _plan_record(args) -> dict:
-    """The plan as a checkpoint records it: with the wall time of this session so far added to ``elapsed``."""
+    """The plan as a checkpoint records it: with the wall time of this session so far added to ``elapsed`` (all of
+    the budget once training stopped at its deadline, so that a resume does not train the reserve)."""
     plan = args.plan
-    return dict(plan.to_dict(), elapsed=plan.elapsed + time.perf_counter() - args.started)
+    elapsed = plan.elapsed + time.perf_counter() - args.started
+    if getattr(args, "budget_spent", False):
+        elapsed = max(elapsed, plan.time_budget)
+    return dict(plan.to_dict(), elapsed=elapsed)
 
 
 def _cadence(plan: Plan, name) -> int:
@@ -1042,6 +1046,7 @@ def _train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics:
                         save()
                     report.progress(trainer)
                 if trainer.n < total:
+                    args.budget_spent = True  # recorded as all used, though the final validation and save remain
                     report.line(f"time budget of {args.plan.time_budget:g} s reached at step {trainer.n:,}")
                 if stop.signum is None and report.output_error is None and val_done_at != trainer.n:
                     metrics.row(trainer, validate())

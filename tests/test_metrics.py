@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from fastrnn.checkpoint import load_checkpoint
+from fastrnn.corpus import load_corpus
 from fastrnn.metrics import COLUMNS, HEADER, MetricsError, metrics_path, read_metrics
+from fastrnn.trainer import Trainer
 
 from conftest import YORK_TEXT
 from test_cli import _train_then_signal, fastrnn as run_cli
@@ -47,7 +49,13 @@ def test_train_writes_rows_at_log_and_eval_points_and_resume_appends(tmp_path, c
     assert all(math.isclose(float(t["learning_rate"]), ckpt.config.learning_rate_at(int(t["step"])), rel_tol=1e-5)
                for t in table)
     assert len({t["learning_rate"] for t in table}) == (1 if batch == 1 else len(table))
-    assert math.isclose(float(table[-1]["train_loss"]), ckpt.state.smooth_loss / 8, rel_tol=1e-5)
+    # train_loss: the mean loss per char of the steps since the previous row (22..30), not the smoothed loss
+    trainer = Trainer(load_corpus(corpus_file), ckpt.config)
+    trainer.train(21)
+    trainer.recent_loss_per_char()
+    trainer.train(9)
+    assert math.isclose(float(table[-1]["train_loss"]), trainer.recent_loss_per_char(), rel_tol=1e-5)
+    assert not math.isclose(float(table[-1]["train_loss"]), ckpt.state.smooth_loss / 8, rel_tol=1e-3)
     ev = run_cli("eval", "m.npz", cwd=tmp_path)
     printed = float(re.search(r"([0-9.]+) nats/char", ev.stdout).group(1))  # rounded to 4 places
     assert abs(float(table[-1]["val_loss"]) - printed) <= 0.5e-4 + 1e-9
