@@ -41,6 +41,7 @@ from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
 from .metrics import MetricsError, MetricsLog, check_new, metrics_path
 from .model import CELLS
 from .optim import OPTIMIZERS, SCHEDULES
+from .split_check import HeldOutWatch
 from .trainer import (ENGINE_BLOCK_STEPS, LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split,
                       recipe_config)
 from .vocab import UnknownSymbolsError
@@ -813,6 +814,7 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, m
     saved = [None]  # step of the last checkpoint this run wrote
     stop = _StopSignals(trainer)
     watch = _LossWatch(trainer)
+    held_out = HeldOutWatch()  # what validation can and cannot tell: warnings at the start and after validations
 
     def save():
         """Save as the last good checkpoint: finite outputs, and only over this run's own file."""
@@ -833,8 +835,12 @@ def _train_loop(trainer: Trainer, args, total, path, report, guard: SaveGuard, m
         with stop.abandonable():
             score = trainer.validation_loss()
             report.validation(trainer, score)
+            for text in held_out.after_validation(trainer, score):
+                report.warn(text)
         return score
 
+    for text in held_out.start(trainer):
+        report.warn(text)
     _warm_up(trainer, report)  # so the first chars/s figure is not a compile or cache load
     metrics.start(trainer)
     val_done_at = None
