@@ -29,8 +29,8 @@ UNIGRAM_PRIOR = 0.5  # add-alpha smoothing of the unigram
 BIGRAM_PRIOR = 1.0  # weight of the unigram in each bigram row (Dirichlet prior)
 GAP_WARN_BITS = 1.0  # validation this far above the training loss: look at the hidden state
 STATE_SLICE = 10_000  # held-out symbols scored from the carried and from the zero state to compare
-RISES_TO_WARN = 3  # validations in a row that rose (with the training loss falling) before saying so
-MIN_RISE_FRACTION = 0.01  # ... by at least this fraction of the lowest of them, in all
+RISES_TO_WARN = 3  # validations in a row above the lowest (with the training loss falling) before saying so
+MIN_RISE_FRACTION = 0.01  # ... each by at least this fraction of the lowest
 
 
 def spread_blocks(length: int, total: int, blocks: int = CHECK_BLOCKS) -> list[tuple[int, int]]:
@@ -193,26 +193,29 @@ def state_warning(step, val_bits, train_bits, uniform_bits, zero_bits, carried_b
 
 
 def overfit_warning(history, epochs) -> str | None:
-    """The warning text when validation rose ``RISES_TO_WARN`` times in a row while the training loss fell.
+    """The warning text when validation has stayed above its lowest for ``RISES_TO_WARN`` validations in a row
+    while the training loss fell, else None.
 
     ``history``: ``[(step, train_bits, val_bits), ...]`` of the validations so far, oldest first;
-    ``epochs``: passes over the training split done. Needs at least one pass (before it, no text was seen
-    twice) and a total rise of ``MIN_RISE_FRACTION`` of the lowest validation of the run of rises.
+    ``epochs``: passes over the training split done. Fires when the lowest validation came before the last
+    ``RISES_TO_WARN``, each of which is above it by at least ``MIN_RISE_FRACTION`` of it, the training
+    loss is lower now than then, and at least one pass is done (before it, no text was seen twice).
     """
     if len(history) <= RISES_TO_WARN or epochs < 1:
         return None
-    window = history[-RISES_TO_WARN - 1:]
-    vals = [v for _, _, v in window]
-    rising = all(b > a for a, b in zip(vals, vals[1:])) and vals[-1] - vals[0] >= MIN_RISE_FRACTION * vals[0]
-    if not (rising and window[-1][1] < window[0][1]):
+    best = min(range(len(history)), key=lambda i: history[i][2])
+    step, train_bits, val_bits = history[best]
+    last = history[-RISES_TO_WARN:]
+    if best >= len(history) - RISES_TO_WARN or last[-1][1] >= train_bits:
         return None
-    (s0, t0, v0), (s1, t1, v1) = window[0], window[-1]
-    best = min(history, key=lambda r: r[2])
-    return (f"validation has risen {RISES_TO_WARN} times in a row, {v0:.3f} -> {v1:.3f} bits/char from step "
-            f"{s0:,} to {s1:,}, while the training loss fell {t0:.3f} -> {t1:.3f}: the model is memorizing "
-            f"the training text ({epochs:,.1f} passes over it so far); more steps will not help: validation was "
-            f"lowest at step {best[0]:,} ({best[2]:.3f}); use a longer text, a smaller model, --dropout, or "
-            f"fewer steps")
+    if not all(v >= val_bits * (1 + MIN_RISE_FRACTION) for _, _, v in last):
+        return None
+    now_step, now_train, now_val = history[-1]
+    return (f"validation has stayed above its lowest, {val_bits:.3f} bits/char at step {step:,}, for "
+            f"{RISES_TO_WARN} validations (now {now_val:.3f} at step {now_step:,}) while the training loss fell "
+            f"{train_bits:.3f} -> {now_train:.3f}: the model is memorizing the training text ({epochs:,.1f} "
+            f"passes over it so far), and more steps will not help; use a longer text, a smaller model, "
+            f"--dropout, or fewer steps")
 
 
 class HeldOutWatch:
