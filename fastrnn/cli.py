@@ -42,6 +42,7 @@ from .metrics import MetricsError, MetricsLog, check_new, metrics_path
 from .model import CELLS
 from .optim import OPTIMIZERS, SCHEDULES
 from .plan import DEFAULT_STEPS, Plan
+from .split_check import HeldOutWatch
 from .trainer import (ENGINE_BLOCK_STEPS, LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split,
                       recipe_config)
 from .vocab import UnknownSymbolsError
@@ -982,6 +983,7 @@ def _train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics:
     stop = _StopSignals(trainer)
     watch = _LossWatch(trainer)
     total = args.plan.steps
+    held_out = HeldOutWatch()  # what validation can and cannot tell: warnings at the start and after validations
 
     def save():
         """Save as the last good checkpoint: finite outputs, and only over this run's own file."""
@@ -1003,8 +1005,12 @@ def _train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics:
         with stop.abandonable():
             score = trainer.validation_loss()
             report.validation(trainer, score)
+            for text in held_out.after_validation(trainer, score):
+                report.warn(text)
         return score
 
+    for text in held_out.start(trainer):
+        report.warn(text)
     _warm_up(trainer, report)  # so the first chars/s figure is not a compile or cache load
     seconds_per_eval = _validation_seconds(trainer) if args.plan.time_budget is not None else 0.0
     metrics.start(trainer)
