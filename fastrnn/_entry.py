@@ -5,6 +5,13 @@ Before that, SIGTERM is made to raise :class:`Terminated` (a KeyboardInterrupt,
 as Ctrl-C raises), and an interruption anywhere up to the command's own handling
 exits 130 (Ctrl-C) or 143 (SIGTERM) with one line instead of a traceback or a
 death by signal. Standard library only, so that it loads in milliseconds.
+
+Standard output: a file descriptor 0, 1 or 2 closed at the start (``>&-``) is
+held open on the null device, so that no file the command opens takes its
+number (``sys.stdout`` stays None: commands see that it is closed). Whatever is
+still buffered is flushed here, before the interpreter's own flush at exit: a
+failure (a full disk, ``> /dev/full``) is one line on stderr and exit status 2,
+and a closed pipe (``| head``) is quiet; never "Exception ignored ...".
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import threading
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_OUTPUT_FAILED = 2  # as a usage error: the command's one-line errors share status 2
 COMMANDS = ("train", "sample", "eval", "prepare", "export", "plot")
 ANNOUNCE_ENV = "FASTRNN_TEST_ANNOUNCE_IMPORT"  # tests: say on stderr when the heavy imports begin
 
@@ -31,10 +39,53 @@ def interrupted_status(e: KeyboardInterrupt) -> int:
     return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
 
 
+def silence_stdout():
+    """Point file descriptor 1 at the null device after standard output failed: the interpreter's flush at
+    exit then writes nowhere instead of failing again with "Exception ignored ..." (what was unwritten is lost)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (AttributeError, ValueError, OSError):
+        pass
+
+
+def flush_stdout(command="") -> bool:
+    """Flush ``sys.stdout``; False (after one line on stderr) if that fails other than by a closed pipe."""
+    if sys.stdout is None:
+        return True
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        silence_stdout()
+    except OSError as e:
+        silence_stdout()
+        print(f"fastrnn{command}: error: cannot write to standard output: {e.strerror or e}", file=sys.stderr)
+        return False
+    return True
+
+
+def _hold_closed_descriptors():
+    """Open the null device on each of descriptors 0, 1 and 2 that is closed (``>&-``)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+            except OSError:
+                pass
+
+
 def main(argv=None) -> int:
     """Run the ``fastrnn`` command (``argv``: the arguments, default ``sys.argv[1:]``); its exit status."""
     args = sys.argv[1:] if argv is None else list(argv)
     command = next((f" {a}" for a in args[:1] if a in COMMANDS), "")
+    if argv is None:
+        _hold_closed_descriptors()
     if (threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN):
         signal.signal(signal.SIGTERM, _on_sigterm)
@@ -43,10 +94,16 @@ def main(argv=None) -> int:
             print("fastrnn: importing", file=sys.stderr, flush=True)
         from .cli import main as cli_main
         status = cli_main(args)
+    except SystemExit as e:  # argparse's --help or usage error: its text may still be buffered
+        if argv is None and not flush_stdout(command):
+            raise SystemExit(EXIT_OUTPUT_FAILED) from None
+        raise
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
         print(f"fastrnn{command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         status = interrupted_status(e)
+    if argv is None and not flush_stdout(command):
+        status = status or EXIT_OUTPUT_FAILED
     if argv is None:  # the process's own entry: the work is done and its status known; exit with it
         for signum in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(signum) is not signal.SIG_IGN:

@@ -112,6 +112,17 @@ def check_positive(value, name) -> float:
     return value
 
 
+def inverse_temperature(temperature, dtype):
+    """``1 / temperature`` as a scalar of ``dtype``, or its largest finite value where that overflows.
+
+    With the logits shifted by their maximum first (:func:`fastrnn.kernels.temper_inplace`),
+    any finite inverse temperature gives finite scaled logits (the maximum 0, the rest
+    <= 0 or -inf): a tiny temperature draws the most likely id, without NaNs or warnings.
+    """
+    inverse = 1.0 / check_positive(temperature, "temperature")  # a Python float: inf, not an error, past 1e308
+    return np.dtype(dtype).type(min(inverse, float(np.finfo(dtype).max)))
+
+
 def check_count(value, name) -> int:
     """Return ``value`` as an int, or raise unless it is a non-negative integer."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):

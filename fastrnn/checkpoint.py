@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import OutputWriteError
 from .corpus import Corpus, Fingerprint
 from .model import ModelParams, describe
 from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState, seed_hidden_layout
@@ -164,14 +165,19 @@ def save_checkpoint(path, trainer: Trainer) -> Path:
 
     The file is written to a temporary file in the same folder, flushed and
     fsynced, then renamed over ``path``: a crash at any moment leaves either the
-    old checkpoint or the new one, never a partial file.
+    old checkpoint or the new one, never a partial file. An ``OSError`` (a full
+    disk...) is an :class:`~fastrnn._files.OutputWriteError`, "cannot write 'PATH':
+    REASON", after the temporary file is removed: the old checkpoint is untouched.
     """
     path = Path(path)
     if not trainer.is_finite():
         raise CheckpointError("refusing to checkpoint parameters that are not finite")
     arrays = checkpoint_arrays(trainer)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise OutputWriteError(path, e) from None
     try:
         os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
@@ -179,11 +185,13 @@ def save_checkpoint(path, trainer: Trainer) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):  # a full disk, a quota, an I/O error: one line naming the file
+            raise OutputWriteError(path, e) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)

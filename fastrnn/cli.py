@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._entry import Terminated
+from ._entry import Terminated, silence_stdout
+from ._files import OutputWriteError
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
@@ -170,6 +171,19 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):  # one line instead of usage + error
         self.exit(EXIT_USAGE, None if _following_rank() else f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _print_message(self, message, file=None):
+        """As argparse's, but --help to a standard output that fails is an error (argparse ignores it)."""
+        if not message or file is None or file is not sys.stdout:
+            return super()._print_message(message, file)
+        try:
+            file.write(message)
+            file.flush()
+        except BrokenPipeError:
+            silence_stdout()
+        except OSError as e:
+            silence_stdout()
+            self.exit(EXIT_USAGE, f"{self.prog}: error: cannot write to standard output: {e.strerror or e}\n")
 
 
 TRAIN_EXAMPLES = """examples:
@@ -315,13 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write the model of CHECKPOINT to OUT, the format by its suffix: .onnx (an "
                                    "ONNX graph: ids -> logits, for onnxruntime; needs fastrnn[onnx]) or "
                                    ".safetensors (PyTorch's state_dict names; needs fastrnn[safetensors]). "
-                                   "Both carry the model's sizes and vocabulary as metadata.")
+                                   "Both carry the model's sizes and vocabulary as metadata. An .onnx model over "
+                                   "1 GiB of weights is written as OUT.onnx plus OUT.onnx.data beside it (ONNX's "
+                                   "external data): keep the two together.")
     x.add_argument("checkpoint", metavar="CHECKPOINT")
     x.add_argument("out", metavar="OUT", help="the file to write: NAME.onnx or NAME.safetensors")
     x.add_argument("--state", action="store_true",
                    help=".onnx only: add the state inputs h0 (and c0) and outputs hn (and cn), "
                         "(layers, batch, hidden), to carry the state between calls")
-    x.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    x.add_argument("--overwrite", action="store_true",
+                   help="replace OUT (and OUT.data) if it exists; never the checkpoint itself")
     x.set_defaults(run=_mpi_other_commands(cmd_export))
 
     pl = sub.add_parser("plot", help="plot the training and validation loss of metrics logs (needs fastrnn[plot])",
@@ -331,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", required=True, metavar="OUT.png", help="the PNG file to write")
     pl.add_argument("--x", choices=("step", "chars", "seconds"), default="step",
                     help="horizontal axis: steps, training characters seen, or wall seconds (step)")
-    pl.add_argument("--title", metavar="TEXT", help="the plot's title")
+    pl.add_argument("--title", metavar="TEXT", help="the plot's title (drawn as written: no mathtext)")
+    pl.add_argument("--overwrite", action="store_true", help="replace OUT.png if it exists")
     pl.set_defaults(run=_mpi_other_commands(cmd_plot))
     return parser
 
@@ -359,19 +377,100 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    """Run the command; its exit status. Bad input and environment failures: one line on stderr, status 2."""
+    if sys.stdout is None and args.command != "train":  # started with stdout closed (`>&-`): its output would be lost
+        _error_line(f"fastrnn {args.command}: error: standard output is closed; redirect it to a file "
+                    f"(or to /dev/null)")
+        return EXIT_USAGE
     try:
-        return args.run(args)
+        with _StdoutFailures.tagged():
+            status = args.run(args)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe is seen while it can be told
+        return status
     except (UsageError, CorpusError, ConfigError, CheckpointError, UnknownSymbolsError, CheckpointBusy,
-            MetricsError) as e:
+            MetricsError, OutputWriteError) as e:
         _error_line(f"fastrnn {args.command}: error: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
         _error_line(f"fastrnn {args.command}: {'terminated' if terminated else 'interrupted'}")
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-    except BrokenPipeError:  # e.g. `fastrnn sample ... | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # e.g. `fastrnn sample ... | head`: the reader has all it wanted
+        _StdoutFailures.silence()
         return 0
+    except OSError as e:  # a full disk, a quota, an I/O error: on standard output or on a file
+        if _StdoutFailures.is_stdout(e):
+            _StdoutFailures.silence()
+            _error_line(f"fastrnn {args.command}: error: cannot write to standard output: {e.strerror or e}")
+        else:
+            _error_line(f"fastrnn {args.command}: error: {_os_error_text(e)}")
+        return EXIT_USAGE
+
+
+def _os_error_text(e: OSError) -> str:
+    """One line for an OSError: its own message when it names its file, else "FILE: REASON" or "REASON"."""
+    if e.strerror is None:
+        return str(e)
+    return f"{e.filename}: {e.strerror}" if e.filename is not None else e.strerror
+
+
+class _StdoutFailures:
+    """Tells write failures on standard output from those on files, and quiets stdout once it has failed.
+
+    While :meth:`tagged` is active, ``sys.stdout`` (and its ``buffer``) are proxies that mark an
+    ``OSError`` raised by their ``write`` or ``flush`` (the same exception, re-raised, so handlers of
+    ``BrokenPipeError`` or ``OSError`` see it unchanged)."""
+
+    MARK = "_fastrnn_stdout"
+
+    @classmethod
+    @contextlib.contextmanager
+    def tagged(cls):
+        real = sys.stdout
+        if real is None or isinstance(real, _MarkingStream):
+            yield
+            return
+        sys.stdout = _MarkingStream(real, cls.MARK)
+        try:
+            yield
+        finally:
+            if sys.stdout is not None and getattr(sys.stdout, "_stream", None) is real:
+                sys.stdout = real
+
+    @classmethod
+    def is_stdout(cls, e: BaseException) -> bool:
+        return getattr(e, cls.MARK, False)
+
+    silence = staticmethod(silence_stdout)
+
+
+class _MarkingStream:
+    """A stream whose ``write`` and ``flush`` mark the ``OSError`` they raise (``setattr(e, mark, True)``);
+    everything else is the wrapped stream's. ``buffer`` (a text stream's bytes) is wrapped alike."""
+
+    def __init__(self, stream, mark):
+        self._stream, self._mark = stream, mark
+
+    def _marked(self, method, *a):
+        try:
+            return method(*a)
+        except OSError as e:
+            setattr(e, self._mark, True)
+            raise
+
+    def write(self, data):
+        return self._marked(self._stream.write, data)
+
+    def flush(self):
+        return self._marked(self._stream.flush)
+
+    @property
+    def buffer(self):
+        return _MarkingStream(self._stream.buffer, self._mark)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 @contextlib.contextmanager
@@ -1074,6 +1173,10 @@ def _train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics:
               f"{'step ' + format(saved[0], ',') if saved[0] is not None else 'its start'} is not saved",
               file=sys.stderr)
         return EXIT_USAGE
+    except OutputWriteError as e:  # a save failed (a full disk...): the previous checkpoint file is intact
+        report.close()
+        print(f"fastrnn train: error: {e}; stopped at step {trainer.n:,}; {kept()}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt as e:  # a second signal before the first one's stop came: not saved
         report.close()
         terminated = isinstance(e, Terminated)
@@ -1362,8 +1465,8 @@ def cmd_sample(args) -> int:
         data = read_bytes(args.prime_file, "--prime-file")
         prime = data if bytes_mode else decode_utf8(data, f"--prime-file {args.prime_file!r}",
                                                     "this model reads UTF-8 text")
-    elif bytes_mode:
-        prime = prime.encode("utf-8")
+    elif bytes_mode:  # the bytes given: os.fsencode undoes the command line's decoding (surrogateescape)
+        prime = os.fsencode(prime)
     if bytes_mode:
         sys.stdout.flush()
         out, newline, separator = sys.stdout.buffer, b"\n", b"----\n"
@@ -1476,37 +1579,62 @@ def cmd_prepare(args) -> int:
 
 # --- export ----------------------------------------------------------------------
 
+def _output_path(flag, name, suffixes, hint):
+    """``name`` as a Path in an existing, writable folder, its suffix one of ``suffixes``; else a UsageError."""
+    out = Path(name)
+    if out.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag}{name!r}: {hint}")
+    if out.is_dir():
+        raise UsageError(f"{name!r} is a directory")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UsageError(f"cannot write {name!r}: folder {str(folder)!r} "
+                         f"{'is not writable' if folder.is_dir() else 'does not exist'}")
+    return out
+
+
+def _refuse_existing(paths, overwrite, flag="--overwrite"):
+    """Refuse to replace anything at ``paths`` (a symlink counts, dangling or not) unless ``overwrite``."""
+    for path in paths:
+        if os.path.lexists(path) and not overwrite:
+            raise UsageError(f"{str(path)!r} already exists; pass {flag} to replace it")
+
+
+def _refuse_input(paths, input_path, what):
+    """Refuse output paths that are the input file itself (by name or by samefile): writing would destroy it."""
+    for path in paths:
+        if os.path.abspath(path) == os.path.abspath(input_path) or (
+                os.path.exists(path) and os.path.exists(input_path) and os.path.samefile(path, input_path)):
+            raise UsageError(f"{str(path)!r} is the {what} being read; choose another output name")
+
+
 def cmd_export(args) -> int:
-    from .export import EXTRAS, WRITERS
+    from .export import EXTRAS, WRITERS, onnx_files
     from .extras import MissingExtra, require
 
-    out = Path(args.out)
-    suffix = out.suffix.lower()
-    if suffix not in WRITERS:
-        raise UsageError(f"cannot tell the format of {args.out!r} from its suffix "
-                         f"({suffix or 'none'}): use .onnx or .safetensors")
+    suffix = Path(args.out).suffix.lower()
+    out = _output_path("", args.out, WRITERS, f"cannot tell the format from its suffix ({suffix or 'none'}): "
+                                              f"use .onnx or .safetensors")
     if args.state and suffix != ".onnx":
         raise UsageError("--state adds state inputs and outputs to an ONNX graph; a .safetensors file holds "
                          "weights only")
-    if out.is_dir():
-        raise UsageError(f"{args.out!r} is a directory")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise UsageError(f"cannot write {args.out!r}: folder {str(folder)!r} "
-                         f"{'is not writable' if folder.is_dir() else 'does not exist'}")
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"{args.out!r} already exists; pass --overwrite to replace it")
+    _refuse_input([out], args.checkpoint, "checkpoint")
+    _refuse_existing([out], args.overwrite)
+    ckpt = load_checkpoint(args.checkpoint)  # the input first: a missing file is the first thing to fix
     module, extra = EXTRAS[suffix]
     try:
         require(module, extra, f"writing {suffix}")
     except MissingExtra as e:
         raise UsageError(str(e)) from None
-    ckpt = load_checkpoint(args.checkpoint)
     params = ckpt.model.params
+    files = onnx_files(out, params) if suffix == ".onnx" else [out]
+    _refuse_input(files, args.checkpoint, "checkpoint")
+    _refuse_existing(files, args.overwrite)
     extra_args = {"state": True} if args.state else {}
-    WRITERS[suffix](out, params, ckpt.vocab, **extra_args)
+    WRITERS[suffix](out, params, ckpt.vocab, **extra_args)  # an OSError: OutputWriteError, one line in _run
     spec = ckpt.config.spec(len(ckpt.vocab))
-    print(f"wrote {args.out}: {spec.num_layers}-layer {spec.cell}, hidden {spec.hidden_size}, vocab "
+    beside = f" (weights in {files[1].name} beside it)" if len(files) > 1 else ""
+    print(f"wrote {args.out}{beside}: {spec.num_layers}-layer {spec.cell}, hidden {spec.hidden_size}, vocab "
           f"{spec.vocab_size}, {ckpt.config.dtype}" + (", with state inputs and outputs" if args.state else ""))
     return 0
 
@@ -1517,17 +1645,13 @@ def cmd_plot(args) -> int:
     from .extras import MissingExtra
     from .plot import plot_runs
 
-    out = Path(args.output)
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"-o {args.output!r}: fastrnn plot writes PNG files; name it NAME.png")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"cannot write {args.output!r}: folder {str(folder)!r} does not exist")
+    out = _output_path("-o ", args.output, (".png",), "fastrnn plot writes PNG files; name it NAME.png")
+    for metrics in args.metrics:
+        _refuse_input([out], metrics, "metrics log")
+    _refuse_existing([out], args.overwrite)
     try:
-        plot_runs(args.metrics, out, x=args.x, title=args.title)
+        plot_runs(args.metrics, out, x=args.x, title=args.title)  # an OSError: OutputWriteError, one line in _run
     except MissingExtra as e:
         raise UsageError(str(e)) from None
-    except OSError as e:
-        raise UsageError(f"cannot write {args.output!r}: {e.strerror or e}") from None
     print(f"wrote {args.output}: {len(args.metrics)} run{'s' if len(args.metrics) > 1 else ''} against {args.x}")
     return 0

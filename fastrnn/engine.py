@@ -33,7 +33,7 @@ import numpy as np
 from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
 from ._aligned import aligned_zeros
 from ._threads import blas_threads
-from ._validate import check_count, check_ids, check_params, check_positive, check_top
+from ._validate import check_count, check_ids, check_params, check_positive, check_top, inverse_temperature
 from .model import ModelParams, ModelSpec
 from .params import Params, SeedGrads
 
@@ -647,7 +647,7 @@ def sample_chunks(params: ModelParams, state, seed_ix, n, seed=None, temperature
     chunk = check_count(chunk, "chunk")
     if chunk < 1:
         raise ValueError("chunk must be positive")
-    inv_t = params.dtype.type(1.0 / check_positive(temperature, "temperature"))
+    inv_t = inverse_temperature(temperature, params.dtype)
     top_k, top_p = check_top(top_k, top_p)
     return _sample_pieces(params, state, int(seed_ix), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk,
                           top_k, top_p)
@@ -671,7 +671,7 @@ def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p
                 if argmax:
                     ix = int(np.argmax(logits))
                 else:
-                    logits *= inv_t
+                    kernels.temper_inplace(logits, inv_t)
                     kernels.softmax_inplace(logits)
                     if cut:
                         kernels.keep_top(logits, top_k, top_p)

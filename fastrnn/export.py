@@ -20,18 +20,21 @@ Both carry the same metadata (:func:`metadata`): strings ``format``
 ("fastrnn-export"), ``cell``, ``num_layers``, ``vocab_size``, ``hidden_size``,
 ``dtype`` and ``vocab``, the JSON ``{"codes": [...], "bytes_mode": bool}``
 (id i is ``chr(codes[i])``, or the byte ``codes[i]``). Files are written
-atomically (a temporary file beside the target, then a rename).
+atomically (a temporary file beside the target, then a rename); a model whose
+weights exceed :data:`EXTERNAL_DATA_BYTES` is written as ``OUT.onnx`` plus its
+weights in ``OUT.onnx.data`` (ONNX's external-data format).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._files import OutputWriteError, atomic_write, folder_of, new_file_mode
 from .extras import require
 from .interop import to_torch
 from .model import ModelParams
@@ -66,36 +69,14 @@ def vocab_from_metadata(meta: dict) -> Vocab:
     return Vocab(np.array(v["codes"], np.int64), v["bytes_mode"])
 
 
-def _atomic_write(path, write):
-    """``write(tmp_path)``, then rename the temporary file onto ``path`` (nothing half-written is left)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 # --- safetensors ----------------------------------------------------------------------
 
 def save_safetensors(path, params, vocab: Vocab) -> Path:
     """Write :func:`fastrnn.to_torch` of ``params`` with :func:`metadata` to ``path`` (safetensors format)."""
     st = require("safetensors.numpy", "safetensors", "writing .safetensors")
     tensors = {k: np.ascontiguousarray(v) for k, v in to_torch(_model(params)).items()}
-    meta = metadata(params, vocab)
-    return _atomic_write(path, lambda tmp: st.save_file(tensors, tmp, metadata=meta))
+    data = st.save(tensors, metadata=metadata(params, vocab))  # bytes: the write below is ours, its errors OSErrors
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 # --- ONNX -------------------------------------------------------------------------------
@@ -209,8 +190,9 @@ def _onnx_layer_scan(g: _Graph, cell, layer, proj, arrays, H, h_init, c_init, te
     return p + "out", p + "h_n", (p + "c_n" if cell == "lstm" else None)
 
 
-def onnx_model(params, vocab: Vocab, recurrence=None, state=False):
-    """The ONNX ``ModelProto`` of a model (see the module's docstring); checked by ``onnx.checker``.
+def onnx_model(params, vocab: Vocab, recurrence=None, state=False, check=True):
+    """The ONNX ``ModelProto`` of a model (see the module's docstring); checked by ``onnx.checker`` (``check``:
+    the in-memory check, which refuses a model over 2 GiB; :func:`save_onnx` checks such a one from its files).
 
     ``recurrence``: "ops" (ONNX's RNN/LSTM/GRU operators), "scan" (a Scan of
     the equations), or None: "ops" in float32, "scan" in float64. ``state``:
@@ -286,7 +268,8 @@ def onnx_model(params, vocab: Vocab, recurrence=None, state=False):
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                               producer_name="fastrnn", producer_version=_version())
     helper.set_model_props(proto, metadata(model, vocab))
-    onnx.checker.check_model(proto, full_check=True)
+    if check:
+        onnx.checker.check_model(proto, full_check=True)
     return proto
 
 
@@ -295,11 +278,65 @@ def _version():
     return __version__
 
 
-def save_onnx(path, params, vocab: Vocab, recurrence=None, state=False) -> Path:
-    """Write :func:`onnx_model` to ``path``."""
-    proto = onnx_model(params, vocab, recurrence, state)
-    data = proto.SerializeToString()
-    return _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+EXTERNAL_DATA_BYTES = 1 << 30  # weights above this go to a file beside the graph (a protobuf holds < 2 GiB)
+EXTERNAL_DATA_SUFFIX = ".data"  # OUT.onnx -> OUT.onnx.data
+_INLINE_TENSOR_BYTES = 1024  # with external data, initializers smaller than this stay in the graph
+
+
+def _weight_bytes(params) -> int:
+    return _model(params).flat.nbytes
+
+
+def onnx_files(path, params, external_data_above=None) -> list[Path]:
+    """The files :func:`save_onnx` writes for ``params``: ``[path]``, or ``[path, PATH.data]`` for large weights."""
+    limit = EXTERNAL_DATA_BYTES if external_data_above is None else external_data_above
+    path = Path(path)
+    if _weight_bytes(params) <= limit:
+        return [path]
+    return [path, path.with_name(path.name + EXTERNAL_DATA_SUFFIX)]
+
+
+def save_onnx(path, params, vocab: Vocab, recurrence=None, state=False, external_data_above=None) -> Path:
+    """Write :func:`onnx_model` to ``path``; returns the path.
+
+    Weights over ``external_data_above`` bytes (default :data:`EXTERNAL_DATA_BYTES`,
+    1 GiB) go to ``PATH.data`` beside the graph, ONNX's external-data format (one
+    protobuf cannot exceed 2 GiB): the graph names that file by its name alone,
+    so the two must stay in one folder (``onnx.load`` and onnxruntime, given the
+    graph's path, find it). Each file is written whole to a temporary name, then
+    renamed; an ``OSError`` is an :class:`~fastrnn._files.OutputWriteError`.
+    """
+    files = onnx_files(path, params, external_data_above)
+    if len(files) == 1:
+        data = onnx_model(params, vocab, recurrence, state).SerializeToString()
+        return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    proto = onnx_model(params, vocab, recurrence, state, check=False)  # checked below, from the files
+    return _save_external(proto, *files)
+
+
+def _save_external(proto, path: Path, data_path: Path) -> Path:
+    """Save ``proto`` with its large initializers in ``data_path``: both written in a temporary folder beside
+    ``path``, checked by ``onnx.checker`` from there, then renamed into place (the data first)."""
+    onnx = require("onnx", "onnx", "writing .onnx")
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder_of(path)))
+    except OSError as e:
+        raise OutputWriteError(path, e) from None
+    try:
+        graph, data = scratch / path.name, scratch / data_path.name
+        onnx.save_model(proto, str(graph), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_path.name, size_threshold=_INLINE_TENSOR_BYTES)
+        onnx.checker.check_model(str(graph), full_check=True)
+        for written in (graph, data):
+            os.chmod(written, new_file_mode())
+        os.replace(data, data_path)
+        os.replace(graph, path)
+    except OSError as e:
+        raise OutputWriteError(data_path if e.filename and Path(e.filename).name == data_path.name else path,
+                               e) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return path
 
 
 WRITERS = {".onnx": save_onnx, ".safetensors": save_safetensors}

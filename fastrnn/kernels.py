@@ -183,6 +183,22 @@ def output_logits(logits, h, Why, by):
 
 
 @fast
+def temper_inplace(logits, inv_temperature):
+    """logits (V,) <- (logits - max(logits)) * inv_temperature, in place: softmax of it is softmax(logits / T).
+
+    Shifted first, the maximum becomes 0 and the rest <= 0, so a huge (finite)
+    inverse temperature gives 0 and -inf, never inf - inf: a temperature near 0
+    picks the most likely ids (ties share the draw), without NaNs.
+    """
+    m = logits[0]
+    for v in range(1, logits.shape[0]):
+        if logits[v] > m:
+            m = logits[v]
+    for v in range(logits.shape[0]):
+        logits[v] = (logits[v] - m) * inv_temperature
+
+
+@fast
 def softmax_inplace(p):
     """Replace logits p (V,) by their softmax; return ``(max, log(sum(exp(p - max))))``."""
     V = p.shape[0]
@@ -537,8 +553,7 @@ def sample_ids(out_ids, h, h_next, logits, seed_ix, uniforms, Wxh, Whh, Why, bh,
         if argmax:
             ix = np.argmax(logits)
         else:
-            for v in range(logits.shape[0]):
-                logits[v] *= inv_temperature
+            temper_inplace(logits, inv_temperature)
             softmax_inplace(logits)
             if cut:
                 keep_top(logits, top_k, top_p)

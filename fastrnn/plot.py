@@ -3,7 +3,8 @@
 matplotlib (the ``plot`` extra), with its non-interactive Agg backend. Each
 run keeps one colour: its smoothed training loss as a line, its validation
 losses as a dashed line with markers; the legend names each run after its
-file (``NAME.metrics.csv`` -> ``NAME``).
+file (``NAME.metrics.csv`` -> ``NAME``). Titles and labels are drawn as
+written: a ``$`` is a dollar sign, not the start of matplotlib's mathtext.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import atomic_write
 from .extras import require
 from .metrics import read_metrics
 
@@ -49,14 +51,17 @@ def figure(paths, x="step", title=None):
                     markersize=4, label=f"{name} validation")
     ax.set_xlabel(label)
     ax.set_ylabel("bits per character")
-    ax.set_title(title or ("training and validation loss" if len(runs) > 1 else runs[0][0]))
+    ax.set_title(title or ("training and validation loss" if len(runs) > 1 else runs[0][0]), parse_math=False)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    for text in ax.legend().get_texts():  # labels are file names: drawn as written
+        text.set_parse_math(False)
     fig.tight_layout()
     return fig
 
 
 def plot_runs(paths, out, x="step", title=None) -> Path:
-    """Write :func:`figure` of ``paths`` to ``out`` as a PNG."""
-    figure(paths, x, title).savefig(out, format="png")
-    return Path(out)
+    """Write :func:`figure` of ``paths`` to ``out`` as a PNG, whole or not at all (a temporary file beside it,
+    then a rename: a full disk leaves what was at ``out`` as it was); an ``OSError`` is an
+    :class:`~fastrnn._files.OutputWriteError`."""
+    fig = figure(paths, x, title)
+    return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))

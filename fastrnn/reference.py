@@ -11,6 +11,7 @@ import numpy as np
 
 from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
+    inverse_temperature,
 )
 from .params import Params
 
@@ -169,8 +170,9 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False, 
     ixes = []
     for t in range(n):
         h = np.tanh(np.dot(Wxh, x) + np.dot(Whh, h) + bh)
-        y = (np.dot(Why, h) + by) / temperature
-        y -= np.max(y)  # the seed's softmax overflows at low temperatures; shifting changes nothing else
+        y = np.dot(Why, h) + by
+        with np.errstate(over="ignore"):  # shifted first, the max is 0 and the rest <= 0 (or -inf): no NaN
+            y = (y - np.max(y)) / temperature  # the seed's softmax overflows at low temperatures
         p = np.exp(y) / np.sum(np.exp(y))
         u = rng.random()
         if argmax:
@@ -319,7 +321,7 @@ def stack_sample(params, state, seed_ix, n, seed=None, temperature=1.0, argmax=F
     step = STEPS[spec.cell][0]
     (x,) = check_ids([seed_ix], spec.vocab_size, "seed_ix")
     n = check_count(n, "n")
-    inv_t = dtype.type(1.0 / check_positive(temperature, "temperature"))
+    inv_t = inverse_temperature(temperature, dtype)
     top_k, top_p = check_top(top_k, top_p)
     rng = np.random.default_rng(seed)
     states = _stack_state(state, spec, 1, dtype)
@@ -336,8 +338,9 @@ def stack_sample(params, state, seed_ix, n, seed=None, temperature=1.0, argmax=F
         if argmax:
             x = int(np.argmax(logits))
         else:
-            z = logits * inv_t
-            e = np.exp(z - z.max())
+            with np.errstate(over="ignore"):  # shifted first: the max is 0, the rest <= 0 or -inf
+                z = (logits - logits.max()) * inv_t
+            e = np.exp(z)
             x = _draw(e / e.sum(), u, top_k, top_p)
         out[t] = x
     return out

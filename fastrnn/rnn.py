@@ -13,6 +13,7 @@ from . import kernels
 from ._aligned import aligned_group, aligned_zeros
 from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
+    inverse_temperature,
 )
 from .params import Params
 
@@ -228,12 +229,12 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False, 
     (seed_ix,) = check_ids([seed_ix], params.vocab_size, "seed_ix")
     h = check_hidden(hprev, params.hidden_size, params.dtype)
     n = check_count(n, "n")
-    temperature = _scalar(temperature, params.dtype, "temperature")
+    inv_temperature = inverse_temperature(temperature, params.dtype)
     top_k, top_p = check_top(top_k, top_p)
     uniforms = np.random.default_rng(seed).random(n)
     out = np.empty(n, np.int64)
     kernels.sample_ids(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
-                       np.int64(seed_ix), uniforms, *params, params.dtype.type(1) / temperature, bool(argmax),
+                       np.int64(seed_ix), uniforms, *params, inv_temperature, bool(argmax),
                        top_k, top_p)
     return out
 
@@ -256,10 +257,10 @@ def sample_chunks(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=
     chunk = check_count(chunk, "chunk")
     if chunk < 1:
         raise ValueError("chunk must be positive")
-    temperature = _scalar(temperature, params.dtype, "temperature")
+    inv_temperature = inverse_temperature(temperature, params.dtype)
     top = check_top(top_k, top_p)
     return _sample_pieces(params, h, np.int64(seed_ix), n, np.random.default_rng(seed),
-                          params.dtype.type(1) / temperature, bool(argmax), chunk, top)  # arguments checked now
+                          inv_temperature, bool(argmax), chunk, top)  # arguments checked now
 
 
 def _sample_pieces(params, h, ix, n, rng, inv_temperature, argmax, chunk, top):

@@ -223,6 +223,7 @@ def _without(tmp_path, module):
     (["rnn.npz", "x"], None, "use .onnx or .safetensors"),
     (["rnn.npz", "x.safetensors", "--state"], None, "--state adds state inputs"),
     (["missing.npz", "x.onnx"], None, "missing.npz"),
+    (["missing.npz", "x.onnx"], "onnx", "checkpoint 'missing.npz' does not exist"),  # the input before the extra
     (["rnn.npz", "old.onnx"], None, "'old.onnx' already exists; pass --overwrite to replace it"),
 ])
 def test_cli_export_errors_exit_2(trained, tmp_path, args, env_without, message):
