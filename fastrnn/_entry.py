@@ -94,7 +94,7 @@ def main(argv=None) -> int:
             print("fastrnn: importing", file=sys.stderr, flush=True)
         from .cli import main as cli_main
         status = cli_main(args)
-    except SystemExit as e:  # argparse's --help or usage error: its text may still be buffered
+    except SystemExit:  # argparse's --help or usage error: its text may still be buffered
         if argv is None and not flush_stdout(command):
             raise SystemExit(EXIT_OUTPUT_FAILED) from None
         raise
