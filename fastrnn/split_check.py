@@ -177,10 +177,12 @@ def state_warning(step, val_bits, train_bits, uniform_bits, zero_bits, carried_b
     ``val_bits``: the validation (from zero); ``train_bits``: the smoothed training loss;
     ``zero_bits``/``carried_bits``: the first ``sliced`` held-out symbols scored from a zero state and
     from the state training carried; ``next_reset``: the step whose pass over the text starts from a
-    zero state again (None: unknown). Fires when ``val_bits >= train_bits + GAP_WARN_BITS`` and
-    ``zero_bits >= carried_bits + GAP_WARN_BITS``.
+    zero state again (None: unknown). Fires when ``val_bits >= train_bits + GAP_WARN_BITS``,
+    ``zero_bits >= carried_bits + GAP_WARN_BITS`` and the carried state beats a uniform guess
+    (``carried_bits < uniform_bits``: a model blowing up fails from every state, and is warned of elsewhere).
     """
-    if not (val_bits >= train_bits + GAP_WARN_BITS and zero_bits >= carried_bits + GAP_WARN_BITS):
+    if not (val_bits >= train_bits + GAP_WARN_BITS and zero_bits >= carried_bits + GAP_WARN_BITS
+            and carried_bits < uniform_bits):
         return None
     worse = f", worse than a uniform guess's {uniform_bits:.2f}," if val_bits > uniform_bits else ""
     when = f" (step {next_reset:,})" if next_reset is not None else ""

@@ -113,6 +113,8 @@ def test_state_warning_needs_both_gaps():
     assert "worse than a uniform guess's 6.02" in text and "3.63" in text and "step 42,384" in text
     assert state_warning(zero_bits=7.49, carried_bits=7.2, **args) is None  # not the state: the text itself
     assert state_warning(zero_bits=7.49, carried_bits=3.63, **{**args, "val_bits": 3.26 + GAP_WARN_BITS - 0.01}) is None
+    blown_up = dict(args, val_bits=1e300, train_bits=1e299)  # fails from every state: the loss watch says so
+    assert state_warning(zero_bits=1e300, carried_bits=1e298, **blown_up) is None
 
 
 def bistable_trainer():
