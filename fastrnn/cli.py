@@ -38,7 +38,7 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
 from .limits import INT64_MAX, SAMPLE_BYTES_PER_CHAR, fits, outputs_bounded, training_bytes
 from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
-from .metrics import MetricsError, MetricsLog, check_new, metrics_path
+from .metrics import MetricsError, MetricsLog, check_new, run_metrics_path
 from .model import CELLS
 from .optim import OPTIMIZERS, SCHEDULES
 from .trainer import (ENGINE_BLOCK_STEPS, LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split,
@@ -559,13 +559,15 @@ def cmd_train(args) -> int:
         return follow(args.world, _follower_trainer(args.world))
     _check_train_args(args)
     path = _checkpoint_path(args)
-    with CheckpointLock(path) as lock:  # before any work; released however the run ends
-        if lock.warning:
-            _warn(lock.warning)
-        return _train(args, path)
+    metrics_file = run_metrics_path(path, resuming=args.resume is not None)
+    # before any work; released however the run ends
+    with CheckpointLock(path) as lock, CheckpointLock(metrics_file, what="metrics log") as metrics_lock:
+        if lock.warning or metrics_lock.warning:
+            _warn(lock.warning or metrics_lock.warning)
+        return _train(args, path, metrics_file)
 
 
-def _train(args, path: Path) -> int:
+def _train(args, path: Path, metrics_file: Path) -> int:
     world = args.world
     ckpt = load_checkpoint(args.resume) if args.resume else None
     if ckpt is not None:
@@ -592,7 +594,7 @@ def _train(args, path: Path) -> int:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
     _check_existing(args, path, corpus_path)
     if ckpt is None:
-        check_new(metrics_path(path), args.overwrite)
+        check_new(metrics_file, args.overwrite)
     guard = SaveGuard(path)  # what is at the path now: the only file a save may replace
     with _opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
         _check_memory(args, corpus, config, _warn)
@@ -615,7 +617,7 @@ def _train(args, path: Path) -> int:
         report.line(f"the checkpoint is already at step {trainer.n:,} (--steps {total:,}); nothing to do")
         return 0
     # The one writer of the metrics log (under MPI: rank 0's, beside the checkpoint it saves).
-    metrics = MetricsLog(metrics_path(path), resume_step=ckpt.state.n if ckpt is not None else None)
+    metrics = MetricsLog(metrics_file, resume_step=ckpt.state.n if ckpt is not None else None)
     try:
         return _train_loop(trainer, args, total, path, report, guard, metrics)
     finally:
