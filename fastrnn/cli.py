@@ -471,18 +471,21 @@ def _missing_folders(folder: Path) -> list[Path]:
 
 
 class _CreatedFolders:
-    """The folders up to ``folder`` that do not exist yet; :meth:`remove` removes those that were created since
-    (the deepest with what it holds, its parents only while empty)."""
+    """The folders up to ``folder`` that do not exist yet; :meth:`remove` removes, where they were created
+    since, the ``files`` this process wrote into them and then the folders themselves, deepest first, each
+    only while empty: never a folder another process (a concurrent prepare) has put something in."""
 
     def __init__(self, folder: Path):
         self.created = _missing_folders(folder)
 
-    def remove(self):
+    def remove(self, files=()):
         if self.created:
-            shutil.rmtree(self.created[0], ignore_errors=True)
-            for parent in self.created[1:]:
+            for file in files:
                 with contextlib.suppress(OSError):
-                    parent.rmdir()  # only while empty
+                    os.unlink(file)
+            for folder in self.created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only while empty
             self.created.clear()
 
 
@@ -506,10 +509,13 @@ def _opened_corpus(path, bytes_mode, cache_dir=None):
 
     folder = cache_folder(path, cache_dir)
     remove_created = _CreatedFolders(folder).remove  # with cache_dir, possibly cache_dir and its parents too
+    written = ()  # the files this call's prepare wrote (none when it reused a cache)
     try:
         try:
             corpus = prepare_corpus(path, bytes_mode=bytes_mode, cache_dir=cache_dir)
             corpus.path = os.path.abspath(path)  # where it is now, even if it moved with its cache
+            if not getattr(corpus, "reused", True):
+                written = (corpus.ids_path, corpus.meta_path)
         except CorpusError:
             remove_created()
             if cache_dir is not None or _cache_writable(folder):
@@ -517,7 +523,7 @@ def _opened_corpus(path, bytes_mode, cache_dir=None):
             corpus = load_corpus(path, bytes_mode=bytes_mode)  # its errors are those of the file itself
         yield corpus
     except BaseException:
-        remove_created()
+        remove_created(written)
         raise
 
 
@@ -1198,19 +1204,24 @@ def cmd_prepare(args) -> int:
     def progress(phase, done):
         bar.update((done if phase == "scan" else size + done) - bar.n)
 
+    def waiting(pid):
+        holder = f"process {pid}" if pid else "another process"
+        print(f"fastrnn prepare: waiting for {holder}, which is preparing {args.corpus} too", file=sys.stderr,
+              flush=True)
+
     folders = _CreatedFolders(cache_folder(args.corpus, args.cache_dir))
     try:
         prepared = prepare_corpus(args.corpus, bytes_mode=args.bytes, cache_dir=args.cache_dir,
-                                  progress=progress if bar is not None else None)
+                                  progress=progress if bar is not None else None, waiting=waiting)
     except BaseException:  # an error, Ctrl-C or SIGTERM: no cache folder left behind that this run made
-        folders.remove()
+        folders.remove()  # (its own temporary files are gone already; a folder in use by another stays)
         raise
     finally:
         if bar is not None:
             bar.close()
     unit = "bytes" if args.bytes else "characters"
     summary = (f"{len(prepared):,} {unit}, {len(prepared.vocab):,} distinct, ids {prepared.dtype} "
-               f"({prepared.ids_path.stat().st_size:,} bytes)")
+               f"({prepared.ids.nbytes:,} bytes)")
     if prepared.reused:
         print(f"{args.corpus}: up to date, reusing {prepared.ids_path}: {summary}")
     else:
