@@ -611,7 +611,7 @@ def _train(args, path: Path, metrics_file: Path) -> int:
         trainer.fix_decay(total, tell_others=False)
     if world is not None:  # the corpus is prepared: now the other ranks open it and build their trainers
         world.announce("build", dict(config=trainer.config.to_dict(), corpus_path=corpus_path,
-                                     bytes_mode=bytes_mode, cache_dir=args.cache_dir, resume=args.resume,
+                                     fingerprint=corpus.fingerprint, bytes_mode=bytes_mode, cache_dir=args.cache_dir, resume=args.resume,
                                      decay_steps=trainer.config.decay_steps))
         errors = [e for e in world.gather(None) if e is not None]
         if errors:
@@ -638,10 +638,17 @@ def _threads_per_rank() -> int:
 
 
 def _follower_trainer(world):
-    """``build(setup)`` for :func:`fastrnn.distributed.follow`: this rank's trainer for rank 0's setup."""
+    """``build(setup)`` for :func:`fastrnn.distributed.follow`: this rank's trainer for rank 0's setup.
+
+    A corpus whose fingerprint (length and sha256) is not rank 0's (the same name, another text in this
+    rank's folder or node) is refused: rank 0 reports it in one line and every rank exits 2."""
     def build(setup):
         config = TrainConfig(**setup["config"])
         with _opened_corpus(setup["corpus_path"], setup["bytes_mode"], setup["cache_dir"]) as corpus:
+            if corpus.fingerprint != setup["fingerprint"]:
+                raise UsageError(f"its corpus {corpus.name!r} ({corpus.fingerprint}) is not rank 0's "
+                                 f"{setup['corpus_path']!r} ({setup['fingerprint']}); every rank must read the "
+                                 f"same text")
             if setup["resume"]:
                 trainer = load_checkpoint(setup["resume"]).trainer(corpus, threads=config.threads, world=world)
             else:
