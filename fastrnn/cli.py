@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -39,7 +38,7 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
 from .limits import INT64_MAX, SAMPLE_BYTES_PER_CHAR, fits, outputs_bounded, training_bytes
 from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
-from .metrics import MetricsError, MetricsLog, check_new, metrics_path
+from .metrics import MetricsError, MetricsLog, check_new, run_metrics_path
 from .model import CELLS
 from .optim import OPTIMIZERS, SCHEDULES
 from .plan import DEFAULT_STEPS, Plan
@@ -660,18 +659,21 @@ def _missing_folders(folder: Path) -> list[Path]:
 
 
 class _CreatedFolders:
-    """The folders up to ``folder`` that do not exist yet; :meth:`remove` removes those that were created since
-    (the deepest with what it holds, its parents only while empty)."""
+    """The folders up to ``folder`` that do not exist yet; :meth:`remove` removes, where they were created
+    since, the ``files`` this process wrote into them and then the folders themselves, deepest first, each
+    only while empty: never a folder another process (a concurrent prepare) has put something in."""
 
     def __init__(self, folder: Path):
         self.created = _missing_folders(folder)
 
-    def remove(self):
+    def remove(self, files=()):
         if self.created:
-            shutil.rmtree(self.created[0], ignore_errors=True)
-            for parent in self.created[1:]:
+            for file in files:
                 with contextlib.suppress(OSError):
-                    parent.rmdir()  # only while empty
+                    os.unlink(file)
+            for folder in self.created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only while empty
             self.created.clear()
 
 
@@ -695,10 +697,13 @@ def _opened_corpus(path, bytes_mode, cache_dir=None):
 
     folder = cache_folder(path, cache_dir)
     remove_created = _CreatedFolders(folder).remove  # with cache_dir, possibly cache_dir and its parents too
+    written = ()  # the files this call's prepare wrote (none when it reused a cache)
     try:
         try:
             corpus = prepare_corpus(path, bytes_mode=bytes_mode, cache_dir=cache_dir)
             corpus.path = os.path.abspath(path)  # where it is now, even if it moved with its cache
+            if not getattr(corpus, "reused", True):
+                written = (corpus.ids_path, corpus.meta_path)
         except CorpusError:
             remove_created()
             if cache_dir is not None or _cache_writable(folder):
@@ -706,7 +711,7 @@ def _opened_corpus(path, bytes_mode, cache_dir=None):
             corpus = load_corpus(path, bytes_mode=bytes_mode)  # its errors are those of the file itself
         yield corpus
     except BaseException:
-        remove_created()
+        remove_created(written)
         raise
 
 
@@ -748,10 +753,12 @@ def cmd_train(args) -> int:
         return follow(args.world, _follower_trainer(args.world))
     _check_train_args(args)
     path = _checkpoint_path(args)
-    with CheckpointLock(path) as lock:  # before any work; released however the run ends
-        if lock.warning:
-            _warn(lock.warning)
-        return _train(args, path)
+    metrics_file = run_metrics_path(path, resuming=args.resume is not None)
+    # before any work; released however the run ends
+    with CheckpointLock(path) as lock, CheckpointLock(metrics_file, what="metrics log") as metrics_lock:
+        if lock.warning or metrics_lock.warning:
+            _warn(lock.warning or metrics_lock.warning)
+        return _train(args, path, metrics_file)
 
 
 def _plan(args, ckpt) -> Plan:
@@ -766,7 +773,7 @@ def _plan(args, ckpt) -> Plan:
     return Plan(log_every=1_000, eval_every=10_000, sample_every=10_000, checkpoint_every=10_000).updated(**given)
 
 
-def _train(args, path: Path) -> int:
+def _train(args, path: Path, metrics_file: Path) -> int:
     world = args.world
     ckpt = load_checkpoint(args.resume) if args.resume else None
     plan = _plan(args, ckpt)
@@ -794,7 +801,7 @@ def _train(args, path: Path) -> int:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
     _check_existing(args, path, corpus_path)
     if ckpt is None:
-        check_new(metrics_path(path), args.overwrite)
+        check_new(metrics_file, args.overwrite)
     guard = SaveGuard(path)  # what is at the path now: the only file a save may replace
     with _opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
         _check_memory(plan, corpus, config, _warn)
@@ -808,7 +815,8 @@ def _train(args, path: Path) -> int:
     args.plan = plan
     if world is not None:  # the corpus is prepared: now the other ranks open it and build their trainers
         world.announce("build", dict(config=trainer.config.to_dict(), corpus_path=corpus_path,
-                                     bytes_mode=bytes_mode, cache_dir=args.cache_dir, resume=args.resume,
+                                     fingerprint=corpus.fingerprint, bytes_mode=bytes_mode,
+                                     cache_dir=args.cache_dir, resume=args.resume,
                                      decay_steps=trainer.config.decay_steps))
         errors = [e for e in world.gather(None) if e is not None]
         if errors:
@@ -827,7 +835,7 @@ def _train(args, path: Path) -> int:
                     f"nothing to do (pass a larger --time-budget, the whole run's, to train on)")
         return report.output_status()
     # The one writer of the metrics log (under MPI: rank 0's, beside the checkpoint it saves).
-    metrics = MetricsLog(metrics_path(path), resume_step=ckpt.state.n if ckpt is not None else None)
+    metrics = MetricsLog(metrics_file, resume_step=ckpt.state.n if ckpt is not None else None)
     try:
         return _train_loop(trainer, args, path, report, guard, metrics)
     finally:
@@ -842,10 +850,17 @@ def _threads_per_rank() -> int:
 
 
 def _follower_trainer(world):
-    """``build(setup)`` for :func:`fastrnn.distributed.follow`: this rank's trainer for rank 0's setup."""
+    """``build(setup)`` for :func:`fastrnn.distributed.follow`: this rank's trainer for rank 0's setup.
+
+    A corpus whose fingerprint (length and sha256) is not rank 0's (the same name, another text in this
+    rank's folder or node) is refused: rank 0 reports it in one line and every rank exits 2."""
     def build(setup):
         config = TrainConfig(**setup["config"])
         with _opened_corpus(setup["corpus_path"], setup["bytes_mode"], setup["cache_dir"]) as corpus:
+            if corpus.fingerprint != setup["fingerprint"]:
+                raise UsageError(f"its corpus {corpus.name!r} ({corpus.fingerprint}) is not rank 0's "
+                                 f"{setup['corpus_path']!r} ({setup['fingerprint']}); every rank must read the "
+                                 f"same text")
             if setup["resume"]:
                 trainer = load_checkpoint(setup["resume"]).trainer(corpus, threads=config.threads, world=world)
             else:
@@ -1555,19 +1570,24 @@ def cmd_prepare(args) -> int:
     def progress(phase, done):
         bar.update((done if phase == "scan" else size + done) - bar.n)
 
+    def waiting(pid):
+        holder = f"process {pid}" if pid else "another process"
+        print(f"fastrnn prepare: waiting for {holder}, which is preparing {args.corpus} too", file=sys.stderr,
+              flush=True)
+
     folders = _CreatedFolders(cache_folder(args.corpus, args.cache_dir))
     try:
         prepared = prepare_corpus(args.corpus, bytes_mode=args.bytes, cache_dir=args.cache_dir,
-                                  progress=progress if bar is not None else None)
+                                  progress=progress if bar is not None else None, waiting=waiting)
     except BaseException:  # an error, Ctrl-C or SIGTERM: no cache folder left behind that this run made
-        folders.remove()
+        folders.remove()  # (its own temporary files are gone already; a folder in use by another stays)
         raise
     finally:
         if bar is not None:
             bar.close()
     unit = "bytes" if args.bytes else "characters"
     summary = (f"{len(prepared):,} {unit}, {len(prepared.vocab):,} distinct, ids {prepared.dtype} "
-               f"({prepared.ids_path.stat().st_size:,} bytes)")
+               f"({prepared.ids.nbytes:,} bytes)")
     if prepared.reused:
         print(f"{args.corpus}: up to date, reusing {prepared.ids_path}: {summary}")
     else:

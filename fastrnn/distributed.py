@@ -16,7 +16,9 @@ follow (:func:`follow`): they wait for rank 0's commands, broadcast from it
 - ``("build", setup)``: make this rank's trainer (the corpus through its
   prepared memmap, the checkpoint when resuming), warm its kernels up, and
   send back an error message or None (a gather): any bad input on any rank
-  ends every rank with exit status 2 and one message, from rank 0;
+  ends every rank with exit status 2 and one message, from rank 0 (a corpus
+  whose fingerprint, length and sha256, is not rank 0's included: a file of
+  the same name holding another text on this rank's node or folder);
 - ``("block", k)``: k training steps (:meth:`fastrnn.Trainer.advance`): one
   ``Allreduce`` per step, then one ``Allgather`` of the losses, the stop
   requests and whether the states are finite, so every rank stops (a signal

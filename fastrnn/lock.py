@@ -2,7 +2,8 @@
 
 :class:`CheckpointLock` takes ``fcntl.flock`` (exclusive, non-blocking) on a
 sidecar file ``PATH.lock`` that holds the holder's PID, for the message a second
-run prints. The kernel drops the lock when the process ends however it ends
+run prints (``train`` locks its metrics log the same way, and ``prepare`` waits
+on a :class:`FileLock` in the cache folder). The kernel drops the lock when the process ends however it ends
 (a crash or SIGKILL included), so a lock is never stale: a leftover file
 whose lock nobody holds is simply taken. The file is removed on release; the
 holder checks after locking that the file it locked is still the one at the
@@ -28,12 +29,12 @@ except ImportError:  # not POSIX: no lock, only the save guard
 
 
 class CheckpointBusy(Exception):
-    """Another live process holds the lock of this checkpoint path."""
+    """Another live process holds the lock of this checkpoint path (or of this run's metrics log: ``what``)."""
 
-    def __init__(self, path, pid):
+    def __init__(self, path, pid, what="checkpoint"):
         self.path, self.pid = path, pid
         holder = f"process {pid}" if pid else "another process"
-        super().__init__(f"checkpoint {str(path)!r} is in use by {holder} (another fastrnn train writing it); "
+        super().__init__(f"{what} {str(path)!r} is in use by {holder} (another fastrnn train writing it); "
                          f"wait for it to finish or choose another --checkpoint")
 
 
@@ -54,57 +55,94 @@ def _holder(fd) -> int | None:
         return None
 
 
-class CheckpointLock:
-    """``with CheckpointLock(path):`` holds ``path``'s lock for the block; :class:`CheckpointBusy` if taken.
+_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
-    ``warning`` is set (a sentence) when the file system cannot lock; the run then goes on unlocked.
+
+class FileLock:
+    """An exclusive OS lock (``flock``) on the file ``lock_file``, created when taken and removed when released.
+
+    The file holds the holder's PID (:attr:`holder` when it is taken by another).
+    The kernel drops the lock when its process ends, however it ends, so a lock
+    is never stale. Removing the file on release never lets two holders in: a
+    process that locked a file it then finds gone (or replaced) from the path
+    tries again on the file now there.
     """
 
-    def __init__(self, path):
-        self.path = Path(path)
-        self.lock_path = lock_path(path)
+    def __init__(self, lock_file):
+        self.lock_file = Path(lock_file)
         self.fd = None
-        self.warning = None
+        self.holder = None
 
-    def acquire(self):
+    def acquire(self, wait=False) -> bool:
+        """Take the lock: True. Without ``wait``, False when another process holds it (its PID in
+        :attr:`holder`); with ``wait``, block until it is free. OSError when the file cannot be
+        created (FileNotFoundError: its folder is gone) or the file system cannot lock."""
         if fcntl is None:
-            return self
+            return True
         while True:
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                self.warning = f"cannot create the lock file {str(self.lock_path)!r} ({e.strerror or e}); not locked"
-                return self
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                pid = _holder(fd)
-                os.close(fd)
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise CheckpointBusy(self.path, pid) from None
-                self.warning = f"cannot lock {str(self.lock_path)!r} ({e.strerror or e}); not locked"
-                return self
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
-            except OSError:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as e:
+                    if e.errno not in _BUSY:
+                        raise
+                    self.holder = _holder(fd)
+                    if not wait:
+                        os.close(fd)
+                        return False
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # blocks; a signal's KeyboardInterrupt ends the wait
+                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_file))
+            except FileNotFoundError:
                 same = False
+            except BaseException:
+                os.close(fd)
+                raise
             if not same:  # its holder removed it after we opened it: lock the file now at the path
                 os.close(fd)
                 continue
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
             self.fd = fd
-            return self
+            return True
 
     def release(self):
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
         try:
-            os.unlink(self.lock_path)  # while still locked: a run waiting on this file tries again
+            os.unlink(self.lock_file)  # while still locked: a process waiting on this file tries again
         except OSError:
             pass
         os.close(fd)  # drops the lock
+
+
+class CheckpointLock:
+    """``with CheckpointLock(path):`` holds ``path``'s lock (``PATH.lock``) for the block; :class:`CheckpointBusy`
+    if taken. ``what`` names the file in that message (``"checkpoint"``, ``"metrics log"``).
+
+    ``warning`` is set (a sentence) when the file system cannot lock; the run then goes on unlocked.
+    """
+
+    def __init__(self, path, what="checkpoint"):
+        self.path = Path(path)
+        self.what = what
+        self.lock_path = lock_path(path)
+        self._lock = FileLock(self.lock_path)
+        self.warning = None
+
+    def acquire(self):
+        try:
+            taken = self._lock.acquire()
+        except OSError as e:
+            self.warning = f"cannot lock {str(self.lock_path)!r} ({e.strerror or e}); not locked"
+            return self
+        if not taken:
+            raise CheckpointBusy(self.path, self._lock.holder, self.what)
+        return self
+
+    def release(self):
+        self._lock.release()
 
     def __enter__(self):
         return self.acquire()

@@ -34,6 +34,7 @@ missing, damaged or older-format cache always rebuilds.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import json
 import mmap
@@ -46,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import EMBEDDED_NAME, CorpusError, Fingerprint, held_out_count
+from .lock import FileLock
 from .vocab import ID_DTYPE, MAX_CODE_POINT, Vocab
 
 FORMAT = "fastrnn-ids"
@@ -55,6 +57,7 @@ DEFAULT_CHUNK_BYTES = 4 << 20  # measured: 2-4x faster than 64 MiB chunks, which
 _PIECE_CHARS = 1 << 22  # characters per utf-32 conversion: bounds that copy to 16 MB
 _RACY_NS = 2_000_000_000  # an mtime this close to the moment it was recorded proves nothing
 _HASH_BLOCK = 4 << 20  # blocks that stay in cache hash faster than large ones
+LOCK_NAME = ".prepare.lock"  # in a cache folder: held by the process building into it
 
 
 def id_dtype_for(vocab_size: int) -> np.dtype:
@@ -281,8 +284,9 @@ class _Background:
 
     def submit(self, fn, *args):
         self.wait()
-        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        thread.start()
+        self._thread = thread  # only once started: a signal in between leaves nothing unstartable to join
 
     def wait(self):
         if self._thread is not None:
@@ -471,13 +475,46 @@ def _check_folder(folder: Path, cache_dir):
         raise CorpusError(f"cannot cache ids in {str(folder)!r}: not writable{hint}")
 
 
+@contextlib.contextmanager
+def _building(folder: Path, cache_dir, waiting):
+    """Hold the cache folder's :data:`LOCK_NAME` (created with the folder where missing) for the block,
+    waiting for another process preparing into it (``waiting(pid)`` first, if given). A folder that an
+    interrupted process removes meanwhile is made again; where the file system cannot lock, unlocked."""
+    lock = None
+    for _ in range(100):
+        _check_folder(folder, cache_dir)
+        lock = FileLock(folder / LOCK_NAME)
+        try:
+            if not lock.acquire():
+                if waiting is not None:
+                    waiting(lock.holder)
+                lock.acquire(wait=True)
+            break
+        except FileNotFoundError:  # the folder was removed after we made it (an interrupted prepare's cleanup)
+            lock = None
+        except OSError:  # no locks on this file system: as before, unlocked
+            lock = None
+            break
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def prepare_corpus(path, bytes_mode=False, cache_dir=None, chunk_bytes=DEFAULT_CHUNK_BYTES, progress=None,
-                   verify=False) -> PreparedCorpus:
+                   verify=False, waiting=None) -> PreparedCorpus:
     """Encode the corpus file ``path`` to a cached id file (or reuse it) and open it as a memmap.
 
     ``progress(phase, bytes_done)``, if given, is called after each chunk of each pass
     (``phase``: ``"scan"`` then ``"encode"``). ``verify=True`` hashes the corpus even when
     size and mtime say the cache is fresh. Every problem is a :class:`CorpusError`.
+
+    One process at a time builds into a cache folder (an OS lock on its
+    :data:`LOCK_NAME`): another one preparing the same corpus waits for it
+    (``waiting(pid)`` is called first, ``pid`` the holder's or None), then
+    reuses what it built. An interrupted or failed prepare removes only its own
+    temporary files (and its lock file).
     """
     start = time.perf_counter()
     path = Path(path)
@@ -487,7 +524,14 @@ def prepare_corpus(path, bytes_mode=False, cache_dir=None, chunk_bytes=DEFAULT_C
     meta_path = _meta_path(folder, bytes_mode)
     if cache_status(path, bytes_mode, cache_dir, verify) != "stale":
         return _open(meta_path, _read_meta(meta_path, bytes_mode), True, time.perf_counter() - start)
-    _check_folder(folder, cache_dir)
+    with _building(folder, cache_dir, waiting):
+        if cache_status(path, bytes_mode, cache_dir, verify) != "stale":  # built meanwhile by the process waited for
+            return _open(meta_path, _read_meta(meta_path, bytes_mode), True, time.perf_counter() - start)
+        return _build(path, bytes_mode, folder, meta_path, chunk_bytes, progress, start)
+
+
+def _build(path: Path, bytes_mode, folder: Path, meta_path: Path, chunk_bytes, progress, start) -> PreparedCorpus:
+    """Pass 1 and 2 into ``folder`` (locked by the caller), then the metadata: the commit."""
     try:
         previous = _read_meta(meta_path, bytes_mode)["_ids_path"]
     except CorpusError:

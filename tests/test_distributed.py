@@ -347,6 +347,25 @@ def test_mpiexec_bad_input_is_one_message_and_exit_2(mpiexec, tmp_path):
     assert not (tmp_path / "here" / "text.ckpt.npz").exists()
 
 
+@pytest.mark.parametrize("other", ["the same symbols", "one extra symbol"])
+def test_mpiexec_ranks_whose_texts_differ_exit_2_naming_the_rank(mpiexec, tmp_path, other):
+    """Each rank reads ``text.txt`` in its own folder (a node with another copy): the texts must be one."""
+    text = "To be, or not to be, that is the question.\n" * 40
+    changed = {"the same symbols": text.replace("question", "questoin", 1), "one extra symbol": text + "!"}[other]
+    for folder, content in (("here", text), ("elsewhere", changed)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "text.txt").write_text(content)
+    args = [sys.executable, "-m", "fastrnn", "train", "text.txt", *SMALL, "--steps", "5"]
+    r = subprocess.run([mpiexec, "-n", "1", "-wdir", str(tmp_path / "here"), *args, ":",
+                        "-n", "1", "-wdir", str(tmp_path / "elsewhere"), *args],
+                       capture_output=True, text=True, timeout=MPI_TIMEOUT)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("fastrnn train: error: rank 1: its corpus "), r.stderr
+    assert repr(str(tmp_path / "elsewhere" / "text.txt")) in r.stderr and "is not rank 0's" in r.stderr
+    assert not (tmp_path / "here" / "text.ckpt.npz").exists()
+
+
 def _descendants(pid) -> list:
     children = []
     for status in Path("/proc").glob("[0-9]*/status"):

@@ -7,6 +7,7 @@ import math
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -339,27 +340,95 @@ def test_a_loss_that_explodes_without_reaching_nan_is_warned_of(tmp_path, corpus
                         r.stderr), r.stderr
 
 
-def test_prepare_stopped_by_sigterm_leaves_no_cache_folder(tmp_path):
+#: ``python -c`` running ``fastrnn ARGS``, each background thread of prepare started ``pause`` s late (a slow
+#: machine: the prepare stays under way long enough to be caught), and with ``term_at`` > 0 a real SIGTERM
+#: sent to itself just as the ``term_at``-th thread is about to start (the moment where it once raised
+#: "cannot join thread before it is started").
+_SLOW_CLI = """
+import os, runpy, signal, sys, threading, time
+start, calls = threading.Thread.start, [0]
+def late_start(self):
+    calls[0] += 1
+    time.sleep({pause})
+    if calls[0] == {term_at}:
+        os.kill(os.getpid(), signal.SIGTERM)
+    start(self)
+threading.Thread.start = late_start
+sys.argv = ["fastrnn", *sys.argv[1:]]
+runpy.run_module("fastrnn", run_name="__main__")
+"""
+
+
+def _slow_cli(*args, pause=0.05, term_at=0, **kwargs):
+    return subprocess.Popen([sys.executable, "-c", _SLOW_CLI.format(pause=pause, term_at=term_at), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def big_text(tmp_path_factory):
+    """A 64 MB non-ASCII text (big.txt): a second or more to prepare."""
+    folder = tmp_path_factory.mktemp("big")
     line = "héllo wörld ☃ naïve Ωμέγα " * 40 + "\n"
-    big = tmp_path / "big.txt"
-    with open(big, "w", encoding="utf-8") as f:
-        for _ in range(64_000_000 // len(line.encode())):  # 64 MB: a second or more to prepare
+    with open(folder / "big.txt", "w", encoding="utf-8") as f:
+        for _ in range(64_000_000 // len(line.encode())):
             f.write(line)
-    folder = tmp_path / "big.txt.fastrnn-ids"
-    proc = subprocess.Popen([*CLI, "prepare", "big.txt"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return folder / "big.txt"
+
+
+def _until(condition, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, "the prepare ended first"
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("moment", ["its cache folder appears", "its id file appears", "a thread is started"])
+def test_prepare_stopped_by_sigterm_exits_143_and_leaves_no_cache_folder(big_text, moment):
+    folder = big_text.with_name(big_text.name + ".fastrnn-ids")
+    proc = _slow_cli("prepare", big_text.name, cwd=big_text.parent, term_at=3 if moment == "a thread is started" else 0)
     try:
-        deadline = time.monotonic() + 60
-        while not folder.exists():  # preparing has begun
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.002)
-        proc.send_signal(signal.SIGTERM)
+        if moment == "its cache folder appears":  # the first pass has begun
+            _until(folder.exists, proc)
+            proc.send_signal(signal.SIGTERM)
+        elif moment == "its id file appears":  # the second pass has begun
+            _until(lambda: folder.exists() and any(p.name.endswith(".ids.tmp") for p in folder.iterdir()), proc)
+            proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 143
         err = proc.stderr.read()
     finally:
         proc.kill()
     assert err == "fastrnn prepare: terminated\n"
     assert not folder.exists()
+
+
+def test_a_prepare_waits_for_another_of_the_same_corpus_and_survives_its_interruption(big_text):
+    from fastrnn.prepared import load_prepared
+
+    folder = big_text.with_name(big_text.name + ".fastrnn-ids")
+    first = _slow_cli("prepare", big_text.name, cwd=big_text.parent, pause=0.2)  # slow: still at it below
+    second = None
+    try:
+        _until(folder.exists, first)
+        second = _slow_cli("prepare", big_text.name, cwd=big_text.parent, pause=0)
+        err = _lines(second.stderr)
+        # the second waits for the first, saying so (or, unlocked, builds into the same folder beside it)
+        _until(lambda: not err.empty() or any(f".{second.pid}." in p.name for p in folder.iterdir()), second)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 143
+        assert second.wait(timeout=120) == 0, _rest(err)
+        said = _rest(err)
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+    assert said == f"fastrnn prepare: waiting for process {first.pid}, which is preparing big.txt too\n"
+    assert first.stderr.read() == "fastrnn prepare: terminated\n"
+    prepared = load_prepared(big_text)
+    assert len(prepared) == len(big_text.read_text(encoding="utf-8"))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["chars.json", prepared.ids_path.name])  # no temp, no lock
+    del prepared
+    shutil.rmtree(folder)
 
 
 def test_eval_reads_standard_input(tmp_path, small_checkpoint):

@@ -155,7 +155,7 @@ def test_time_budget_holds_the_whole_run_and_the_done_line_gives_the_validation(
     last_val = [line for line in r.stdout.splitlines() if line.startswith(f"step {ckpt.state.n:,}: validation")]
     assert last_val and last_val[-1].split("nats/char, ")[1].split(" bits")[0] in done
     # The cadences were chosen from the measured speed: many rows, several validations, not one of each.
-    m = read_metrics(tmp_path / "t.metrics.csv")
+    m = read_metrics(tmp_path / "t.npz.metrics.csv")
     assert len(m["step"]) >= 50
     assert np.count_nonzero(~np.isnan(m["val_loss"])) >= 2
 
@@ -164,7 +164,7 @@ def test_time_budget_holds_the_whole_run_and_the_done_line_gives_the_validation(
 def test_cadences_not_given_scale_with_the_steps(tmp_path, text, steps):
     r = fastrnn("train", text, *TINY, "--steps", steps, "--checkpoint", "s.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    m = read_metrics(tmp_path / "s.metrics.csv")
+    m = read_metrics(tmp_path / "s.npz.metrics.csv")
     assert len(m["step"]) >= min(steps, 100) // 2
     assert np.count_nonzero(~np.isnan(m["val_loss"])) >= 5
 
@@ -172,7 +172,7 @@ def test_cadences_not_given_scale_with_the_steps(tmp_path, text, steps):
 def test_metrics_train_loss_is_the_recent_mean_not_the_lagging_smoothed_loss(tmp_path, text):
     r = fastrnn("train", text, *TINY, "--steps", 400, "--log-every", 100, "--checkpoint", "s.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    m = read_metrics(tmp_path / "s.metrics.csv")
+    m = read_metrics(tmp_path / "s.npz.metrics.csv")
     smoothed = [float(line.split("| ")[1].split(" nats")[0]) for line in r.stdout.splitlines()
                 if line.startswith("iter 300,")]
     row = int(np.flatnonzero(m["step"] == 301)[0])
@@ -185,7 +185,7 @@ def test_cosine_with_a_budget_and_few_steps_still_decays(tmp_path, text):
     assert r.returncode == 0, r.stderr
     ckpt = load_checkpoint(tmp_path / "c.npz")
     assert ckpt.config.decay_steps == 200
-    m = read_metrics(tmp_path / "c.metrics.csv")
+    m = read_metrics(tmp_path / "c.npz.metrics.csv")
     assert m["learning_rate"][-1] == pytest.approx(0.01)
 
 
