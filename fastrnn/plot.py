@@ -1,7 +1,7 @@
 """``fastrnn plot``: training and validation bits/char of one or more metrics logs, overlaid, as a PNG.
 
 matplotlib (the ``plot`` extra), with its non-interactive Agg backend. Each
-run keeps one colour: its smoothed training loss as a line, its validation
+run keeps one colour: its training loss (the mean of each row's steps) as a line, its validation
 losses as a dashed line with markers; the legend names each run after its
 file (``NAME.metrics.csv`` -> ``NAME``). Titles and labels are drawn as
 written: a ``$`` is a dollar sign, not the start of matplotlib's mathtext.
@@ -23,9 +23,16 @@ X_AXES = {"step": ("step", "steps"), "chars": ("chars_seen", "training character
 
 
 def run_name(path) -> str:
-    """``runs/lstm.metrics.csv`` -> ``lstm`` (a file named otherwise: its stem)."""
+    """The run's name in the legend: ``runs/lstm.npz.metrics.csv`` (the log of checkpoint ``lstm.npz``),
+    ``lstm.ckpt.npz.metrics.csv`` and an older run's ``lstm.metrics.csv`` -> ``lstm``; another file: its stem."""
     name = Path(path).name
-    return name[:-len(".metrics.csv")] if name.endswith(".metrics.csv") and len(name) > 12 else Path(path).stem
+    if not (name.endswith(".metrics.csv") and len(name) > len(".metrics.csv")):
+        return Path(path).stem
+    name = name[:-len(".metrics.csv")]
+    for suffix in (".npz", ".ckpt"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            name = name[:-len(suffix)]
+    return name
 
 
 def figure(paths, x="step", title=None):

@@ -60,7 +60,7 @@ def leftovers(folder):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A folder with york.txt, checkpoints rnn32/rnn64/lstm32/lstm64.npz (20 steps) and rnn64.metrics.csv."""
+    """A folder with york.txt, checkpoints rnn32/rnn64/lstm32/lstm64.npz (20 steps) and their metrics logs."""
     folder = tmp_path_factory.mktemp("io")
     (folder / "york.txt").write_text(YORK_TEXT, encoding="utf-8")
     for cell in ("rnn", "lstm"):
@@ -79,7 +79,7 @@ STDOUT_COMMANDS = {
     "prepare": (None, ["prepare", "york.txt"]),
     "help": (None, ["sample", "--help"]),
     "export": ("onnx", ["export", "rnn64.npz", "full.onnx", "--overwrite"]),
-    "plot": ("matplotlib", ["plot", "rnn64.metrics.csv", "-o", "full.png", "--overwrite"]),
+    "plot": ("matplotlib", ["plot", "rnn64.npz.metrics.csv", "-o", "full.png", "--overwrite"]),
 }
 
 
@@ -121,7 +121,7 @@ def test_train_stops_with_one_line_when_a_save_fails_and_keeps_the_old_checkpoin
     (tmp_path / "york.txt").write_text(YORK_TEXT, encoding="utf-8")
     ckpt = tmp_path / "k.npz"
     ckpt.write_bytes((runs / "lstm64.npz").read_bytes())
-    (tmp_path / "k.metrics.csv").write_bytes((runs / "lstm64.metrics.csv").read_bytes())
+    (tmp_path / "k.npz.metrics.csv").write_bytes((runs / "lstm64.npz.metrics.csv").read_bytes())
     before = ckpt.read_bytes()
     r = fastrnn_raw("train", "york.txt", "--resume", "k.npz", "--steps", 60, "--checkpoint-every", 20,
                     "--log-every", 0, "--quiet", cwd=tmp_path, preexec_fn=_file_size_limit(len(before) // 2))
@@ -153,10 +153,10 @@ def test_export_to_a_full_disk_keeps_the_old_file(runs, tmp_path, suffix):
 def test_plot_to_a_full_disk_keeps_the_valid_png(runs, tmp_path):
     _need("matplotlib")
     png = tmp_path / "p.png"
-    r = fastrnn_raw("plot", runs / "rnn64.metrics.csv", "-o", png, cwd=tmp_path)
+    r = fastrnn_raw("plot", runs / "rnn64.npz.metrics.csv", "-o", png, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     before = png.read_bytes()
-    r = fastrnn_raw("plot", runs / "rnn64.metrics.csv", "-o", png, "--overwrite", "--title", "another", cwd=tmp_path,
+    r = fastrnn_raw("plot", runs / "rnn64.npz.metrics.csv", "-o", png, "--overwrite", "--title", "another", cwd=tmp_path,
                     preexec_fn=_file_size_limit(len(before) // 2))
     one_error_line(r, f"cannot write '{png}': File too large")
     assert png.read_bytes() == before and leftovers(tmp_path) == []
@@ -167,7 +167,7 @@ def test_plot_to_a_full_disk_keeps_the_valid_png(runs, tmp_path):
 def test_plot_draws_dollar_signs_as_written(runs, tmp_path):
     _need("matplotlib")
     odd = tmp_path / "r$x^{$.metrics.csv"
-    odd.write_bytes((runs / "rnn64.metrics.csv").read_bytes())
+    odd.write_bytes((runs / "rnn64.npz.metrics.csv").read_bytes())
     r = fastrnn_raw("plot", odd, "-o", "p.png", "--title", "$x^{$", cwd=tmp_path)
     assert r.returncode == 0 and r.stderr == b"", r.stderr
     from fastrnn.plot import figure
@@ -180,11 +180,11 @@ def test_plot_draws_dollar_signs_as_written(runs, tmp_path):
 def test_plot_replaces_an_existing_png_only_with_overwrite(runs, tmp_path):
     png = tmp_path / "p.png"
     png.write_bytes(b"mine")
-    r = fastrnn_raw("plot", runs / "rnn64.metrics.csv", "-o", png, cwd=tmp_path)
+    r = fastrnn_raw("plot", runs / "rnn64.npz.metrics.csv", "-o", png, cwd=tmp_path)
     one_error_line(r, f"'{png}' already exists; pass --overwrite to replace it")
     assert png.read_bytes() == b"mine"
     _need("matplotlib")
-    r = fastrnn_raw("plot", runs / "rnn64.metrics.csv", "-o", png, "--overwrite", cwd=tmp_path)
+    r = fastrnn_raw("plot", runs / "rnn64.npz.metrics.csv", "-o", png, "--overwrite", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert png.read_bytes().startswith(b"\x89PNG")
 

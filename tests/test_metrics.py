@@ -141,7 +141,7 @@ def test_figure_overlays_runs_named_after_their_files(matplotlib, two_runs, x):
     fig = figure(paths, x=x)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "tanh.npz train", "tanh.npz validation", "gated.npz train", "gated.npz validation"]
+        "tanh train", "tanh validation", "gated train", "gated validation"]
     assert ax.get_xlabel() == X_AXES[x][1] and ax.get_ylabel() == "bits per character"
     train, val = ax.get_lines()[:2]
     m = read_metrics(paths[0])
