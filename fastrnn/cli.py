@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ._entry import Terminated
-from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, has_checkpoint_marker, load_checkpoint, save_checkpoint
 from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
 from .limits import INT64_MAX, SAMPLE_BYTES_PER_CHAR, fits, outputs_bounded, training_bytes
 from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
@@ -403,9 +402,8 @@ def _not_a_checkpoint(path) -> str | None:
     try:
         if not zipfile.is_zipfile(path):
             return "not an .npz file"
-        with np.load(path, allow_pickle=False) as npz:
-            if "format" in npz.files and str(npz["format"]) == CHECKPOINT_FORMAT:
-                return None
+        if has_checkpoint_marker(path):  # reads the marker's header and its few bytes only
+            return None
         return "an .npz file without fastrnn's format marker"
     except Exception as e:  # unreadable in any way: not something we know to be ours
         return f"unreadable ({e})"
