@@ -45,7 +45,7 @@ from numpy.lib import format as npy_format
 from .corpus import Corpus, Fingerprint
 from .limits import fits, gib, parameter_count
 from .model import ModelParams, ModelSpec, describe
-from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState, seed_hidden_layout
+from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState, seed_hidden_layout, unused_options
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"
@@ -406,6 +406,9 @@ def _load(members: _Members) -> Checkpoint:
         known -= set(V1_CONFIG_DEFAULTS)
     if not isinstance(config_dict, dict) or set(config_dict) != known:
         raise _bad(path, "its hyperparameters are incomplete")
+    if isinstance(config_dict.get("optimizer"), str):  # options an older fastrnn recorded though unused: their defaults
+        config_dict.update((name, getattr(TrainConfig, name)) for name in unused_options(config_dict["optimizer"])
+                           if name in config_dict)
     try:
         config = TrainConfig(**config_dict).validate()
         if config.seed is None:

@@ -41,7 +41,7 @@ from .metrics import MetricsError, MetricsLog, check_new, metrics_path
 from .model import CELLS
 from .optim import OPTIMIZERS, SCHEDULES
 from .trainer import (ENGINE_BLOCK_STEPS, LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split,
-                      recipe_config)
+                      OPTION_OWNER, recipe_config, unused_options)
 from .vocab import UnknownSymbolsError
 
 EXIT_DIVERGED = 1
@@ -343,6 +343,14 @@ def _check_train_args(args):
         value = getattr(args, name)
         if value is not None and not (0 <= value < 1):
             raise UsageError(f"{_flag(name)} must be in [0, 1), got {value}")
+    if not args.resume:  # a resumed run's flags are checked against the checkpoint's (_resume_config)
+        chosen = {name: getattr(args, name) for name in ("cell", "optimizer") if getattr(args, name) is not None}
+        optimizer = recipe_config(time_budget=args.time_budget, **chosen).optimizer
+        for name in unused_options(optimizer):
+            if getattr(args, name) is not None:
+                whose = "" if args.optimizer else f" (the {_flag('cell')} {args.cell or 'rnn'} default)"
+                raise UsageError(f"{_flag(name)} is {OPTION_OWNER[name]}'s option; --optimizer {optimizer}{whose} "
+                                 f"does not use it")
     if args.clip_norm is not None and args.clip:
         raise UsageError("--clip and --clip-norm exclude each other: clip by value or by norm")
     if args.clip == 0 or args.clip_norm is not None:
@@ -431,10 +439,17 @@ def _check_memory(args, corpus, config: TrainConfig, report_warning):
     unit = "bytes" if corpus.vocab.bytes_mode else "characters"
     check_split(len(corpus), config, unit)  # its errors first: a --seq-length longer than the text
     H, T, B = config.hidden_size, config.seq_length, config.batch_size
-    model, sequences = training_bytes(len(corpus.vocab), H, T, B, config.threads or os.cpu_count() or 1,
-                                      config.dtype, cell=config.cell, num_layers=config.num_layers,
-                                      optimizer_buffers=len(config.optimizer_settings.state_names))
-    if model >= sequences:
+    threads = config.threads or os.cpu_count() or 1
+
+    def need(threads):
+        return training_bytes(len(corpus.vocab), H, T, B, threads, config.dtype, cell=config.cell,
+                              num_layers=config.num_layers,
+                              optimizer_buffers=len(config.optimizer_settings.state_names))
+
+    (model, sequences), (one_thread_model, _) = need(threads), need(1)
+    if model - one_thread_model >= max(one_thread_model, sequences):  # the threads' own workspaces dominate
+        flag, fix = f"--threads {threads:,}", "fewer --threads"
+    elif model >= sequences:
         flag, fix = f"--hidden-size {H:,}", "a smaller --hidden-size"
     else:
         flag = f"--seq-length {T:,}" + (f" with --batch-size {B:,}" if B > 1 else "")

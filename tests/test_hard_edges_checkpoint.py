@@ -161,3 +161,54 @@ def test_commands_refuse_a_crafted_checkpoint_with_exit_2_and_one_line(good, com
     assert r.stderr.count("\n") == 1 and len(r.stderr) < MESSAGE_LIMIT, r.stderr[:2000]
     assert r.stderr.startswith(f"fastrnn {command.split()[0]}: error: '{path.name}' is not a usable fastrnn checkpoint")
     assert not (folder / "out.safetensors").exists()
+
+
+# --- options an optimizer does not use are refused, not recorded ---------------------------
+
+@pytest.mark.parametrize("flags, refused", [
+    (["--model", "lstm", "--alpha", "0.9"], "--alpha is rmsprop's option; --optimizer adam (the --model lstm default)"),
+    (["--alpha", "0.9"], "--alpha is rmsprop's option; --optimizer adagrad (the --model rnn default)"),
+    (["--optimizer", "adam", "--alpha", "0.9"], "--alpha is rmsprop's option; --optimizer adam does not use it"),
+    (["--optimizer", "adagrad", "--beta1", "0.8"], "--beta1 is adam's option; --optimizer adagrad does not use it"),
+    (["--optimizer", "rmsprop", "--beta2", "0.9"], "--beta2 is adam's option; --optimizer rmsprop does not use it"),
+    (["--model", "gru", "--optimizer", "rmsprop", "--beta1", "0.8"], "--beta1 is adam's option"),
+    (["--model", "lstm", "--beta1", "0.8", "--beta2", "0.99"], None),
+    (["--optimizer", "rmsprop", "--alpha", "0.9"], None),
+], ids=lambda x: " ".join(x) if isinstance(x, list) else None)
+def test_train_refuses_an_option_its_optimizer_does_not_use(good, tmp_path, flags, refused):
+    r = subprocess.run([sys.executable, "-m", "fastrnn", "train", good.parent / "text.txt", "--hidden-size", "8",
+                        "--seq-length", "8", "--batch-size", "2", "--steps", "1", "--sample-every", "0", "--quiet",
+                        "--checkpoint", "run.npz", *flags], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    if refused is None:
+        assert r.returncode == 0, r.stderr[-2000:]
+        config = load_checkpoint(tmp_path / "run.npz").config
+        assert all(getattr(config, flags[i].lstrip("-")) == float(flags[i + 1])
+                   for i in range(len(flags)) if flags[i] in ("--alpha", "--beta1", "--beta2"))
+    else:
+        assert r.returncode == 2 and r.stderr.startswith(f"fastrnn train: error: {refused}"), r.stderr
+        assert r.stderr.count("\n") == 1 and not (tmp_path / "run.npz").exists()
+
+
+@pytest.mark.parametrize("optimizer, option", [("adam", "alpha"), ("adagrad", "beta1"), ("rmsprop", "beta2"),
+                                               ("adagrad", "alpha")])
+def test_train_config_refuses_an_option_its_optimizer_does_not_use(optimizer, option):
+    from fastrnn.trainer import ConfigError
+    with pytest.raises(ConfigError, match=f"{option} is .*'s option; optimizer {optimizer} does not use it"):
+        TrainConfig(optimizer=optimizer, **{option: 0.5}).validate()
+    TrainConfig(optimizer=optimizer).validate()  # the defaults of the others are fine
+
+
+def test_a_checkpoint_that_recorded_an_unused_option_still_loads(good, tmp_path):
+    """An older fastrnn recorded e.g. --alpha with adagrad though it had no effect: it loads, as the default."""
+    old = _with_config(good, tmp_path / "old.npz", alpha=0.5, beta1=0.7)
+    assert (load_checkpoint(old).config.alpha, load_checkpoint(old).config.beta1) == (0.95, 0.9)
+
+
+def test_a_huge_thread_count_is_blamed_on_threads(good, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fastrnn", "train", good.parent / "text.txt", "--model", "lstm",
+                        "--hidden-size", "16", "--seq-length", "8", "--batch-size", "2", "--threads", str(10 ** 9),
+                        "--steps", "1", "--quiet"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith("fastrnn train: error: --threads 1,000,000,000 needs about"), r.stderr
+    assert "use fewer --threads" in r.stderr and r.stderr.count("\n") == 1
