@@ -480,13 +480,13 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspa
 
 
 def loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=None):
-    """Loss, gradients (clipped to [-clip, clip]; ``clip=None``: unclipped) and last state of any model.
+    """Loss, gradients (clipped to [-clip, clip], ``clip`` > 0; ``clip=None``: unclipped) and last state of any model.
 
     ``params``: a :class:`~fastrnn.model.ModelParams` from :func:`fastrnn.init_params`
     (or the seed's :class:`~fastrnn.Params`). inputs, targets: (T,) or (B, T)
     ids. ``state``: None (zeros) or PyTorch's layout, ``h`` (L, B, H) for
     rnn/gru, a pair ``(h, c)`` for lstm; a (T,) call also takes (L, H), and
-    (H,) for a 1-layer model. Returns ``(loss, grads, state_last)``: the
+    (H,) for a 1-layer model; a float state must have the parameters' dtype (else ValueError). Returns ``(loss, grads, state_last)``: the
     cross-entropy summed over the B * T characters divided by B (B = 1: the
     seed's sum), gradients of the same type as ``params``, and the last state
     in the layout given (PyTorch's when None).

@@ -212,3 +212,15 @@ def test_a_huge_thread_count_is_blamed_on_threads(good, tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.startswith("fastrnn train: error: --threads 1,000,000,000 needs about"), r.stderr
     assert "use fewer --threads" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_clip_0_on_the_command_line_is_off_for_every_cell(good, tmp_path, cell):
+    """``--clip 0`` is the command line's "off" for every cell (from Python: ``clip=None``; 0 is refused there)."""
+    r = subprocess.run([sys.executable, "-m", "fastrnn", "train", good.parent / "text.txt", "--model", cell,
+                        "--hidden-size", "8", "--seq-length", "8", "--batch-size", "2", "--steps", "1", "--clip", "0",
+                        "--sample-every", "0", "--quiet", "--checkpoint", "run.npz"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    config = load_checkpoint(tmp_path / "run.npz").config
+    assert (config.cell, config.clip, config.clip_norm) == (cell, None, None)
