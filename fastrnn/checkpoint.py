@@ -35,18 +35,22 @@ without it (0).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 
 from ._files import OutputWriteError
 from .corpus import Corpus, Fingerprint
-from .model import ModelParams, describe
-from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState, seed_hidden_layout
+from .limits import fits, gib, parameter_count
+from .model import ModelParams, ModelSpec, describe
+from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState, seed_hidden_layout, unused_options
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"
@@ -204,11 +208,104 @@ def save_checkpoint(path, trainer: Trainer) -> Path:
     return path
 
 
+MAX_ECHO = 300  # characters of a message about a file's contents: what a file says is never echoed whole
+MAX_STRING_CHARS = 1 << 20  # a string member longer than this (config, rng_state, ...) is damaged
+MAX_PATH_CHARS = 4096  # the recorded corpus_path
+MAX_VOCAB = 0x110000  # every Unicode code point
+MAX_NAMED = 5  # missing arrays named in one message
+# The most a member's data can grow by in its zip entry (deflate's limit is about 1032:1); other methods: unbounded.
+MAX_INFLATION = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1032}
+_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
+
+
 def _bad(path, why):
+    why = str(why).replace("\n", " ")
+    if len(why) > MAX_ECHO:
+        why = why[:MAX_ECHO - 1] + "\u2026"
     return CheckpointError(f"{str(path)!r} is not a usable fastrnn checkpoint: {why}")
 
 
-def _read_npz(path) -> dict:
+def _size(n) -> str:
+    return gib(n) if n >= 2 ** 20 else f"{n:,} bytes"
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What a member's ``.npy`` header claims: the shape and dtype of its array."""
+
+    shape: tuple
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: no overflow
+
+
+class _Members:
+    """The arrays of an open ``.npz``, by name: a member's header on demand (a few bytes decompressed),
+    its data only when :meth:`read` asks for it; members nobody asks for are never read.
+
+    Every header is checked against the member's size in the zip's directory, and that size against
+    the bytes the file holds, so that no claim leads to an allocation the file cannot back.
+    """
+
+    def __init__(self, zf: zipfile.ZipFile, path: str, file_size: int):
+        self.zf, self.path, self.file_size = zf, path, file_size
+        self.infos = {}
+        for info in zf.infolist():
+            if info.filename.endswith(".npy"):
+                self.infos.setdefault(info.filename[:-4], info)
+        self._headers = {}
+
+    def __contains__(self, name) -> bool:
+        return name in self.infos
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes the .npy members hold uncompressed, by the zip's directory (headers included: an upper bound on their data)."""
+        return sum(info.file_size for info in self.infos.values())
+
+    def header(self, name) -> _Header:
+        if name not in self._headers:
+            self._headers[name] = self._read_header(name)
+        return self._headers[name]
+
+    def _read_header(self, name) -> _Header:
+        info = self.infos[name]
+        inflation = MAX_INFLATION.get(info.compress_type)
+        if info.compress_size > self.file_size or (inflation and info.file_size > inflation * info.compress_size):
+            raise _bad(self.path, f"{name} claims {info.file_size:,} bytes, more than the file holds")
+        try:
+            with self.zf.open(info) as f:
+                version = npy_format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = npy_format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = npy_format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f".npy format version {version} is not read")
+                header_bytes = f.tell()
+        except _READ_ERRORS as e:
+            raise _bad(self.path, f"cannot read {name} ({e})") from None
+        if dtype.hasobject:
+            raise _bad(self.path, f"{name} holds Python objects")
+        header = _Header(tuple(shape), dtype)
+        if header_bytes + header.nbytes != info.file_size:
+            raise _bad(self.path, f"{name} claims shape {header.shape} {dtype} ({header.nbytes:,} bytes) but holds "
+                                  f"{info.file_size - header_bytes:,} bytes")
+        return header
+
+    def read(self, name) -> np.ndarray:
+        """The array ``name``: its header is checked first; the caller checks the header against what it expects."""
+        self.header(name)
+        try:
+            with self.zf.open(self.infos[name]) as f:
+                return npy_format.read_array(f, allow_pickle=False)
+        except _READ_ERRORS as e:
+            raise _bad(self.path, f"cannot read {name} ({e})") from None
+
+
+def _open_npz(path) -> zipfile.ZipFile:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -217,41 +314,101 @@ def _read_npz(path) -> dict:
     if not zipfile.is_zipfile(path):
         raise _bad(path, "not an .npz file (truncated, or some other kind of file)")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        return zipfile.ZipFile(path)
+    except _READ_ERRORS as e:
         raise _bad(path, f"cannot read it ({e})") from None
 
 
-def _scalar(arrays, name, path, kind):
-    a = arrays[name]
-    if a.shape != () or a.dtype.kind not in kind:
-        raise _bad(path, f"{name} must be a scalar")
-    return a.item()
+def _scalar(members, name, kind):
+    header = members.header(name)
+    if header.shape != () or header.dtype.kind not in kind:
+        raise _bad(members.path, f"{name} must be a scalar")
+    return members.read(name).item()
+
+
+def _string(members, name) -> str:
+    header = members.header(name)
+    if header.shape != () or header.dtype.kind != "U":
+        raise _bad(members.path, f"{name} must be a string")
+    chars = header.dtype.itemsize // 4
+    if chars > MAX_STRING_CHARS:
+        raise _bad(members.path, f"{name} is a string of {chars:,} characters, more than {MAX_STRING_CHARS:,}")
+    return str(members.read(name))
+
+
+def _has_marker(members) -> bool:
+    if "format" not in members:
+        return False
+    header = members.header("format")
+    return (header.shape == () and header.dtype.kind == "U" and header.dtype.itemsize == 4 * len(FORMAT)
+            and str(members.read("format")) == FORMAT)
+
+
+def has_checkpoint_marker(path) -> bool:
+    """Whether ``path`` is an ``.npz`` holding fastrnn's format marker (reads nothing else); False if unreadable."""
+    try:
+        with _open_npz(path) as zf:
+            return _has_marker(_Members(zf, str(path), os.path.getsize(path)))
+    except (CheckpointError, OSError):
+        return False
+
+
+def _check_claimed_size(members, spec: ModelSpec, config: TrainConfig, buffers: int):
+    """Refuse a config whose arrays the file cannot hold, or that this machine cannot load, before reading them.
+
+    The claim: the parameters, ``buffers`` optimizer buffers of the same size, the state and the stream
+    pointers. Loading holds each array read and its copy in the model's buffer.
+    """
+    L, H, B = spec.num_layers, spec.hidden_size, config.batch_size
+    parameters = parameter_count(spec.cell, L, spec.vocab_size, H)
+    item = np.dtype(config.dtype).itemsize
+    claimed = item * ((1 + buffers) * parameters + len(spec.state_names) * L * B * H) + 8 * B
+    what = f"a {describe(spec)} at batch {B:,} trained with {config.optimizer}"
+    if claimed > members.stored_bytes:
+        raise _bad(members.path, f"its config claims {what} ({_size(claimed)} of arrays), more than the "
+                                 f"{_size(members.stored_bytes)} it holds")
+    ok, note = fits(2 * claimed)
+    if not ok:
+        raise CheckpointError(f"checkpoint {members.path!r} holds {what}; loading it {note}")
+
+
+def _missing(names, spec, config) -> str:
+    named = ", ".join(names[:MAX_NAMED]) + (f" and {len(names) - MAX_NAMED:,} more" if len(names) > MAX_NAMED else "")
+    return f"missing {named} (a {describe(spec)} trained with {config.optimizer})"
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read and validate a checkpoint; every problem is a :class:`CheckpointError` that says what is wrong."""
-    arrays = _read_npz(path)
-    path = str(path)
-    if "format" not in arrays or arrays["format"].shape != () or str(arrays["format"]) != FORMAT:
+    """Read and validate a checkpoint; every problem is a :class:`CheckpointError` that says what is wrong.
+
+    What the file claims is checked before anything of that size is allocated: each member's header
+    against its stored size, the config's model against the arrays present and this machine's memory
+    (:func:`fastrnn.limits.fits`), each array's header against the config. Only the members a
+    checkpoint of its version holds are read; any other member is never decompressed.
+    """
+    with _open_npz(path) as zf:
+        return _load(_Members(zf, str(path), os.path.getsize(path)))
+
+
+def _load(members: _Members) -> Checkpoint:
+    path = members.path
+    if not _has_marker(members):
         raise _bad(path, "it has no fastrnn format marker")
-    version = arrays.get("format_version")
-    if version is None or version.shape != () or version.dtype.kind not in "iu":
+    if "format_version" not in members:
         raise _bad(path, "it has no format version")
-    version = int(version)
+    header = members.header("format_version")
+    if header.shape != () or header.dtype.kind not in "iu":
+        raise _bad(path, "it has no format version")
+    version = int(members.read("format_version"))
     if version not in READABLE_VERSIONS:
         raise CheckpointError(f"checkpoint {path!r} has format version {version}; this fastrnn "
                               f"({_version()}) reads versions {', '.join(map(str, READABLE_VERSIONS))}")
-    missing = [name for name in REQUIRED + (("pointers",) if version >= 2 else ()) if name not in arrays]
+    missing = [name for name in REQUIRED + (("pointers",) if version >= 2 else ()) if name not in members]
     if missing:
         raise _bad(path, f"missing {', '.join(missing)}")
-    for name in _STRINGS:
-        if arrays[name].shape != () or arrays[name].dtype.kind != "U":
-            raise _bad(path, f"{name} must be a string")
+    strings = {name: _string(members, name) for name in _STRINGS}
     try:
-        config_dict = json.loads(str(arrays["config"]))
-        rng_state = json.loads(str(arrays["rng_state"]))
+        config_dict = json.loads(strings["config"])
+        rng_state = json.loads(strings["rng_state"])
     except json.JSONDecodeError as e:
         raise _bad(path, f"damaged JSON ({e})") from None
     known = {f.name for f in fields(TrainConfig)}
@@ -265,71 +422,87 @@ def load_checkpoint(path) -> Checkpoint:
         known -= set(V1_CONFIG_DEFAULTS)
     if not isinstance(config_dict, dict) or set(config_dict) != known:
         raise _bad(path, "its hyperparameters are incomplete")
+    if isinstance(config_dict.get("optimizer"), str):  # options an older fastrnn recorded though unused: their defaults
+        config_dict.update((name, getattr(TrainConfig, name)) for name in unused_options(config_dict["optimizer"])
+                           if name in config_dict)
     try:
         config = TrainConfig(**config_dict).validate()
         if config.seed is None:
             raise ConfigError("no seed recorded")
     except ConfigError as e:
         raise _bad(path, f"bad hyperparameters ({e})") from None
+    header = members.header("vocab")
+    if len(header.shape) != 1 or header.shape[0] > MAX_VOCAB:
+        raise _bad(path, f"bad vocabulary (shape {header.shape}, expected at most ({MAX_VOCAB},))")
     try:
-        vocab = Vocab(arrays["vocab"], bool(_scalar(arrays, "bytes_mode", path, "b")))
+        vocab = Vocab(members.read("vocab"), bool(_scalar(members, "bytes_mode", "b")))
     except ValueError as e:
         raise _bad(path, f"bad vocabulary ({e})") from None
     dtype = np.dtype(config.dtype)
     spec = config.spec(len(vocab))
+    prefixes = [STATE_PREFIX[s] for s in config.optimizer_settings.state_names]
+    _check_claimed_size(members, spec, config, len(prefixes))
     L, H, B = spec.num_layers, config.hidden_size, config.batch_size
     hidden_shape = (H,) if L == 1 and B == 1 else (B, H) if L == 1 else (L, B, H)
-    prefixes = [STATE_PREFIX[s] for s in config.optimizer_settings.state_names]
     expected = {prefix + name: shape for prefix in ("", *prefixes) for name, shape in spec.param_shapes()}
     expected.update((HIDDEN_NAMES[s], hidden_shape) for s in spec.state_names)
-    missing = [name for name in expected if name not in arrays]
+    missing = [name for name in expected if name not in members]
     if missing:
-        raise _bad(path, f"missing {', '.join(missing)} (a {describe(spec)} trained with {config.optimizer})")
+        raise _bad(path, _missing(missing, spec, config))
     for name, shape in expected.items():
-        a = arrays[name]
-        if a.shape != shape or a.dtype != dtype:
-            raise _bad(path, f"{name} has shape {a.shape} {a.dtype}, expected {shape} {dtype}")
+        header = members.header(name)
+        if header.shape != shape or header.dtype != dtype:
+            raise _bad(path, f"{name} has shape {header.shape} {header.dtype}, expected {shape} {dtype}")
+    if version >= 2:
+        header = members.header("pointers")
+        if header.shape != (B,) or header.dtype.kind not in "iu":
+            raise _bad(path, f"pointers must be {B} stream positions, got shape {header.shape} {header.dtype}")
+    arrays = {}
+    for name in expected:
+        arrays[name] = a = members.read(name)
         if not np.isfinite(a).all():
             raise _bad(path, f"{name} holds NaN or infinite values")
-    smooth_loss = _scalar(arrays, "smooth_loss", path, "f")
+    smooth_loss = _scalar(members, "smooth_loss", "f")
     if not np.isfinite(smooth_loss):
         raise _bad(path, "smooth_loss is not finite")
-    p, n = _scalar(arrays, "p", path, "iu"), _scalar(arrays, "n", path, "iu")
+    p, n = _scalar(members, "p", "iu"), _scalar(members, "n", "iu")
     if p < 0 or n < 0 or p % config.seq_length:
         raise _bad(path, f"bad data pointer p={p} or step n={n}")
-    pointers = arrays.get("pointers") if version >= 2 else None
-    if pointers is not None:
-        if pointers.shape != (B,) or pointers.dtype.kind not in "iu" or int(pointers[0]) != p:
+    pointers = None
+    if version >= 2:
+        pointers = members.read("pointers")
+        if int(pointers[0]) != p:
             raise _bad(path, f"pointers must be {B} stream positions, the first equal to p={p}")
         pointers = pointers.astype(np.int64)
     try:
         np.random.default_rng().bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError) as e:
         raise _bad(path, f"bad random generator state ({e})") from None
-    length, sha = _scalar(arrays, "corpus_length", path, "iu"), str(arrays["corpus_sha256"])
+    length, sha = _scalar(members, "corpus_length", "iu"), strings["corpus_sha256"]
     if len(sha) != 64:
         raise _bad(path, "bad corpus fingerprint")
+    corpus_path = strings["corpus_path"]
+    if len(corpus_path) > MAX_PATH_CHARS:
+        raise _bad(path, f"its corpus_path has {len(corpus_path):,} characters, more than {MAX_PATH_CHARS:,}")
     names = [name for name, _ in spec.param_shapes()]
     params = ModelParams.from_arrays(spec, {name: arrays[name] for name in names}, dtype)
     opt_state = tuple(ModelParams.from_arrays(spec, {name: arrays[prefix + name] for name in names}, dtype)
                       for prefix in prefixes)
     hidden = tuple(np.ascontiguousarray(arrays[HIDDEN_NAMES[s]].reshape(L, B, H)) for s in spec.state_names)
     state = TrainState(params, opt_state, hidden, int(p), int(n), float(smooth_loss), rng_state)
-    return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), str(arrays["corpus_path"]) or None,
-                      pointers, _plan(arrays, path))
+    return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), corpus_path or None, pointers,
+                      _plan(members))
 
 
-def _plan(arrays, path) -> dict | None:
-    """The run's plan (optional member ``plan``, JSON), checked field by field; None when absent."""
+def _plan(members) -> dict | None:
+    """The run's plan (optional string member ``plan``, JSON), checked field by field; None when absent."""
     from .plan import Plan
 
-    if "plan" not in arrays:
+    if "plan" not in members:
         return None
-    a = arrays["plan"]
+    text = _string(members, "plan")
     try:
-        if a.shape != () or a.dtype.kind != "U":
-            raise ValueError("not a string")
-        plan = Plan.from_dict(json.loads(str(a)))
+        plan = Plan.from_dict(json.loads(text))
         ints = ("steps", "log_every", "eval_every", "sample_every", "checkpoint_every", "sample_length")
         for name in ints:
             value = getattr(plan, name)
@@ -341,5 +514,5 @@ def _plan(arrays, path) -> dict | None:
                                       or not value >= 0):
                 raise ValueError(f"{name} {value!r}")
     except (ValueError, TypeError, AttributeError) as e:
-        raise _bad(path, f"bad run plan ({e})") from None
+        raise _bad(members.path, f"bad run plan ({str(e)[:200]})") from None
     return plan.to_dict()

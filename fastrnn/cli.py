@@ -33,8 +33,7 @@ import numpy as np
 
 from ._entry import Terminated, silence_stdout
 from ._files import OutputWriteError
-from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, has_checkpoint_marker, load_checkpoint, save_checkpoint
 from .corpus import EMBEDDED_NAME, CorpusError, decode_utf8, load_corpus, read_bytes
 from .limits import INT64_MAX, SAMPLE_BYTES_PER_CHAR, fits, outputs_bounded, training_bytes
 from .lock import CheckpointBusy, CheckpointChanged, CheckpointLock, SaveGuard
@@ -44,7 +43,7 @@ from .optim import OPTIMIZERS, SCHEDULES
 from .plan import DEFAULT_STEPS, Plan
 from .split_check import HeldOutWatch
 from .trainer import (ENGINE_BLOCK_STEPS, LN2, ConfigError, TrainConfig, Trainer, TrainingDiverged, check_split,
-                      recipe_config)
+                      OPTION_OWNER, recipe_config, unused_options)
 from .vocab import UnknownSymbolsError
 
 EXIT_DIVERGED = 1
@@ -532,6 +531,14 @@ def _check_train_args(args):
         value = getattr(args, name)
         if value is not None and not (0 <= value < 1):
             raise UsageError(f"{_flag(name)} must be in [0, 1), got {value}")
+    if not args.resume:  # a resumed run's flags are checked against the checkpoint's (_resume_config)
+        chosen = {name: getattr(args, name) for name in ("cell", "optimizer") if getattr(args, name) is not None}
+        optimizer = recipe_config(time_budget=args.time_budget, **chosen).optimizer
+        for name in unused_options(optimizer):
+            if getattr(args, name) is not None:
+                whose = "" if args.optimizer else f" (the {_flag('cell')} {args.cell or 'rnn'} default)"
+                raise UsageError(f"{_flag(name)} is {OPTION_OWNER[name]}'s option; --optimizer {optimizer}{whose} "
+                                 f"does not use it")
     if args.clip_norm is not None and args.clip:
         raise UsageError("--clip and --clip-norm exclude each other: clip by value or by norm")
     if args.clip == 0 or args.clip_norm is not None:
@@ -591,9 +598,8 @@ def _not_a_checkpoint(path) -> str | None:
     try:
         if not zipfile.is_zipfile(path):
             return "not an .npz file"
-        with np.load(path, allow_pickle=False) as npz:
-            if "format" in npz.files and str(npz["format"]) == CHECKPOINT_FORMAT:
-                return None
+        if has_checkpoint_marker(path):  # reads the marker's header and its few bytes only
+            return None
         return "an .npz file without fastrnn's format marker"
     except Exception as e:  # unreadable in any way: not something we know to be ours
         return f"unreadable ({e})"
@@ -621,10 +627,17 @@ def _check_memory(plan: Plan, corpus, config: TrainConfig, report_warning):
     unit = "bytes" if corpus.vocab.bytes_mode else "characters"
     check_split(len(corpus), config, unit)  # its errors first: a --seq-length longer than the text
     H, T, B = config.hidden_size, config.seq_length, config.batch_size
-    model, sequences = training_bytes(len(corpus.vocab), H, T, B, config.threads or os.cpu_count() or 1,
-                                      config.dtype, cell=config.cell, num_layers=config.num_layers,
-                                      optimizer_buffers=len(config.optimizer_settings.state_names))
-    if model >= sequences:
+    threads = config.threads or os.cpu_count() or 1
+
+    def need(threads):
+        return training_bytes(len(corpus.vocab), H, T, B, threads, config.dtype, cell=config.cell,
+                              num_layers=config.num_layers,
+                              optimizer_buffers=len(config.optimizer_settings.state_names))
+
+    (model, sequences), (one_thread_model, _) = need(threads), need(1)
+    if model - one_thread_model >= max(one_thread_model, sequences):  # the threads' own workspaces dominate
+        flag, fix = f"--threads {threads:,}", "fewer --threads"
+    elif model >= sequences:
         flag, fix = f"--hidden-size {H:,}", "a smaller --hidden-size"
     else:
         flag = f"--seq-length {T:,}" + (f" with --batch-size {B:,}" if B > 1 else "")

@@ -66,6 +66,19 @@ def gib(n) -> str:
     return f"{n / 2 ** 30:,.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:,.0f} MiB"
 
 
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}  # gate blocks of each cell's weights (fastrnn.model's, without importing it)
+
+
+def parameter_count(cell, num_layers, vocab_size, hidden_size) -> int:
+    """Parameters of a ``num_layers`` stack of ``cell`` with its output head, in O(1) (Python ints: no overflow).
+
+    Equal to :attr:`fastrnn.model.ModelSpec.size`, without listing the arrays, so that a claimed
+    size (a checkpoint's config) can be checked before anything of that size exists.
+    """
+    G, L, V, H = GATES[cell], int(num_layers), int(vocab_size), int(hidden_size)
+    return G * H * (V + H + 1) + (L - 1) * G * H * (2 * H + 1) + V * H + V + (L * H if cell == "gru" else 0)
+
+
 def training_bytes(vocab_size, hidden_size, seq_length, batch_size=1, threads=1, dtype=np.float64,
                    block_steps=256, cell="rnn", num_layers=1, optimizer_buffers=1) -> tuple[int, int]:
     """Rough bytes a training run allocates: ``(model, sequences)``.
@@ -86,8 +99,8 @@ def training_bytes(vocab_size, hidden_size, seq_length, batch_size=1, threads=1,
         model = item * (3 * P + H * H + V * H + chunks * (P + 2 * V * H) + (2 * V * H + H * H if B > 1 else 0)) + 8 * P
         sequences = item * ((T + 1) * B * H + T * B * V + T * B * H + B * H) + windows
         return model, sequences
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
-    P = G * H * (V + H + 1) + (L - 1) * G * H * (2 * H + 1) + V * H + V + (L * H if cell == "gru" else 0)
+    G = GATES[cell]
+    P = parameter_count(cell, L, V, H)
     model = item * ((3 + optimizer_buffers) * P + 2 * V * G * H + L * G * H * H) + 8 * P  # + each Whh transposed
     threads = max(int(threads or 1), 1)
     if threads > 1:  # a step split by units: each Whh packed by part, and the parts' shares of a weight gradient

@@ -39,7 +39,7 @@ import math
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -229,6 +229,10 @@ class TrainConfig:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive number, got {value!r}")
         if self.clip is not None and self.clip_norm is not None:
             raise ConfigError("clip by value (clip) and by norm (clip-norm) exclude each other; set one")
+        for name in unused_options(self.optimizer):
+            if getattr(self, name) != _DEFAULTS[name]:
+                raise ConfigError(f"{name} is {OPTION_OWNER[name]}'s option; optimizer {self.optimizer} does not use "
+                                  f"it (leave it at {_DEFAULTS[name]})")
         try:
             self.optimizer_settings
         except ValueError as e:
@@ -257,6 +261,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+OPTION_OWNER = {"alpha": "rmsprop", "beta1": "adam", "beta2": "adam"}  # options only one optimizer uses
+
+
+def unused_options(optimizer) -> tuple:
+    """The optimizer options (alpha, beta1, beta2) that ``optimizer`` does not use; each must keep its default."""
+    return tuple(name for name, owner in OPTION_OWNER.items() if owner != optimizer)
 
 
 # What `fastrnn train --model lstm|gru` trains when no other flag says otherwise: the recipe for the best

@@ -162,7 +162,7 @@ def _warm(dtype):
     V, H, T = 3, 2, 2
     p = tiny_params(V, H, seed=0, dtype=dtype)
     ids = np.array([0, 2], np.int64)
-    h = np.zeros(H)
+    h = np.zeros(H, dtype)
     fastrnn.loss_and_grads(p, ids, ids, h)
     fastrnn.loss_and_grads(p, ids, ids, h, clip=None)
     fastrnn.sequence_loss(p, ids, ids, h)

@@ -7,6 +7,8 @@ it must reject the same calls.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -318,3 +320,89 @@ def test_init_params_bad_sizes(args):
 def test_init_params_bad_dtype():
     with pytest.raises(ValueError, match=r"dtype"):
         fastrnn.init_params(V, H, dtype=np.int32)
+
+
+# --- every cell alike: the state's dtype, clip ---------------------------------------------
+
+def _model(cell, num_layers=2, dtype=np.float64):
+    from fastrnn.model import init_model
+    return init_model(fastrnn.ModelSpec(cell, num_layers, V, H), seed=0, dtype=dtype)
+
+
+def _zero_state(params, dtype):
+    L = params.spec.num_layers
+    state = tuple(np.zeros((L, 1, H), dtype) for _ in params.spec.state_names)
+    return state if len(state) == 2 else state[0]
+
+
+@pytest.mark.parametrize("cell, num_layers", [("rnn", 1), ("rnn", 2), ("lstm", 1), ("gru", 2)])
+@pytest.mark.parametrize("dtype, other", [(np.float64, np.float32), (np.float32, np.float64)], ids=["64-32", "32-64"])
+def test_loss_and_grads_refuses_a_state_of_the_other_dtype(cell, num_layers, dtype, other):
+    params = _model(cell, num_layers, dtype)
+    ids = IDS.reshape(1, -1)
+    with pytest.raises(ValueError, match=f"state must have the parameters' dtype {np.dtype(dtype)}, got {np.dtype(other)}"):
+        fastrnn.loss_and_grads(params, ids, ids, _zero_state(params, other))
+    fastrnn.loss_and_grads(params, ids, ids, _zero_state(params, dtype))  # its own dtype: taken
+    if cell == "rnn" and num_layers == 1:  # the seed's (H,) hprev too
+        with pytest.raises(ValueError, match="parameters' dtype"):
+            fastrnn.loss_and_grads(params.as_seed(), IDS, IDS, np.zeros(H, other))
+
+
+@pytest.mark.parametrize("cell, num_layers", [("rnn", 1), ("rnn", 2), ("lstm", 1), ("gru", 1)])
+@pytest.mark.parametrize("clip", [0, 0.0, -1.0, float("nan"), float("inf")])
+def test_clip_zero_is_refused_for_every_cell(cell, num_layers, clip):
+    """From Python, no clipping is ``clip=None`` (as TrainConfig takes it); 0 is refused alike for every cell."""
+    with pytest.raises(ValueError, match="clip must be a positive finite number"):
+        fastrnn.loss_and_grads(_model(cell, num_layers), IDS, IDS, clip=clip)
+    with pytest.raises(fastrnn.ConfigError, match="clip must be a positive number"):
+        fastrnn.TrainConfig(cell=cell, num_layers=num_layers, clip=clip).validate()
+
+
+# --- from_torch: every inconsistency of a state_dict named -----------------------------------
+
+def _state_dict(cell, num_layers=2):
+    return fastrnn.to_torch(_model(cell, num_layers))
+
+
+def _edited(state_dict, **changes):
+    out = dict(state_dict)
+    for key, value in changes.items():
+        key = key.replace("__", ".")
+        if value is None:
+            del out[key]
+        else:
+            out[key] = value
+    return out
+
+
+G = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("edit, message", [
+    (lambda sd, g: _edited(sd, rnn__weight_ih_l1=None), r"missing rnn\.weight_ih_l1 \({gh}, 5\) for a 2-layer"),
+    (lambda sd, g: _edited(sd, rnn__bias_hh_l0=None), r"missing rnn\.bias_hh_l0 \({gh},\)"),
+    (lambda sd, g: _edited(sd, decoder__bias=None), r"missing decoder\.bias \(7,\)"),
+    (lambda sd, g: _edited(sd, decoder__weight=None), r"missing decoder\.weight"),
+    (lambda sd, g: _edited(sd, rnn__weight_hh_l2=np.zeros((g * H, H))), r"missing rnn\.weight_ih_l2 .* 3-layer"),
+    (lambda sd, g: _edited(sd, rnn__bias_ih_l0=np.zeros(1)), r"rnn\.bias_ih_l0 has shape \(1,\); .* has \({gh},\)"),
+    (lambda sd, g: _edited(sd, rnn__weight_hh_l1=np.zeros((g * H, H + 1))), r"rnn\.weight_hh_l1 has shape"),
+    (lambda sd, g: _edited(sd, rnn__weight_ih_l0=np.zeros(g * H * V)), r"rnn\.weight_ih_l0 has shape \({n},\)"),
+    (lambda sd, g: _edited(sd, decoder__weight=np.zeros(V * H)), r"decoder\.weight must have shape \(vocab, hidden\), got \(35,\)"),
+    (lambda sd, g: _edited(sd, decoder__bias=np.zeros((V, 1))), r"decoder\.bias has shape \(7, 1\)"),
+    (lambda sd, g: _edited(sd, **{"embedding.weight": np.zeros((V, H))}), r"has keys .* does not: embedding\.weight"),
+    (lambda sd, g: _edited(sd, **{"rnn.weight_ih_l0_reverse": np.zeros((g * H, V))}), r"does not: rnn\.weight_ih_l0_reverse"),
+    (lambda sd, g: _edited(sd, rnn__bias_ih_l1=np.zeros(g * H, np.int64)), r"rnn\.bias_ih_l1 must be a float"),
+    (lambda sd, g: {}, r"missing decoder\.weight"),
+    (lambda sd, g: {"decoder.weight": sd["decoder.weight"]}, r"no rnn\.weight_ih_l0"),
+], ids=lambda x: "" if callable(x) else re.sub(r"\W+", "_", x.replace("\\", ""))[:48])
+def test_from_torch_names_each_inconsistency(cell, edit, message):
+    g = G[cell]
+    with pytest.raises(ValueError, match=message.format(gh=g * H, n=g * H * V)):
+        fastrnn.from_torch(edit(_state_dict(cell), g), cell)
+
+
+@pytest.mark.parametrize("not_a_mapping", [None, [("decoder.weight", np.zeros((V, H)))], np.zeros(3)])
+def test_from_torch_of_a_non_mapping_is_a_type_error(not_a_mapping):
+    with pytest.raises(TypeError, match="state_dict must be a mapping"):
+        fastrnn.from_torch(not_a_mapping, "lstm")
