@@ -33,7 +33,7 @@ import numpy as np
 from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
 from ._aligned import aligned_zeros
 from ._threads import blas_threads
-from ._validate import check_count, check_ids, check_params, check_top, inverse_temperature
+from ._validate import check_count, check_ids, check_params, check_positive, check_top, inverse_temperature
 from .model import ModelParams, ModelSpec
 from .params import Params, SeedGrads
 
