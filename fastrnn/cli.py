@@ -1306,8 +1306,7 @@ class _Quiet:
     def lost_output(self, error: OSError):
         """Standard output failed: keep the error, stop writing there, and ask the trainer to stop."""
         self.output_error = error
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        silence_stdout()
         self.trainer.request_stop(signal.SIGPIPE)
 
     def output_problem(self) -> str:

@@ -486,7 +486,8 @@ def loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=Non
     (or the seed's :class:`~fastrnn.Params`). inputs, targets: (T,) or (B, T)
     ids. ``state``: None (zeros) or PyTorch's layout, ``h`` (L, B, H) for
     rnn/gru, a pair ``(h, c)`` for lstm; a (T,) call also takes (L, H), and
-    (H,) for a 1-layer model; a float state must have the parameters' dtype (else ValueError). Returns ``(loss, grads, state_last)``: the
+    (H,) for a 1-layer model; a state of another float dtype is taken as a copy in the parameters' dtype
+    (as the seed's ``hprev`` functions take it). Returns ``(loss, grads, state_last)``: the
     cross-entropy summed over the B * T characters divided by B (B = 1: the
     seed's sum), gradients of the same type as ``params``, and the last state
     in the layout given (PyTorch's when None).
@@ -501,23 +502,14 @@ def loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=Non
     seed_in = not isinstance(params, ModelParams)  # the seed's Params (or its tuple / dict forms)
     if seed_in or params.spec.is_seed:
         seed_params = check_params(params) if seed_in else params.as_seed()
-        _check_state_dtype(state, seed_params.dtype)
         loss, g, state_last = _seed_loss_and_grads(seed_params, inputs, targets, state, clip, workspace)
         return loss, (SeedGrads(*g) if seed_in else ModelParams.from_seed(SeedGrads(*g))), state_last
     model = _check_model(params)
     spec, dtype = model.spec, model.dtype
-    _check_state_dtype(state, dtype)
     ids, tgt, single = _check_batch_ids(inputs, targets, spec.vocab_size)
     st = check_state(state, spec, ids.shape[0], dtype, single)
     loss, grads, state_last = stack_loss_and_grads(model, ids, tgt, st, clip, workspace)
     return loss, grads, _state_like(state_last, state, spec, single)
-
-
-def _check_state_dtype(state, dtype):
-    """A ValueError for a float state array of a dtype other than the parameters' (lists and ints are taken)."""
-    for s in (state if isinstance(state, (tuple, list)) else (state,)):
-        if isinstance(s, np.ndarray) and s.dtype.kind == "f" and s.dtype != dtype:
-            raise ValueError(f"the state must have the parameters' dtype {np.dtype(dtype)}, got {s.dtype}")
 
 
 def _seed_loss_and_grads(params, inputs, targets, state, clip, workspace):

@@ -337,15 +337,19 @@ def _zero_state(params, dtype):
 
 @pytest.mark.parametrize("cell, num_layers", [("rnn", 1), ("rnn", 2), ("lstm", 1), ("gru", 2)])
 @pytest.mark.parametrize("dtype, other", [(np.float64, np.float32), (np.float32, np.float64)], ids=["64-32", "32-64"])
-def test_loss_and_grads_refuses_a_state_of_the_other_dtype(cell, num_layers, dtype, other):
+def test_loss_and_grads_takes_a_state_of_the_other_dtype_as_a_copy_in_its_own(cell, num_layers, dtype, other):
+    """A float64 ``np.zeros`` state with float32 parameters (or the reverse) is converted, as the seed's
+    ``hprev`` functions convert it: the same results as the state in the parameters' dtype, nothing promoted."""
     params = _model(cell, num_layers, dtype)
     ids = IDS.reshape(1, -1)
-    with pytest.raises(ValueError, match=f"state must have the parameters' dtype {np.dtype(dtype)}, got {np.dtype(other)}"):
-        fastrnn.loss_and_grads(params, ids, ids, _zero_state(params, other))
-    fastrnn.loss_and_grads(params, ids, ids, _zero_state(params, dtype))  # its own dtype: taken
+    loss, grads, last = fastrnn.loss_and_grads(params, ids, ids, _zero_state(params, other))
+    loss0, grads0, last0 = fastrnn.loss_and_grads(params, ids, ids, _zero_state(params, dtype))
+    assert loss == loss0 and np.array_equal(grads.flat, grads0.flat)
+    for a, b in zip(last if isinstance(last, tuple) else (last,), last0 if isinstance(last0, tuple) else (last0,)):
+        assert a.dtype == np.dtype(dtype) and np.array_equal(a, b)
     if cell == "rnn" and num_layers == 1:  # the seed's (H,) hprev too
-        with pytest.raises(ValueError, match="parameters' dtype"):
-            fastrnn.loss_and_grads(params.as_seed(), IDS, IDS, np.zeros(H, other))
+        _, _, h = fastrnn.loss_and_grads(params.as_seed(), IDS, IDS, np.zeros(H, other))
+        assert h.dtype == np.dtype(dtype)
 
 
 @pytest.mark.parametrize("cell, num_layers", [("rnn", 1), ("rnn", 2), ("lstm", 1), ("gru", 1)])

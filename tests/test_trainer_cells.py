@@ -158,7 +158,7 @@ def test_cli_trains_resumes_samples_and_evaluates_a_stacked_lstm(tmp_path, corpu
     full, half = npz_arrays(tmp_path / "full.npz"), npz_arrays(tmp_path / "half.npz")
     assert set(full) == set(half) and "exp_avg_sq.Whh_l1" in full and "cprev" in full
     for name in full:
-        if name not in ("corpus_path",):
+        if name not in ("corpus_path", "plan"):  # the plan records wall time and each run's own cadences
             np.testing.assert_array_equal(full[name], half[name], err_msg=name)
     r = run_cli("sample", "full.npz", "--seed", 0, "--length", 25, "--prime", "York", cwd=tmp_path)
     assert r.returncode == 0 and len(r.stdout) == len("York") + 25 + 1, r.stderr
