@@ -95,6 +95,17 @@ def test_every_bar_not_measured_on_an_empty_run(tmp_path):
     assert tables.cells_section(run) == []
 
 
+def test_microkernel_rows_leave_the_report_as_it_was(tmp_path):
+    """The ``microkernel`` group's rows (GFLOP/s of products, no hidden size or chars) are skipped, not a crash."""
+    product = _bench(1e-3, group="microkernel", kind="microkernel", implementation="microkernel", dtype="float32",
+                     threads=1, flops_per_call=1e8, model="lstm-512-b32", direction="forward")
+    (tmp_path / "alone").mkdir()
+    alone = runs.load(_write(tmp_path / "alone", [_step_row("reference", 100, 6e-3)]))
+    beside = runs.load(_write(tmp_path, [_step_row("reference", 100, 6e-3), product]))
+    assert beside.rows == alone.rows
+    assert tables.render(beside) == tables.render(alone)
+
+
 def test_cli_writes_the_report_and_prints_each_bar(tmp_path, capsys):
     path = _write(tmp_path, [_step_row("reference", 100, 6e-3), _step_row("numba-api", 100, 1e-3)])
     assert cli.main([str(path), "--out-dir", str(tmp_path / "out"), "--no-plot", "--no-readme"]) == 0

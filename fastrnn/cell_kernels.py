@@ -28,6 +28,7 @@ from numba import prange
 
 from . import gate_math
 from ._numba import fast, fast_inline, parallel
+from .microkernel import matmul_packed
 
 
 @fast_inline
@@ -162,14 +163,16 @@ def rnn_backward(dgates, dh, dhs, hs, Whh):
 # --- LSTM: [i, f, g, o]; c' = f c + i g; h' = o tanh(c') -----------------------
 
 @fast
-def lstm_forward(hs, cs, gates, tmp, Whh):
+def lstm_forward(hs, cs, gates, tmp, Whh_panels):
     """hs, cs ((T+1) * B, H): h_0, c_0 in rows 0..B-1 on entry. gates (T * B, 4H): x_proj on entry,
-    the activations [i, f, g, o] after. tmp (B, 4H): workspace. Whh (4H, H)."""
+    the activations [i, f, g, o] after. tmp (B, 4H): workspace. Whh_panels: Whh (4H, H)'s transpose packed
+    for the micro-kernel (:func:`fastrnn.microkernel.pack_panels_of_transpose`), so each step's
+    ``h @ Whh.T`` is :func:`fastrnn.microkernel.matmul_packed` (k summed in a fixed order)."""
     B = tmp.shape[0]
     H = hs.shape[1]
     T = gates.shape[0] // B
     for t in range(T):
-        np.dot(hs[t * B:(t + 1) * B], Whh.T, tmp)
+        matmul_packed(hs[t * B:(t + 1) * B], Whh_panels, 4 * H, tmp, False)
         for b in range(B):
             r = t * B + b
             gi, gf, gg, go = _blocks4(gates[r], H)

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
+from . import batch_kernels, cell_kernels, kernels, microkernel, optim, stack_kernels
 from ._aligned import aligned_zeros
 from ._threads import blas_threads
 from ._validate import check_count, check_ids, check_params, check_positive, check_top, inverse_temperature
@@ -47,7 +47,8 @@ class StackWorkspace:
 
     Per layer: hs ((T+1) * B, H) (and cs for an LSTM), gates and dgx (T * B, G*H),
     dhs (T * B, H) (dL/d(outputs)), tmp (B, G*H), dh, dc (B, H), WhhT (H, G*H), and for dropout xd (the
-    outputs as the layer above reads them) and mask (T * B, H); a GRU also hn
+    outputs as the layer above reads them) and mask (T * B, H); an LSTM on one part also Whh_panels
+    (Whh.T packed for :mod:`fastrnn.microkernel`, rewritten by each forward pass); a GRU also hn
     (T * B, H), dgh (T * B, 3H) and tmp_h (B, H). Shared: probs (T * B, V),
     WxhT / dWxhT (V, G*H) and the step's ids (B, T).
 
@@ -77,6 +78,8 @@ class StackWorkspace:
                      xd=z(T * B, H), mask=z(T * B, H))
             if spec.cell == "lstm":
                 a["cs"] = z((T + 1) * B, H)
+                if self.parts == 1:  # Whh.T's panels for the micro-kernel, packed by each forward pass
+                    a["Whh_panels"] = microkernel.empty_panels(H, G * H, dtype)
             if spec.cell == "gru":
                 a.update(hn=z(T * B, H), dgh=z(T * B, G * H), tmp_h=z(B, H))
             else:
@@ -245,15 +248,19 @@ def _outputs(ws, layer, B, dropout):
 
 # --- forward and backward of the stack (arrays already validated) -------------------
 
-def _recurrence_forward(cell, ws, a, Whh, bhn=None):
+def _recurrence_forward(cell, ws, a, Whh, bhn=None, weights_packed=False):
     """One layer's recurrence over the workspace's T steps, its input projection already in a["gates"].
 
-    With ``ws.parts`` > 1 this and every ``*_parts`` kernel expect BLAS at one thread (the caller's)."""
+    One layer of an LSTM on one part packs Whh.T into a["Whh_panels"] first (once for the T steps), unless
+    ``weights_packed`` says the panels already hold this Whh. With ``ws.parts`` > 1 this and every
+    ``*_parts`` kernel expect BLAS at one thread (the caller's)."""
     if ws.parts == 1:
         if cell == "rnn":
             cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], Whh)
         elif cell == "lstm":
-            cell_kernels.lstm_forward(a["hs"], a["cs"], a["gates"], a["tmp"], Whh)
+            if not weights_packed:
+                microkernel.pack_panels_of_transpose(Whh, a["Whh_panels"])
+            cell_kernels.lstm_forward(a["hs"], a["cs"], a["gates"], a["tmp"], a["Whh_panels"])
         else:
             cell_kernels.gru_forward(a["hs"], a["gates"], a["hn"], a["tmp"], Whh, bhn)
         return
@@ -294,10 +301,12 @@ def _recurrence_backward(cell, ws, a):
                                         a["hn"], a["WhhT"], bounds)
 
 
-def _forward(params, ws, inputs, targets, state, dropout=None):
+def _forward(params, ws, inputs, targets, state, dropout=None, weights_packed=False):
     """Forward pass of B streams; returns the summed loss (float64). state: tuple of (L, B, H), read.
 
-    ``dropout``: None, or a :class:`Dropout` for these B streams (training)."""
+    ``dropout``: None, or a :class:`Dropout` for these B streams (training). ``weights_packed``: the
+    workspace's packed recurrent weights are already those of ``params`` (a caller repeating the forward
+    pass over unchanged parameters, as sampling does); by default they are packed here."""
     spec = params.spec
     B, T = inputs.shape
     for layer in range(spec.num_layers):
@@ -314,7 +323,7 @@ def _forward(params, ws, inputs, targets, state, dropout=None):
             stack_kernels.project_inputs(a["gates"], _outputs(ws, layer - 1, B, dropout), Wxh, bh)
         if spec.cell == "lstm":
             a["cs"][:B] = state[1][layer]
-        _recurrence_forward(spec.cell, ws, a, Whh, *bhn)
+        _recurrence_forward(spec.cell, ws, a, Whh, *bhn, weights_packed=weights_packed)
         if dropout is not None:
             _apply_dropout(a, dropout, layer, spec, B, T, params.dtype)
     top = _outputs(ws, spec.num_layers - 1, B, dropout)
@@ -667,7 +676,8 @@ def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p
         out = np.empty(min(chunk, n - done), np.int64)
         with blas_threads(1):  # one stream, one character a product: as in sequence_loss
             for t in range(out.size):
-                _forward(params, ws, x, x, state)
+                # Weights packed once a piece: the caller may change params between pieces, not within one.
+                _forward(params, ws, x, x, state, weights_packed=t > 0)
                 _last_state(ws, spec, 1, 1, state)
                 u = rng.random()
                 kernels.output_logits(logits, ws.layers[-1]["hs"][1], params["Why"], params["by"])

@@ -526,6 +526,20 @@ def test_one_blas_thread_equals_two_bit_for_bit(cell, num_layers):
     assert all(np.array_equal(a, b) for a, b in zip(s1, s2))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_an_lstm_streams_state_does_not_depend_on_its_batch(dtype):
+    """One LSTM layer's recurrent products run on the micro-kernel (fastrnn.microkernel), whose k order is
+    fixed: each stream's last state has the same bits in a batch of 7 streams as alone (BLAS, which
+    multiplies a single stream by a matrix-vector kernel, did not guarantee this)."""
+    V7, H7, B7, T7 = 11, 37, 7, 9
+    params = make_model("lstm", 1, "init", seed=17, dtype=dtype, vocab_size=V7, hidden_size=H7)
+    inputs, _, state = make_data(params.spec, B7, seq_length=T7, seed=17, dtype=dtype)
+    _, (h_all, c_all) = engine.logits(params, inputs, state)
+    for b in range(B7):
+        _, (h_one, c_one) = engine.logits(params, inputs[b:b + 1], tuple(s[:, b:b + 1] for s in state))
+        assert np.array_equal(h_one[:, 0], h_all[:, b]) and np.array_equal(c_one[:, 0], c_all[:, b]), b
+
+
 @pytest.mark.parametrize("split", ["streams", "columns"])
 @pytest.mark.parametrize("threads, B", [(2, 3), (3, 5), (4, 2)])  # uneven chunks; more threads than streams
 @pytest.mark.parametrize("cell,num_layers", CELL_LAYERS)

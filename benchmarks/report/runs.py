@@ -19,6 +19,8 @@ MPI_GROUP = "mpi"
 #: ``benchmarks/test_distributed.py``'s two ways of running one point.
 MPI_THREADS, MPI_RANKS = "1 process x 2 threads", "2 MPI ranks x 1 thread"
 
+#: The ``microkernel`` group's kind (``benchmarks/test_microkernel.py``): products, not training steps.
+MICROKERNEL_KIND = "microkernel"
 #: The ``scaling`` group's two kinds of independent work (``benchmarks/test_scaling.py``).
 SCALING_WORK = {
     "elementwise": "vectorised tanh + exp over a private (400, 100) float32 block per chunk",
@@ -196,6 +198,8 @@ def load(path) -> Run:
                 info["median_1t"], info["median_2t"], info["chars_per_call"], info["rounds_each"])
         elif kind == "scaling":
             scaling[(info["implementation"], info["threads"])] = stats["median"]
+        elif kind == MICROKERNEL_KIND:
+            continue  # products in GFLOP/s, not chars/s: benchmarks/test_microkernel.py, not tabulated yet
         elif kind == "gemm":
             gemm[(info["dtype"], info["threads"])] = (
                 info["flops_per_call"] / stats["median"], info["matrix_size"], stats["median"])
