@@ -12,8 +12,12 @@ Ctrl-C: the same cleanup, then exit 143 (from the start of the entry point:
 see :mod:`fastrnn._entry`).
 
 One run per checkpoint: ``train`` holds an OS lock on ``PATH.lock`` beside the
-checkpoint from its start to its end (:mod:`fastrnn.lock`), and never replaces a
-checkpoint file that someone else wrote meanwhile.
+checkpoint, and one on its metrics log's, from its start to its end
+(:mod:`fastrnn.lock`), and never replaces a checkpoint file that someone else
+wrote meanwhile. A standard output that fails under ``train`` (its reader went
+away, a full disk) stops the run at the end of its block of steps; it saves and
+exits 141 (a closed pipe) or 2. The run's plan (:mod:`fastrnn.plan`) is saved in
+its checkpoints and continued by ``--resume``.
 """
 from __future__ import annotations
 
