@@ -399,11 +399,11 @@ def _run(args) -> int:
         _error_line(f"fastrnn {args.command}: {'terminated' if terminated else 'interrupted'}")
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `fastrnn sample ... | head`: the reader has all it wanted
-        _StdoutFailures.silence()
+        silence_stdout()
         return 0
     except OSError as e:  # a full disk, a quota, an I/O error: on standard output or on a file
         if _StdoutFailures.is_stdout(e):
-            _StdoutFailures.silence()
+            silence_stdout()
             _error_line(f"fastrnn {args.command}: error: cannot write to standard output: {e.strerror or e}")
         else:
             _error_line(f"fastrnn {args.command}: error: {_os_error_text(e)}")
@@ -418,7 +418,7 @@ def _os_error_text(e: OSError) -> str:
 
 
 class _StdoutFailures:
-    """Tells write failures on standard output from those on files, and quiets stdout once it has failed.
+    """Tells write failures on standard output from those on files (:func:`silence_stdout` quiets it after).
 
     While :meth:`tagged` is active, ``sys.stdout`` (and its ``buffer``) are proxies that mark an
     ``OSError`` raised by their ``write`` or ``flush`` (the same exception, re-raised, so handlers of
@@ -443,8 +443,6 @@ class _StdoutFailures:
     @classmethod
     def is_stdout(cls, e: BaseException) -> bool:
         return getattr(e, cls.MARK, False)
-
-    silence = staticmethod(silence_stdout)
 
 
 class _MarkingStream:
@@ -1242,17 +1240,12 @@ def _interrupted(trainer, path, report, save, stop, saved=False) -> int:
             save()
         stop.finish()
         print(f"fastrnn train: {how} at step {trainer.n:,}; saved checkpoint {path} "
-              f"(continue with: fastrnn train --resume {path}, which {trainer_plan(trainer).describe_rest(trainer.n)})",
+              f"(continue with: fastrnn train --resume {path}, which {Plan.from_dict(trainer.plan).describe_rest()})",
               file=sys.stderr)
     if why is not None:
         stop.finish()
         print(f"fastrnn train: {how} at step {trainer.n:,}; {why}, not saved", file=sys.stderr)
     return report.output_status() if lost_output else _exit_status(signum)
-
-
-def trainer_plan(trainer) -> Plan:
-    """The plan a checkpoint of ``trainer`` records (set by the loop's save)."""
-    return Plan.from_dict(trainer.plan)
 
 
 # --- progress output -----------------------------------------------------------

@@ -93,8 +93,8 @@ class Plan:
         """Seconds of the time budget that earlier sessions left (None: no budget)."""
         return None if self.time_budget is None else self.time_budget - self.elapsed
 
-    def describe_rest(self, step: int) -> str:
-        """What resuming this plan at ``step`` will do, e.g. "trains on to step 200,000"."""
+    def describe_rest(self) -> str:
+        """What resuming this plan will do, e.g. "trains on to step 200,000"."""
         left = self.remaining_seconds()
         if left is not None:
             return (f"trains for the {max(left, 0):,.0f} s left of its {self.time_budget:g} s budget, "

@@ -83,9 +83,9 @@ def test_auto_eval_cadence_stays_within_a_tenth_of_the_budget():
 def test_plan_updates_only_given_fields_and_describes_the_rest():
     plan = Plan(steps=200_000, sample_every=0, log_every=7)
     assert plan.updated(steps=None, log_every=9) == Plan(steps=200_000, sample_every=0, log_every=9)
-    assert plan.describe_rest(5) == "trains on to step 200,000"
+    assert plan.describe_rest() == "trains on to step 200,000"
     budget = Plan(time_budget=60.0, elapsed=45.0, steps=10**6)
-    assert "15 s left of its 60 s budget" in budget.describe_rest(5)
+    assert "15 s left of its 60 s budget" in budget.describe_rest()
     assert Plan.from_dict(budget.to_dict()) == budget
 
 
