@@ -81,6 +81,7 @@ class FileLock:
             return True
         while True:
             fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            locked = False
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -92,19 +93,34 @@ class FileLock:
                         os.close(fd)
                         return False
                     fcntl.flock(fd, fcntl.LOCK_EX)  # blocks; a signal's KeyboardInterrupt ends the wait
+                locked = True
                 same = os.path.samestat(os.fstat(fd), os.stat(self.lock_file))
+                if same:
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
             except FileNotFoundError:
                 same = False
-            except BaseException:
-                os.close(fd)
+            except BaseException:  # a signal or an error on the way: leave no lock file of ours behind
+                self._abandon(fd, locked)
                 raise
             if not same:  # its holder removed it after we opened it: lock the file now at the path
                 os.close(fd)
                 continue
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
             self.fd = fd
             return True
+
+    def _abandon(self, fd, locked):
+        """Close ``fd``, first removing the file at the path if it is the one ``fd`` holds, or one nobody
+        holds (a file this attempt created before a signal stopped it); never a file another process holds."""
+        try:
+            if not locked:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # OSError when another process holds it
+            if os.path.samestat(os.fstat(fd), os.stat(self.lock_file)):
+                os.unlink(self.lock_file)  # while locked, as in release
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def release(self):
         if self.fd is None:

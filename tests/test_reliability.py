@@ -112,6 +112,42 @@ def test_the_lock_holds_within_one_process_too(tmp_path):
         pass
 
 
+@pytest.mark.parametrize("at", ["the first try", "the write of the pid"])
+def test_a_lock_stopped_by_a_signal_while_it_is_taken_leaves_no_file(tmp_path, monkeypatch, at):
+    import fastrnn.lock as lock
+
+    module, name = (lock.fcntl, "flock") if at == "the first try" else (lock.os, "pwrite")
+    real, calls = getattr(module, name), []
+
+    def interrupted_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # as a signal handler's exception arrives
+        return real(*args)
+    monkeypatch.setattr(module, name, interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        lock.FileLock(tmp_path / "x.lock").acquire()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_stopped_while_waiting_leaves_the_holders_file(tmp_path, monkeypatch):
+    import fastrnn.lock as lock
+
+    with CheckpointLock(tmp_path / "x.npz"):
+        blocking_flock = lock.fcntl.flock
+
+        def interrupted_wait(fd, how):
+            if how == lock.fcntl.LOCK_EX:  # the blocking wait
+                raise KeyboardInterrupt
+            return blocking_flock(fd, how)
+        monkeypatch.setattr(lock.fcntl, "flock", interrupted_wait)
+        with pytest.raises(KeyboardInterrupt):
+            lock.FileLock(lock_path(tmp_path / "x.npz")).acquire(wait=True)
+        monkeypatch.undo()
+        assert lock_path(tmp_path / "x.npz").read_text().strip() == str(os.getpid())  # still the holder's
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_save_never_replaces_a_file_another_program_wrote(tmp_path, corpus_file):
     proc, _ = _start_training(tmp_path, corpus_file, "mine.npz", "--checkpoint-every", "0", "--seed", "1")
     try:
@@ -386,6 +422,7 @@ def _until(condition, proc, timeout=120):
 @pytest.mark.parametrize("moment", ["its cache folder appears", "its id file appears", "a thread is started"])
 def test_prepare_stopped_by_sigterm_exits_143_and_leaves_no_cache_folder(big_text, moment):
     folder = big_text.with_name(big_text.name + ".fastrnn-ids")
+    shutil.rmtree(folder, ignore_errors=True)  # one failure here does not fail the next
     proc = _slow_cli("prepare", big_text.name, cwd=big_text.parent, term_at=3 if moment == "a thread is started" else 0)
     try:
         if moment == "its cache folder appears":  # the first pass has begun
@@ -406,6 +443,7 @@ def test_a_prepare_waits_for_another_of_the_same_corpus_and_survives_its_interru
     from fastrnn.prepared import load_prepared
 
     folder = big_text.with_name(big_text.name + ".fastrnn-ids")
+    shutil.rmtree(folder, ignore_errors=True)
     first = _slow_cli("prepare", big_text.name, cwd=big_text.parent, pause=0.2)  # slow: still at it below
     second = None
     try:
