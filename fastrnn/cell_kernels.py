@@ -6,7 +6,13 @@ computed (``x_proj`` = ``x @ Wxh.T + bh``, (T * B, G * H), by
 per time step a cell does one (B, H) @ (H, G * H) product with ``Whh.T`` and its
 element-wise gate arithmetic. Backward takes dL/dh_t from above (the output
 head or the next layer) and returns the gradient of every pre-activation, from
-which the stack builds the weight gradients with GEMMs over all rows at once.
+which the stack builds the weight gradients with GEMMs over all rows at once;
+its product per time step is (B, G * H) @ Whh (G * H, H).
+
+Both products run on :func:`fastrnn.microkernel.matmul_packed`, over Whh packed
+once per pass into column panels (:func:`pack_forward`, :func:`pack_backward`;
+by part for the ``*_parts`` kernels): the k order of every sum is fixed, so the
+products give the same bits however the units are cut into parts.
 
 Rows are time-major: row ``t * B + b`` is stream b at step t, so the B rows of
 one step are one contiguous (B, .) block. ``hs`` ((T+1) * B, H) holds h_0 (the
@@ -27,7 +33,7 @@ import numpy as np
 from numba import prange
 
 from . import gate_math
-from ._numba import fast, fast_inline, parallel
+from ._numba import exact, fast, fast_inline, parallel
 from .microkernel import matmul_packed
 
 
@@ -134,22 +140,23 @@ def _gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, a, h_prev, up, d
 # --- tanh RNN: h' = tanh(x_proj + Whh h) ---------------------------------------
 
 @fast
-def rnn_forward(hs, gates, tmp, Whh):
+def rnn_forward(hs, gates, tmp, panels):
     """hs ((T+1) * B, H): h_0 in rows 0..B-1 on entry, receives h_{t+1}. gates (T * B, H): x_proj (read).
-    tmp (B, H): workspace. Whh (H, H)."""
+    tmp (B, H): workspace. panels: Whh (H, H) packed by :func:`pack_forward` on one part."""
     B, H = tmp.shape
     T = gates.shape[0] // B
     for t in range(T):
-        np.dot(hs[t * B:(t + 1) * B], Whh.T, tmp)
+        matmul_packed(hs[t * B:(t + 1) * B], panels, H, tmp, False)
         for b in range(B):
             r = t * B + b
             _rnn_row(gates[r], tmp[b], hs[r + B])
 
 
 @fast
-def rnn_backward(dgates, dh, dhs, hs, Whh):
+def rnn_backward(dgates, dh, dhs, hs, panels):
     """dgates (T * B, H) receives dL/d(pre-activation); dhs (T * B, H): dL/dh_{t+1} from above;
-    dh (B, H): workspace, dL/dh_0 on return. hs as left by :func:`rnn_forward`."""
+    dh (B, H): workspace, dL/dh_0 on return. hs as left by :func:`rnn_forward`. panels: Whh packed by
+    :func:`pack_backward` on one part."""
     B, H = dh.shape
     T = dgates.shape[0] // B
     dh[:] = 0
@@ -157,22 +164,21 @@ def rnn_backward(dgates, dh, dhs, hs, Whh):
         for b in range(B):
             r = t * B + b
             _rnn_row_backward(dgates[r], hs[r + B], dhs[r], dh[b])
-        np.dot(dgates[t * B:(t + 1) * B], Whh, dh)
+        matmul_packed(dgates[t * B:(t + 1) * B], panels, H, dh, False)
 
 
 # --- LSTM: [i, f, g, o]; c' = f c + i g; h' = o tanh(c') -----------------------
 
 @fast
-def lstm_forward(hs, cs, gates, tmp, Whh_panels):
+def lstm_forward(hs, cs, gates, tmp, panels):
     """hs, cs ((T+1) * B, H): h_0, c_0 in rows 0..B-1 on entry. gates (T * B, 4H): x_proj on entry,
-    the activations [i, f, g, o] after. tmp (B, 4H): workspace. Whh_panels: Whh (4H, H)'s transpose packed
-    for the micro-kernel (:func:`fastrnn.microkernel.pack_panels_of_transpose`), so each step's
-    ``h @ Whh.T`` is :func:`fastrnn.microkernel.matmul_packed` (k summed in a fixed order)."""
+    the activations [i, f, g, o] after. tmp (B, 4H): workspace. panels: Whh (4H, H) packed by
+    :func:`pack_forward` on one part."""
     B = tmp.shape[0]
     H = hs.shape[1]
     T = gates.shape[0] // B
     for t in range(T):
-        matmul_packed(hs[t * B:(t + 1) * B], Whh_panels, 4 * H, tmp, False)
+        matmul_packed(hs[t * B:(t + 1) * B], panels, 4 * H, tmp, False)
         for b in range(B):
             r = t * B + b
             gi, gf, gg, go = _blocks4(gates[r], H)
@@ -181,10 +187,10 @@ def lstm_forward(hs, cs, gates, tmp, Whh_panels):
 
 
 @fast
-def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, Whh):
+def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, panels):
     """dgates (T * B, 4H) receives dL/d(pre-activations) [i, f, g, o]; dhs (T * B, H): dL/dh_{t+1} from
     above; dh, dc (B, H): workspaces, dL/dh_0 and dL/dc_0 on return. hs, cs, gates as left by
-    :func:`lstm_forward`."""
+    :func:`lstm_forward`. panels: Whh packed by :func:`pack_backward` on one part."""
     B = dh.shape[0]
     H = hs.shape[1]
     T = dgates.shape[0] // B
@@ -196,21 +202,21 @@ def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, Whh):
             gi, gf, gg, go = _blocks4(gates[r], H)
             di, df, dg, do = _blocks4(dgates[r], H)
             _lstm_row_backward(di, df, dg, do, gi, gf, gg, go, cs[r + B], cs[r], dhs[r], dh[b], dc[b])
-        np.dot(dgates[t * B:(t + 1) * B], Whh, dh)
+        matmul_packed(dgates[t * B:(t + 1) * B], panels, H, dh, False)
 
 
 # --- GRU: [r, z, n]; n = tanh(x_n + r (W_hn h + b_hn)); h' = (1 - z) n + z h ----
 
 @fast
-def gru_forward(hs, gates, hn, tmp, Whh, bhn):
+def gru_forward(hs, gates, hn, tmp, panels, bhn):
     """hs ((T+1) * B, H): h_0 in rows 0..B-1 on entry. gates (T * B, 3H): x_proj on entry, the
     activations [r, z, n] after. hn (T * B, H) receives W_hn h + b_hn. tmp (B, 3H): workspace.
-    Whh (3H, H), bhn (H,)."""
+    panels: Whh (3H, H) packed by :func:`pack_forward` on one part; bhn (H,)."""
     B = tmp.shape[0]
     H = hs.shape[1]
     T = gates.shape[0] // B
     for t in range(T):
-        np.dot(hs[t * B:(t + 1) * B], Whh.T, tmp)
+        matmul_packed(hs[t * B:(t + 1) * B], panels, 3 * H, tmp, False)
         for b in range(B):
             r = t * B + b
             gr, gz, gn = _blocks3(gates[r], H)
@@ -219,10 +225,11 @@ def gru_forward(hs, gates, hn, tmp, Whh, bhn):
 
 
 @fast
-def gru_backward(dgx, dgh, dh, tmp, dhs, hs, gates, hn, Whh):
+def gru_backward(dgx, dgh, dh, dhs, hs, gates, hn, panels):
     """dgx (T * B, 3H) receives dL/d(x_proj) [r, z, n]; dgh (T * B, 3H) dL/d(Whh h + [0, 0, b_hn]) (its n
     block is dgx's times r); dhs (T * B, H): dL/dh_{t+1} from above; dh (B, H): workspace, dL/dh_0 on
-    return; tmp (B, H): workspace. hs, gates, hn as left by :func:`gru_forward`."""
+    return. hs, gates, hn as left by :func:`gru_forward`. panels: Whh packed by :func:`pack_backward` on
+    one part."""
     B, H = dh.shape
     T = dgx.shape[0] // B
     dh[:] = 0
@@ -233,21 +240,18 @@ def gru_backward(dgx, dgh, dh, tmp, dhs, hs, gates, hn, Whh):
             dxr, dxz, dxn = _blocks3(dgx[r], H)
             dgr, dgz, dgn = _blocks3(dgh[r], H)
             _gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, hn[r], hs[r], dhs[r], dh[b])
-        np.dot(dgh[t * B:(t + 1) * B], Whh, tmp)
-        for b in range(B):
-            dhb, tb = dh[b], tmp[b]
-            for k in range(H):
-                dhb[k] += tb[k]
+        matmul_packed(dgh[t * B:(t + 1) * B], panels, H, dh, True)  # dh = its direct share + dgh_t @ Whh
 
 
 # --- the same recurrences with the units cut into parts, run at once -----------------------------
 # A part owns the units [lo, hi) of ``bounds`` (P + 1,): their rows of every gate block of Whh (packed
-# together by :func:`pack_parts`, so that each thread reads its own slice of the weights, step after
-# step, from its own cache) and their columns of the state. Per time step each part computes its
-# units' share of the product from the whole previous state, then their gates; the end of the
-# ``prange`` is the barrier before the next step reads the state the parts wrote. Every unit runs the
-# row functions of the whole-layer kernels, compiled without fastmath here (see ``_numba.parallel``):
-# the two agree to rounding.
+# into panels of their own by :func:`pack_forward`, so that each thread reads its own slice of the
+# weights, step after step, from its own cache) and their columns of the state. Per time step each part
+# computes its units' share of the product from the whole previous state, then their gates; the end of
+# the ``prange`` is the barrier before the next step reads the state the parts wrote. Backward, a part
+# computes its units' share of dL/dh from every unit's dL/d(pre-activations) (:func:`pack_backward`'s
+# panels). Every unit runs the row functions of the whole-layer kernels, compiled without fastmath here
+# (see ``_numba.parallel``): the two agree to rounding, and the products, on the micro-kernel, to the bit.
 
 @fast
 def unit_bounds(H, parts):
@@ -262,24 +266,61 @@ def unit_bounds(H, parts):
     return bounds
 
 
-@fast
-def pack_parts(Wp, Whh, bounds):
-    """Wp (G*H, H) = Whh (G*H, H)'s rows regrouped by part: part p's G*n rows start at G*lo, gate block g
-    of its units [lo, hi) at G*lo + g*n (n = hi - lo)."""
+def panel_bounds(bounds, columns_per_unit, columns):
+    """(P + 1,) int64: part p's panels are ``[out[p], out[p + 1])``, ceil(columns_per_unit * n_p / columns)
+    of them (n_p its units; at least one). ``columns_per_unit``: G forward, 1 backward; ``columns``: NR."""
+    counts = [max(1, -(-columns_per_unit * int(hi - lo) // columns)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return np.cumsum([0] + counts).astype(np.int64)
+
+
+@exact
+def pack_forward(panels, Whh, bounds, first_panel):
+    """panels (P, H, NR): part p's panels (from ``first_panel`` (parts + 1,)) hold the transpose of Whh's rows
+    of its units [lo, hi) in every gate block, (H, G * n) with column ``g * n + j`` = row ``g * H + lo + j``,
+    zero past G * n. One part (bounds [0, H]): the panels of Whh.T. Whh (G*H, H)."""
     H = Whh.shape[1]
     G = Whh.shape[0] // H
+    NR = panels.shape[2]
     for p in range(bounds.shape[0] - 1):
         lo, hi = bounds[p], bounds[p + 1]
         n = hi - lo
-        for g in range(G):
-            for j in range(n):
-                Wp[G * lo + g * n + j] = Whh[g * H + lo + j]
+        for q in range(first_panel[p], first_panel[p + 1]):
+            panel = panels[q]
+            for jj in range(NR):
+                c = (q - first_panel[p]) * NR + jj
+                if c < G * n:
+                    src = Whh[(c // n) * H + lo + c % n]
+                    for k in range(H):
+                        panel[k, jj] = src[k]
+                else:
+                    for k in range(H):
+                        panel[k, jj] = 0
+
+
+@exact
+def pack_backward(panels, Whh, bounds, first_panel):
+    """panels (P, G*H, NR): part p's panels (from ``first_panel``) hold Whh[:, lo:hi] (G*H, n), zero past n.
+    One part: the panels of Whh. Whh (G*H, H)."""
+    GH = Whh.shape[0]
+    NR = panels.shape[2]
+    for p in range(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        for q in range(first_panel[p], first_panel[p + 1]):
+            j0 = lo + (q - first_panel[p]) * NR
+            m = max(0, min(NR, hi - j0))
+            panel = panels[q]
+            for k in range(GH):
+                row, src = panel[k], Whh[k]
+                for j in range(m):
+                    row[j] = src[j0 + j]
+                for j in range(m, NR):
+                    row[j] = 0
 
 
 @parallel
-def rnn_forward_parts(hs, gates, tmp, Whh, bounds):
+def rnn_forward_parts(hs, gates, tmp, panels, bounds, first_panel):
     """:func:`rnn_forward` over the parts of ``bounds``; tmp (B, H): part p's product in its flat slice
-    [B lo, B hi). Whh (H, H) (one gate block: already grouped by part)."""
+    [B lo, B hi). panels, first_panel: Whh packed by :func:`pack_forward`."""
     B, H = tmp.shape
     T = gates.shape[0] // B
     flat = tmp.reshape(tmp.size)
@@ -288,16 +329,16 @@ def rnn_forward_parts(hs, gates, tmp, Whh, bounds):
         for p in prange(bounds.shape[0] - 1):
             lo, hi = bounds[p], bounds[p + 1]
             u = flat[B * lo:B * hi].reshape((B, hi - lo))
-            np.dot(h, Whh[lo:hi].T, u)
+            matmul_packed(h, panels[first_panel[p]:first_panel[p + 1]], hi - lo, u, False)
             for b in range(B):
                 r = t * B + b
                 _rnn_row(gates[r][lo:hi], u[b], hs[r + B][lo:hi])
 
 
 @parallel
-def rnn_backward_parts(dgates, dh, tmp, dhs, hs, WhhT, bounds):
+def rnn_backward_parts(dgates, dh, tmp, dhs, hs, panels, bounds, first_panel):
     """:func:`rnn_backward` over the parts of ``bounds``; tmp (B, H): workspace (part p's carried dL/dh in
-    its flat slice [B lo, B hi)); WhhT (H, H) = Whh.T."""
+    its flat slice [B lo, B hi)). panels, first_panel: Whh packed by :func:`pack_backward`."""
     B, H = dh.shape
     T = dgates.shape[0] // B
     flat = tmp.reshape(tmp.size)
@@ -307,22 +348,23 @@ def rnn_backward_parts(dgates, dh, tmp, dhs, hs, WhhT, bounds):
             lo, hi = bounds[p], bounds[p + 1]
             carry = flat[B * lo:B * hi].reshape((B, hi - lo))
             if t < T - 1:
-                np.dot(dgates[(t + 1) * B:(t + 2) * B], WhhT[lo:hi].T, carry)
+                matmul_packed(dgates[(t + 1) * B:(t + 2) * B], panels[first_panel[p]:first_panel[p + 1]], hi - lo,
+                              carry, False)
             for b in range(B):
                 r = t * B + b
                 _rnn_row_backward(dgates[r][lo:hi], hs[r + B][lo:hi], dhs[r][lo:hi], carry[b])
     for p in prange(bounds.shape[0] - 1):
         lo, hi = bounds[p], bounds[p + 1]
         carry = flat[B * lo:B * hi].reshape((B, hi - lo))
-        np.dot(dgates[:B], WhhT[lo:hi].T, carry)
+        matmul_packed(dgates[:B], panels[first_panel[p]:first_panel[p + 1]], hi - lo, carry, False)
         for b in range(B):
             dh[b, lo:hi] = carry[b]
 
 
 @parallel
-def lstm_forward_parts(hs, cs, gates, tmp, Wp, bounds):
-    """:func:`lstm_forward` over the parts of ``bounds``. Wp (4H, H): Whh packed by :func:`pack_parts`;
-    tmp (B, 4H): part p's product in its flat slice [4B lo, 4B hi)."""
+def lstm_forward_parts(hs, cs, gates, tmp, panels, bounds, first_panel):
+    """:func:`lstm_forward` over the parts of ``bounds``; tmp (B, 4H): part p's product in its flat slice
+    [4B lo, 4B hi). panels, first_panel: Whh (4H, H) packed by :func:`pack_forward`."""
     B = tmp.shape[0]
     H = hs.shape[1]
     T = gates.shape[0] // B
@@ -333,7 +375,7 @@ def lstm_forward_parts(hs, cs, gates, tmp, Wp, bounds):
             lo, hi = bounds[p], bounds[p + 1]
             n = hi - lo
             u = flat[4 * B * lo:4 * B * hi].reshape((B, 4 * n))
-            np.dot(h, Wp[4 * lo:4 * hi].T, u)
+            matmul_packed(h, panels[first_panel[p]:first_panel[p + 1]], 4 * n, u, False)
             for b in range(B):
                 r = t * B + b
                 gi, gf, gg, go = _blocks4(gates[r], H)
@@ -343,9 +385,9 @@ def lstm_forward_parts(hs, cs, gates, tmp, Wp, bounds):
 
 
 @parallel
-def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, WhhT, bounds):
+def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, panels, bounds, first_panel):
     """:func:`lstm_backward` over the parts of ``bounds``; tmp (B, 4H): workspace (part p's carried dL/dh
-    in its flat slice [B lo, B hi)); WhhT (H, 4H) = Whh.T."""
+    in its flat slice [B lo, B hi)). panels, first_panel: Whh packed by :func:`pack_backward`."""
     B, H = dh.shape
     T = dgates.shape[0] // B
     flat = tmp.reshape(tmp.size)
@@ -356,7 +398,8 @@ def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, WhhT, bounds):
             lo, hi = bounds[p], bounds[p + 1]
             carry = flat[B * lo:B * hi].reshape((B, hi - lo))
             if t < T - 1:
-                np.dot(dgates[(t + 1) * B:(t + 2) * B], WhhT[lo:hi].T, carry)
+                matmul_packed(dgates[(t + 1) * B:(t + 2) * B], panels[first_panel[p]:first_panel[p + 1]], hi - lo,
+                              carry, False)
             for b in range(B):
                 r = t * B + b
                 gi, gf, gg, go = _blocks4(gates[r], H)
@@ -367,15 +410,15 @@ def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, WhhT, bounds):
     for p in prange(bounds.shape[0] - 1):
         lo, hi = bounds[p], bounds[p + 1]
         carry = flat[B * lo:B * hi].reshape((B, hi - lo))
-        np.dot(dgates[:B], WhhT[lo:hi].T, carry)
+        matmul_packed(dgates[:B], panels[first_panel[p]:first_panel[p + 1]], hi - lo, carry, False)
         for b in range(B):
             dh[b, lo:hi] = carry[b]
 
 
 @parallel
-def gru_forward_parts(hs, gates, hn, tmp, Wp, bhn, bounds):
-    """:func:`gru_forward` over the parts of ``bounds``. Wp (3H, H): Whh packed by :func:`pack_parts`;
-    tmp (B, 3H): part p's product in its flat slice [3B lo, 3B hi)."""
+def gru_forward_parts(hs, gates, hn, tmp, panels, bhn, bounds, first_panel):
+    """:func:`gru_forward` over the parts of ``bounds``; tmp (B, 3H): part p's product in its flat slice
+    [3B lo, 3B hi). panels, first_panel: Whh (3H, H) packed by :func:`pack_forward`."""
     B = tmp.shape[0]
     H = hs.shape[1]
     T = gates.shape[0] // B
@@ -386,7 +429,7 @@ def gru_forward_parts(hs, gates, hn, tmp, Wp, bhn, bounds):
             lo, hi = bounds[p], bounds[p + 1]
             n = hi - lo
             u = flat[3 * B * lo:3 * B * hi].reshape((B, 3 * n))
-            np.dot(h, Wp[3 * lo:3 * hi].T, u)
+            matmul_packed(h, panels[first_panel[p]:first_panel[p + 1]], 3 * n, u, False)
             for b in range(B):
                 r = t * B + b
                 gr, gz, gn = _blocks3(gates[r], H)
@@ -396,9 +439,9 @@ def gru_forward_parts(hs, gates, hn, tmp, Wp, bhn, bounds):
 
 
 @parallel
-def gru_backward_parts(dgx, dgh, dh, tmp, dhs, hs, gates, hn, WhhT, bounds):
+def gru_backward_parts(dgx, dgh, dh, tmp, dhs, hs, gates, hn, panels, bounds, first_panel):
     """:func:`gru_backward` over the parts of ``bounds``; tmp (B, 3H): workspace (part p's carried dL/dh in
-    its flat slice [B lo, B hi), its product in [B H + B lo, B H + B hi)); WhhT (H, 3H) = Whh.T."""
+    its flat slice [B lo, B hi)). panels, first_panel: Whh packed by :func:`pack_backward`."""
     B, H = dh.shape
     T = dgx.shape[0] // B
     flat = tmp.reshape(tmp.size)
@@ -408,13 +451,9 @@ def gru_backward_parts(dgx, dgh, dh, tmp, dhs, hs, gates, hn, WhhT, bounds):
             lo, hi = bounds[p], bounds[p + 1]
             n = hi - lo
             carry = flat[B * lo:B * hi].reshape((B, n))
-            if t < T - 1:
-                prod = flat[B * (H + lo):B * (H + hi)].reshape((B, n))
-                np.dot(dgh[(t + 1) * B:(t + 2) * B], WhhT[lo:hi].T, prod)
-                for b in range(B):
-                    cb, pb = carry[b], prod[b]
-                    for k in range(n):
-                        cb[k] += pb[k]
+            if t < T - 1:  # the carry (its direct share) + dgh_{t+1} @ Whh's columns of the part
+                matmul_packed(dgh[(t + 1) * B:(t + 2) * B], panels[first_panel[p]:first_panel[p + 1]], n, carry,
+                              True)
             for b in range(B):
                 r = t * B + b
                 gr, gz, gn = _blocks3(gates[r], H)
@@ -426,9 +465,6 @@ def gru_backward_parts(dgx, dgh, dh, tmp, dhs, hs, gates, hn, WhhT, bounds):
         lo, hi = bounds[p], bounds[p + 1]
         n = hi - lo
         carry = flat[B * lo:B * hi].reshape((B, n))
-        prod = flat[B * (H + lo):B * (H + hi)].reshape((B, n))
-        np.dot(dgh[:B], WhhT[lo:hi].T, prod)
+        matmul_packed(dgh[:B], panels[first_panel[p]:first_panel[p + 1]], n, carry, True)
         for b in range(B):
-            cb, pb, out = carry[b], prod[b], dh[b]
-            for k in range(n):
-                out[lo + k] = cb[k] + pb[k]
+            dh[b, lo:hi] = carry[b]

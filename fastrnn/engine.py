@@ -46,19 +46,20 @@ class StackWorkspace:
     """Scratch arrays for steps of ``batch_size`` streams of up to ``seq_length`` ids of a model, allocated once.
 
     Per layer: hs ((T+1) * B, H) (and cs for an LSTM), gates and dgx (T * B, G*H),
-    dhs (T * B, H) (dL/d(outputs)), tmp (B, G*H), dh, dc (B, H), WhhT (H, G*H), and for dropout xd (the
-    outputs as the layer above reads them) and mask (T * B, H); an LSTM on one part also Whh_panels
-    (Whh.T packed for :mod:`fastrnn.microkernel`, rewritten by each forward pass); a GRU also hn
-    (T * B, H), dgh (T * B, 3H) and tmp_h (B, H). Shared: probs (T * B, V),
-    WxhT / dWxhT (V, G*H) and the step's ids (B, T).
+    dhs (T * B, H) (dL/d(outputs)), tmp (B, G*H), dh, dc (B, H), for dropout xd (the outputs as the
+    layer above reads them) and mask (T * B, H), and Whh packed for :mod:`fastrnn.microkernel` by
+    part: forward_panels (:func:`~fastrnn.cell_kernels.pack_forward`, rewritten by each forward pass,
+    part p's panels from ``first_forward_panel[p]``) and backward_panels
+    (:func:`~fastrnn.cell_kernels.pack_backward`, by each backward pass, from ``first_backward_panel[p]``);
+    a GRU also hn (T * B, H) and dgh (T * B, 3H). Shared: probs (T * B, V), WxhT / dWxhT (V, G*H) and
+    the step's ids (B, T).
 
     ``parts`` > 1: each layer's recurrence runs with its H units cut into that
-    many parts (at most H) at once, on Numba's threads (the ``*_parts`` kernels
-    of :mod:`fastrnn.cell_kernels`, bounds ``unit_bounds``), its Whh packed by
-    part into Wp (G*H, H) (an LSTM's or GRU's) once a step, and the products
-    over all T * B rows cut into as many row ranges (``row_bounds``; the weight
-    gradients' shares in partials (parts, max(G*H, V) * H), then summed), all
-    with BLAS at one thread.
+    many parts (at most H; bounds ``unit_bounds``, [0, H] for one part) at once,
+    on Numba's threads (the ``*_parts`` kernels of :mod:`fastrnn.cell_kernels`),
+    and the products over all T * B rows cut into as many row ranges
+    (``row_bounds``; the weight gradients' shares in partials (parts,
+    max(G*H, V) * H), then summed), all with BLAS at one thread.
     """
 
     def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, parts=1):
@@ -69,23 +70,23 @@ class StackWorkspace:
         self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, dtype
         H, V, G = spec.hidden_size, spec.vocab_size, spec.gates
         self.parts = max(1, min(int(parts), H))
-        self.unit_bounds = cell_kernels.unit_bounds(H, self.parts) if self.parts > 1 else None
+        self.unit_bounds = cell_kernels.unit_bounds(H, self.parts)
+        columns = microkernel.HOST_TILES[dtype.type].columns
+        self.first_forward_panel = cell_kernels.panel_bounds(self.unit_bounds, G, columns)
+        self.first_backward_panel = cell_kernels.panel_bounds(self.unit_bounds, 1, columns)
         z = lambda *shape: aligned_zeros(shape, dtype)  # noqa: E731
         self.layers = []
         for _ in range(spec.num_layers):
             a = dict(hs=z((T + 1) * B, H), gates=z(T * B, G * H), dgx=z(T * B, G * H), dhs=z(T * B, H),
-                     tmp=z(B, G * H), dh=z(B, H), dc=z(B, H), WhhT=z(H, G * H),
-                     xd=z(T * B, H), mask=z(T * B, H))
+                     tmp=z(B, G * H), dh=z(B, H), dc=z(B, H), xd=z(T * B, H), mask=z(T * B, H),
+                     forward_panels=z(self.first_forward_panel[-1], H, columns),
+                     backward_panels=z(self.first_backward_panel[-1], G * H, columns))
             if spec.cell == "lstm":
                 a["cs"] = z((T + 1) * B, H)
-                if self.parts == 1:  # Whh.T's panels for the micro-kernel, packed by each forward pass
-                    a["Whh_panels"] = microkernel.empty_panels(H, G * H, dtype)
             if spec.cell == "gru":
-                a.update(hn=z(T * B, H), dgh=z(T * B, G * H), tmp_h=z(B, H))
+                a.update(hn=z(T * B, H), dgh=z(T * B, G * H))
             else:
                 a["dgh"] = a["dgx"]
-            if self.parts > 1 and G > 1:
-                a["Wp"] = z(G * H, H)
             self.layers.append(a)
         if self.parts > 1:  # the products over all T * B rows, cut into as many row parts
             self.row_bounds = stack_kernels.row_bounds(T * B, self.parts)
@@ -251,54 +252,49 @@ def _outputs(ws, layer, B, dropout):
 def _recurrence_forward(cell, ws, a, Whh, bhn=None, weights_packed=False):
     """One layer's recurrence over the workspace's T steps, its input projection already in a["gates"].
 
-    One layer of an LSTM on one part packs Whh.T into a["Whh_panels"] first (once for the T steps), unless
-    ``weights_packed`` says the panels already hold this Whh. With ``ws.parts`` > 1 this and every
-    ``*_parts`` kernel expect BLAS at one thread (the caller's)."""
+    Packs Whh into a["forward_panels"] first (once for the T steps), unless ``weights_packed`` says the
+    panels already hold this Whh. With ``ws.parts`` > 1 this and every ``*_parts`` kernel expect BLAS
+    at one thread (the caller's)."""
+    bounds, first = ws.unit_bounds, ws.first_forward_panel
+    panels = a["forward_panels"]
+    if not weights_packed:
+        cell_kernels.pack_forward(panels, Whh, bounds, first)
     if ws.parts == 1:
         if cell == "rnn":
-            cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], Whh)
+            cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], panels)
         elif cell == "lstm":
-            if not weights_packed:
-                microkernel.pack_panels_of_transpose(Whh, a["Whh_panels"])
-            cell_kernels.lstm_forward(a["hs"], a["cs"], a["gates"], a["tmp"], a["Whh_panels"])
+            cell_kernels.lstm_forward(a["hs"], a["cs"], a["gates"], a["tmp"], panels)
         else:
-            cell_kernels.gru_forward(a["hs"], a["gates"], a["hn"], a["tmp"], Whh, bhn)
-        return
-    bounds = ws.unit_bounds
-    if cell != "rnn":
-        cell_kernels.pack_parts(a["Wp"], Whh, bounds)
-    if cell == "rnn":
-        cell_kernels.rnn_forward_parts(a["hs"], a["gates"], a["tmp"], Whh, bounds)
+            cell_kernels.gru_forward(a["hs"], a["gates"], a["hn"], a["tmp"], panels, bhn)
+    elif cell == "rnn":
+        cell_kernels.rnn_forward_parts(a["hs"], a["gates"], a["tmp"], panels, bounds, first)
     elif cell == "lstm":
-        cell_kernels.lstm_forward_parts(a["hs"], a["cs"], a["gates"], a["tmp"], a["Wp"], bounds)
+        cell_kernels.lstm_forward_parts(a["hs"], a["cs"], a["gates"], a["tmp"], panels, bounds, first)
     else:
-        cell_kernels.gru_forward_parts(a["hs"], a["gates"], a["hn"], a["tmp"], a["Wp"], bhn, bounds)
+        cell_kernels.gru_forward_parts(a["hs"], a["gates"], a["hn"], a["tmp"], panels, bhn, bounds, first)
 
 
-def _recurrence_backward(cell, ws, a):
-    """One layer's recurrence backward (a["WhhT"] holding Whh.T): dL/d(pre-activations) into a["dgx"]
-    (and a GRU's a["dgh"]) and dL/dh_0 (and dL/dc_0) into a["dh"] (a["dc"])."""
+def _recurrence_backward(cell, ws, a, Whh):
+    """One layer's recurrence backward: Whh packed into a["backward_panels"], then dL/d(pre-activations)
+    into a["dgx"] (and a GRU's a["dgh"]) and dL/dh_0 (and dL/dc_0) into a["dh"] (a["dc"])."""
+    bounds, first = ws.unit_bounds, ws.first_backward_panel
+    panels = a["backward_panels"]
+    cell_kernels.pack_backward(panels, Whh, bounds, first)
     if ws.parts == 1:
-        # The products dgates_t (B, GH) @ Whh (GH, H) read Whh through the transpose of a transposed copy:
-        # OpenBLAS's kernel for that layout is 15-25 % faster at H = 512 (one copy a step).
-        Whh = a["WhhT"].T
         if cell == "rnn":
-            cell_kernels.rnn_backward(a["dgx"], a["dh"], a["dhs"], a["hs"], Whh)
+            cell_kernels.rnn_backward(a["dgx"], a["dh"], a["dhs"], a["hs"], panels)
         elif cell == "lstm":
-            cell_kernels.lstm_backward(a["dgx"], a["dh"], a["dc"], a["dhs"], a["hs"], a["cs"], a["gates"], Whh)
+            cell_kernels.lstm_backward(a["dgx"], a["dh"], a["dc"], a["dhs"], a["hs"], a["cs"], a["gates"], panels)
         else:
-            cell_kernels.gru_backward(a["dgx"], a["dgh"], a["dh"], a["tmp_h"], a["dhs"], a["hs"], a["gates"],
-                                      a["hn"], Whh)
-        return
-    bounds = ws.unit_bounds
-    if cell == "rnn":
-        cell_kernels.rnn_backward_parts(a["dgx"], a["dh"], a["tmp"], a["dhs"], a["hs"], a["WhhT"], bounds)
+            cell_kernels.gru_backward(a["dgx"], a["dgh"], a["dh"], a["dhs"], a["hs"], a["gates"], a["hn"], panels)
+    elif cell == "rnn":
+        cell_kernels.rnn_backward_parts(a["dgx"], a["dh"], a["tmp"], a["dhs"], a["hs"], panels, bounds, first)
     elif cell == "lstm":
         cell_kernels.lstm_backward_parts(a["dgx"], a["dh"], a["dc"], a["tmp"], a["dhs"], a["hs"], a["cs"],
-                                         a["gates"], a["WhhT"], bounds)
+                                         a["gates"], panels, bounds, first)
     else:
         cell_kernels.gru_backward_parts(a["dgx"], a["dgh"], a["dh"], a["tmp"], a["dhs"], a["hs"], a["gates"],
-                                        a["hn"], a["WhhT"], bounds)
+                                        a["hn"], panels, bounds, first)
 
 
 def _forward(params, ws, inputs, targets, state, dropout=None, weights_packed=False):
@@ -357,8 +353,7 @@ def _backward(params, ws, inputs, targets, grads, total_batch=None, dropout=None
         a = ws.layers[layer]
         names = spec.layer_names(layer)
         Wxh = params[names[0]]
-        batch_kernels.transpose_into(a["WhhT"], params[names[1]])  # read by the backward products
-        _recurrence_backward(spec.cell, ws, a)
+        _recurrence_backward(spec.cell, ws, a, params[names[1]])
         if spec.cell == "gru":
             stack_kernels.sum_rows(g[names[3]], a["dgh"], 2 * H)
         if ws.parts > 1:

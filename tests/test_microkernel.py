@@ -218,3 +218,38 @@ def test_mismatched_shapes_are_refused(case):
         out = np.empty((M, 2 * N), dtype)[:, ::2]
     with pytest.raises(ValueError, match="matmul_packed"):
         mk.matmul_packed(A, Wp, N, out, False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("G", [1, 3, 4])
+@pytest.mark.parametrize("H, parts", [(5, 1), (5, 3), (40, 2), (70, 3)])
+def test_the_recurrence_packed_by_part_gives_the_whole_products_bits(dtype, G, H, parts):
+    """pack_forward / pack_backward on one part are the panels of Whh.T / Whh; on several, each part's product
+    is bit for bit its columns of the whole one (the parts kernels run the same sums as the whole-layer ones)."""
+    from fastrnn.cell_kernels import pack_backward, pack_forward, panel_bounds, unit_bounds
+
+    rng = np.random.default_rng(H * parts + G)
+    Whh = rng.standard_normal((G * H, H)).astype(dtype)
+    h, dgates = rng.standard_normal((3, H)).astype(dtype), rng.standard_normal((3, G * H)).astype(dtype)
+    NR = mk.HOST_TILES[np.dtype(dtype).type].columns
+    one, bounds = np.array([0, H]), unit_bounds(H, parts)
+    packed = {}
+    for name, pack, per_unit, K in [("forward", pack_forward, G, H), ("backward", pack_backward, 1, G * H)]:
+        for b in (one, bounds):
+            first = panel_bounds(b, per_unit, NR)
+            panels = np.full((first[-1], K, NR), np.nan, dtype)  # every entry, padding too, must be written
+            pack(panels, Whh, b, first)
+            packed[name, len(b)] = panels, first
+    assert np.array_equal(packed["forward", 2][0], _pack(np.ascontiguousarray(Whh.T), "W", NR))
+    assert np.array_equal(packed["backward", 2][0], _pack(Whh, "W", NR))
+    whole_u, whole_d = np.empty((3, G * H), dtype), np.empty((3, H), dtype)
+    mk.matmul_packed(h, packed["forward", 2][0], G * H, whole_u)
+    mk.matmul_packed(dgates, packed["backward", 2][0], H, whole_d)
+    (fw, ffirst), (bw, bfirst) = packed["forward", len(bounds)], packed["backward", len(bounds)]
+    for p, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        n = hi - lo
+        u, d = np.empty((3, G * n), dtype), np.empty((3, n), dtype)
+        mk.matmul_packed(h, fw[ffirst[p]:ffirst[p + 1]], G * n, u)
+        mk.matmul_packed(dgates, bw[bfirst[p]:bfirst[p + 1]], n, d)
+        columns = np.concatenate([np.arange(g * H + lo, g * H + hi) for g in range(G)])
+        assert np.array_equal(u, whole_u[:, columns]) and np.array_equal(d, whole_d[:, lo:hi])
