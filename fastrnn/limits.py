@@ -101,10 +101,10 @@ def training_bytes(vocab_size, hidden_size, seq_length, batch_size=1, threads=1,
         return model, sequences
     G = GATES[cell]
     P = parameter_count(cell, L, V, H)
-    model = item * ((3 + optimizer_buffers) * P + 2 * V * G * H + L * G * H * H) + 8 * P  # + each Whh transposed
+    model = item * ((3 + optimizer_buffers) * P + 2 * V * G * H + 2 * L * G * H * H) + 8 * P  # + Whh packed twice
     threads = max(int(threads or 1), 1)
-    if threads > 1:  # a step split by units: each Whh packed by part, and the parts' shares of a weight gradient
-        model += item * (L * G * H * H + threads * max(G * H, V) * H)
+    if threads > 1:  # a step split by units: the parts' shares of a weight gradient
+        model += item * threads * max(G * H, V) * H
     sequences = item * (L * (2 * (T + 1) * B * H + 3 * T * B * G * H + 3 * T * B * H) + T * B * V) + windows
     return model, sequences
 
