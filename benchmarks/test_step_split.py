@@ -1,0 +1,22 @@
+"""``python -m benchmarks.step_split`` on tiny sizes: every kernel's time lands in a phase, the phases add up."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from . import step_split
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_step_split_accounts_for_the_whole_step(tmp_path, threads):
+    assert step_split.main(["--points", "lstm2x256", "--threads", str(threads), "--steps", "2",
+                            "--sizes", "256" if threads == 2 else "16", "2", "4", "--out-dir", str(tmp_path)]) == 0
+    row, = json.loads((tmp_path / "step_split.json").read_text())["results"]
+    assert row["phases"]["recurrence forward (product + gates)"] > 0
+    assert row["phases"]["recurrence backward (product + gates)"] > 0 and row["phases"]["packing Whh"] > 0
+    assert row["phases"]["optimizer"] > 0 and "other kernels" not in row["phases"]  # every kernel is named
+    assert sum(row["phases"].values()) == pytest.approx(row["seconds_per_step"]) and row["chunks"] == 1
+    parts = "_parts" if threads == 2 else ""
+    assert f"cell_kernels.lstm_forward{parts}" in row["kernels"]
+    assert "| lstm2x256 B2 T4 float32 |" in (tmp_path / "step_split.md").read_text()
