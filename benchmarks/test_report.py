@@ -153,3 +153,13 @@ def test_header_names_the_isa_and_the_blas_kernel_that_ran(tmp_path):
     path.write_text(json.dumps({"benchmarks": [], "datetime": "2000-01-01", "machine_info": machine}))
     text = "\n".join(tables.header(runs.load(path)))
     assert "ISA: AVX2 (avx2)" in text and "(OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset)" in text
+
+
+def test_the_newest_run_is_a_benchmark_run_not_another_tools_json(tmp_path):
+    import os
+
+    run = _write(tmp_path, [_step_row("reference", 100, 6e-3)])
+    other = tmp_path / "step_split.json"
+    other.write_text(json.dumps({"machine": {}, "results": []}))
+    os.utime(run, (1, 1))  # the run is older than the other JSON
+    assert runs.newest_json(tmp_path) == run

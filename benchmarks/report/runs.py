@@ -232,11 +232,20 @@ def impl_rank(name):
     return IMPLEMENTATION_ORDER.index(name) if name in IMPLEMENTATION_ORDER else len(IMPLEMENTATION_ORDER)
 
 
+def _is_benchmark_run(path: Path) -> bool:
+    """Whether ``path`` is what pytest-benchmark writes (not quality.json, side_by_side.json, step_split.json)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "benchmarks" in data and "machine_info" in data
+
+
 def newest_json(folder=BENCH_RESULTS) -> Path:
-    """The most recently modified ``*.json`` in ``folder``."""
-    candidates = sorted(Path(folder).glob("*.json"), key=lambda p: p.stat().st_mtime)
+    """The most recently modified pytest-benchmark ``*.json`` in ``folder``."""
+    candidates = sorted((p for p in Path(folder).glob("*.json") if _is_benchmark_run(p)), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise SystemExit(f"no *.json in {folder}: run the benchmarks first (see bench_results/README.md)")
+        raise SystemExit(f"no benchmark run (*.json) in {folder}: run the benchmarks first (see bench_results/README.md)")
     return candidates[-1]
 
 
