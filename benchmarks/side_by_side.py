@@ -154,12 +154,16 @@ def main(argv=None) -> int:
             row = measure(name, threads, args.rounds, args.sizes)
             run["results"].append(row)
             print(f"{name} threads={threads}: x{row['ratio']:.2f} PyTorch", flush=True)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "side_by_side.json").write_text(json.dumps(run, indent=1) + "\n")
-    (out / "side_by_side.md").write_text(table(run))
-    print(table(run))
+    write_run(Path(args.out_dir), "side_by_side", run, table(run))
     return 0
+
+
+def write_run(out_dir: Path, name: str, run: dict, text: str):
+    """``NAME.json`` (the run) and ``NAME.md`` (``text``) in ``out_dir``; ``text`` printed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(run, indent=1) + "\n")
+    (out_dir / f"{name}.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import time
 from pathlib import Path
 
 from ._support import pinned_threads
 from .quality import machine
-from .side_by_side import BENCH_RESULTS, POINTS
+from .side_by_side import BENCH_RESULTS, POINTS, write_run
 
 #: phase: the kernels (``module.function``) it is made of; a kernel named nowhere is "other kernels"
 PHASES = {
@@ -131,11 +130,7 @@ def main(argv=None) -> int:
     for name in args.points:
         for threads in args.threads:
             run["results"].append(split(name, threads, args.steps, args.sizes))
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "step_split.json").write_text(json.dumps(run, indent=1) + "\n")
-    (out / "step_split.md").write_text(table(run))
-    print(table(run))
+    write_run(Path(args.out_dir), "step_split", run, table(run))
     return 0
 
 
