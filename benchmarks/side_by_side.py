@@ -27,6 +27,7 @@ import numpy as np
 
 from ._support import cell_train_flops_per_char, pinned_threads
 from .quality import machine
+from .test_gemm import MATRIX_SIZE
 
 #: name: (cell, layers, H, B, T, steps per timed call, dtype)
 POINTS = {
@@ -40,7 +41,7 @@ PAUSE_SECONDS = 0.3  # before each timed call: the other side's threads stop spi
 BENCH_RESULTS = Path(__file__).resolve().parent.parent / "bench_results"
 
 
-def gemm_peak(dtype: str, threads: int, n: int = 2048) -> float:
+def gemm_peak(dtype: str, threads: int, n: int = MATRIX_SIZE) -> float:
     """GFLOP/s of the best of 3 (n, n) @ (n, n) products at ``threads`` threads."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)

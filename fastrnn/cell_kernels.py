@@ -34,7 +34,7 @@ from numba import prange
 
 from . import gate_math
 from ._numba import exact, fast, fast_inline, parallel
-from .microkernel import matmul_packed
+from .microkernel import matmul_packed, pack_panels
 
 
 @fast_inline
@@ -299,22 +299,10 @@ def pack_forward(panels, Whh, bounds, first_panel):
 
 @exact
 def pack_backward(panels, Whh, bounds, first_panel):
-    """panels (P, G*H, NR): part p's panels (from ``first_panel``) hold Whh[:, lo:hi] (G*H, n), zero past n.
-    One part: the panels of Whh. Whh (G*H, H)."""
-    GH = Whh.shape[0]
-    NR = panels.shape[2]
+    """panels (P, G*H, NR): part p's panels (from ``first_panel``) hold Whh[:, lo:hi] (G*H, n) as
+    :func:`fastrnn.microkernel.pack_panels` packs it, zero past n. One part: the panels of Whh. Whh (G*H, H)."""
     for p in range(bounds.shape[0] - 1):
-        lo, hi = bounds[p], bounds[p + 1]
-        for q in range(first_panel[p], first_panel[p + 1]):
-            j0 = lo + (q - first_panel[p]) * NR
-            m = max(0, min(NR, hi - j0))
-            panel = panels[q]
-            for k in range(GH):
-                row, src = panel[k], Whh[k]
-                for j in range(m):
-                    row[j] = src[j0 + j]
-                for j in range(m, NR):
-                    row[j] = 0
+        pack_panels(Whh[:, bounds[p]:bounds[p + 1]], panels[first_panel[p]:first_panel[p + 1]])
 
 
 @parallel

@@ -8,9 +8,11 @@ which plain Numba loops over a tile never achieved), each k broadcasts MR entrie
 vectors of the panel and issues ``llvm.fma`` on them; the tile is written to C once, after the loop.
 
 The recurrence needs two layouts of ``Whh`` (G*H, H):
-- forward, ``gates (B, G*H) = h (B, H) @ Whh.T``: W = Whh.T (K = H, N = G*H), packed straight from Whh by
-  :func:`pack_panels_of_transpose`;
+- forward, ``gates (B, G*H) = h (B, H) @ Whh.T``: W = Whh.T (K = H, N = G*H), the panels
+  :func:`pack_panels_of_transpose` makes straight from Whh;
 - backward, ``dh (B, H) = dgates (B, G*H) @ Whh``: W = Whh (K = G*H, N = H), packed by :func:`pack_panels`.
+The cells pack both by part of the hidden units (:func:`fastrnn.cell_kernels.pack_forward`, ``pack_backward``),
+which on one part gives these same panels.
 
 Every element of C is ``sum_k A[i, k] W[k, j]`` accumulated by one fused multiply-add per k in increasing
 k from 0 (then added to C's old value in accumulate mode), whatever the tile, the edge or the split of
