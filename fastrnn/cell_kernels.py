@@ -21,7 +21,8 @@ initial state) in rows 0..B-1 and h_{t+1} in rows (t+1) * B + b; an LSTM's
 with ``n = tanh(x_n + r * (W_hn h + b_hn))``; rnn a single tanh block.
 
 The gates' sigmoid and tanh are :mod:`fastrnn.gate_math`'s (vectorisable,
-within 3 ulp of the true values), so a step's element-wise work runs in SIMD.
+within 3 ulp of the true values, float32 computed in float32), so a step's
+element-wise work runs in SIMD.
 
 Every ``*_backward`` leaves in ``dh`` (B, H) the gradient of the initial
 state h_0 (and, for an LSTM, in ``dc`` that of c_0). The twins are in
@@ -35,6 +36,10 @@ from numba import prange
 from . import gate_math
 from ._numba import exact, fast, fast_inline, parallel
 from .microkernel import matmul_packed, pack_panels
+
+# Numba's cache keys these kernels on this file's contents, not on gate_math.py's, which they inline:
+# a change there must change this number, or cached kernels keep the old gates.
+GATE_MATH_REVISION = 2
 
 
 @fast_inline
