@@ -79,17 +79,24 @@ def _float64_from_bits(typingctx, bits):
 
 
 @_gate
+def _reduce(x, max_arg, min_arg, log2e, half, min_k, ln2_hi, ln2_lo):
+    """(k, r) with x = k ln2 + r, |r| <= ln2 / 2 and k an integer (as a float), after clamping x to
+    [min_arg, max_arg]: the Cody-Waite reduction of both dtypes, in the arguments' dtype (all one dtype)."""
+    if x > max_arg:
+        x = max_arg
+    if x < min_arg:
+        x = min_arg
+    k = np.floor(x * log2e + half)
+    if not k >= min_k:  # also NaN: keeps the power of two defined; r stays NaN
+        k = min_k
+    return k, (x - k * ln2_hi) - k * ln2_lo
+
+
+@_gate
 def _expm1_f64(x):
     """``exp(x) - 1`` of a float64, accurate near 0 too; arguments above 709 are taken as 709, below -50
     (where the result rounds to -1) as -50."""
-    if x > MAX_ARG:
-        x = MAX_ARG
-    if x < MIN_ARG:
-        x = MIN_ARG
-    k = np.floor(x * LOG2E + 0.5)
-    if not k >= MIN_K:  # also NaN: keeps the conversion below defined; r stays NaN
-        k = MIN_K
-    r = (x - k * LN2_HI) - k * LN2_LO
+    k, r = _reduce(x, MAX_ARG, MIN_ARG, LOG2E, 0.5, MIN_K, LN2_HI, LN2_LO)
     p = r * r * (C2 + r * (C3 + r * (C4 + r * (C5 + r * (C6 + r * (C7 + r * (C8 + r * (C9 + r * (
         C10 + r * (C11 + r * (C12 + r * C13)))))))))))
     p = r + p  # e^r - 1, |r| <= ln2 / 2
@@ -146,14 +153,7 @@ def _float32_power_of_two(typingctx, k):
 def _expm1_f32(x):
     """``exp(x) - 1`` of a float32 in float32 arithmetic; arguments above 88 are taken as 88, below -18
     (where the result rounds to -1) as -18."""
-    if x > MAX_ARG_F32:
-        x = MAX_ARG_F32
-    if x < MIN_ARG_F32:
-        x = MIN_ARG_F32
-    k = np.floor(x * LOG2E_F32 + HALF_F32)
-    if not k >= MIN_K_F32:  # NaN: r stays NaN
-        k = MIN_K_F32
-    r = (x - k * LN2_HI_F32) - k * LN2_LO_F32
+    k, r = _reduce(x, MAX_ARG_F32, MIN_ARG_F32, LOG2E_F32, HALF_F32, MIN_K_F32, LN2_HI_F32, LN2_LO_F32)
     p = r + r * r * (D2 + r * (D3 + r * (D4 + r * (D5 + r * (D6 + r * D7)))))
     scale = _float32_power_of_two(k)
     return scale * p + (scale - ONE_F32)
