@@ -14,9 +14,10 @@ a zero state, one stream, and reports nats/char; the process's wall time
   embedding input, whichever the first probe finds faster; ``torch.optim.Adam``,
   ``clip_grad_norm_``, the recipe's warmup and cosine decay sized to the budget
   by the same probe as fastrnn's; B contiguous shards of the training split
-  walked in lockstep, state carried and reset as fastrnn does; from
-  ``LONG_BUDGET_SECONDS`` on, the long recipe's size, rate and dropout, on the
-  same outputs as fastrnn's with PyTorch's own masks), ``torch`` held to the
+  walked in lockstep, state carried and reset as fastrnn does; the recipe of the
+  budget (``fastrnn.trainer.recipes_for``: from ``MEDIUM_BUDGET_SECONDS`` a larger
+  model, from ``LONG_BUDGET_SECONDS`` the long recipe's size, rate and dropout, on
+  the same outputs as fastrnn's with PyTorch's own masks)), ``torch`` held to the
   same threads.
 
 ``python -m benchmarks.quality --budgets 25 100`` writes ``bench_results/quality.json``
@@ -146,8 +147,8 @@ def fastrnn_run(corpus, budget, val_fraction, threads, seed=0, sizes=None) -> di
 # --- one PyTorch run (in its own process) ---------------------------------------------------
 
 def torch_recipe(budget, sizes=None) -> dict:
-    """The recipe ``fastrnn train --model lstm --time-budget budget`` trains (the long one from
-    ``LONG_BUDGET_SECONDS`` on), with ``sizes`` overriding its sizes: what the PyTorch side trains."""
+    """The recipe ``fastrnn train --model lstm --time-budget budget`` trains (that of
+    ``fastrnn.trainer.recipes_for(budget)``), with ``sizes`` overriding its sizes: what the PyTorch side trains."""
     from fastrnn.trainer import recipe_config
 
     config = recipe_config(time_budget=budget, cell="lstm", **(sizes or {}))

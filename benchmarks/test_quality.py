@@ -37,13 +37,16 @@ def test_quality_harness_trains_scores_and_writes(tmp_path):
 
 
 def test_the_pytorch_side_trains_the_recipe_of_the_budget():
-    """Below LONG_BUDGET_SECONDS the recipe, from there the long one (its size, rate and dropout), sizes overridden."""
-    from fastrnn.trainer import LONG_BUDGET_SECONDS, LONG_RECIPES, RECIPES
+    """The recipe of the budget (the short, medium or long one: its size, rate and dropout), sizes overridden."""
+    from fastrnn.trainer import LONG_BUDGET_SECONDS, MEDIUM_BUDGET_SECONDS, recipes_for
 
     short, long = quality.torch_recipe(25), quality.torch_recipe(LONG_BUDGET_SECONDS)
-    for recipe, expected in ((short, RECIPES["lstm"]), (long, LONG_RECIPES["lstm"])):
+    medium = quality.torch_recipe(MEDIUM_BUDGET_SECONDS)
+    for recipe, budget in ((short, 25), (medium, MEDIUM_BUDGET_SECONDS), (long, LONG_BUDGET_SECONDS)):
+        expected = recipes_for(budget)["lstm"]
         assert {k: recipe[k] for k in expected if k in recipe} == {k: v for k, v in expected.items() if k in recipe}
-    assert short["dropout"] == 0 and long["dropout"] > 0 and long["hidden_size"] > short["hidden_size"]
+    assert short["dropout"] == medium["dropout"] == 0 and long["dropout"] > 0
+    assert short["hidden_size"] < medium["hidden_size"] < long["hidden_size"]
     assert quality.torch_recipe(LONG_BUDGET_SECONDS, {"hidden_size": 32})["hidden_size"] == 32
 
 

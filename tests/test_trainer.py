@@ -268,13 +268,13 @@ def test_warm_up_leaves_the_state_alone():
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("budget", [None, 600])
+@pytest.mark.parametrize("budget", [None, 100, 600])
 def test_recipe_from_python_is_the_command_lines(cell, budget):
     from fastrnn import recipe_config
-    from fastrnn.trainer import LONG_RECIPES, RECIPES
+    from fastrnn.trainer import recipes_for
     config = TrainConfig.recipe(cell, time_budget=budget, seed=3)
     assert config == recipe_config(time_budget=budget, cell=cell, seed=3)
-    recipe = (LONG_RECIPES if budget else RECIPES)[cell]
+    recipe = recipes_for(budget)[cell]
     assert all(getattr(config, name) == value for name, value in recipe.items())
     assert TrainConfig(cell=cell).num_layers == 1  # the dataclass itself keeps min-char-rnn's defaults
 

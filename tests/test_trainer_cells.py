@@ -239,11 +239,14 @@ def test_cli_time_budget_trains_until_it_then_validates_and_saves(tmp_path, corp
     assert json.loads(str(arrays["config"]))["decay_steps"] == decay_steps and 0 < decay_steps < 10_000_000
 
 
-def test_the_recipe_and_its_long_budget_form():
-    from fastrnn.trainer import LONG_BUDGET_SECONDS, recipe_config
+def test_the_recipe_and_its_longer_budget_forms():
+    from fastrnn.trainer import LONG_BUDGET_SECONDS, MEDIUM_BUDGET_SECONDS, recipe_config
     short = recipe_config(cell="lstm")
     assert (short.hidden_size, short.num_layers, short.learning_rate, short.dropout) == (128, 2, 3e-2, 0.0)
-    assert recipe_config(cell="gru", time_budget=LONG_BUDGET_SECONDS - 1) == replace(short, cell="gru")
+    assert recipe_config(cell="gru", time_budget=MEDIUM_BUDGET_SECONDS - 1) == replace(short, cell="gru")
+    assert recipe_config(cell="lstm", time_budget=25) == short
+    for budget in (MEDIUM_BUDGET_SECONDS, LONG_BUDGET_SECONDS - 1):
+        assert recipe_config(cell="lstm", time_budget=budget) == replace(short, hidden_size=192)
     long = recipe_config(cell="lstm", time_budget=LONG_BUDGET_SECONDS)
     assert (long.hidden_size, long.learning_rate, long.dropout) == (256, 1e-2, 0.2)
     assert replace(long, hidden_size=128, learning_rate=3e-2, dropout=0.0) == short  # the rest is the same
