@@ -4,7 +4,7 @@ libm's ``exp`` and ``tanh`` are scalar calls that LLVM cannot vectorise, and
 at the hidden sizes a CPU trains (H <= 512) an LSTM or GRU step spends more
 time in them than in its matrix product. These are the same functions built
 from arithmetic alone (range reduction, a polynomial, an exponent written into
-the bits of a float64), which LLVM inlines into the cell kernels' loops and
+the bits of a float), which LLVM inlines into the cell kernels' loops and
 compiles to SIMD code. They compile with FMA contraction and no other
 fastmath flag: LLVM's flags are per instruction, so the calling kernel's
 reassociation does not reach the Cody-Waite reduction once inlined.
