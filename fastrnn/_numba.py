@@ -5,10 +5,75 @@ fastmath, so the Adagrad update is bit-identical to numpy. ``fast`` kernels may
 reassociate and contract sums (that is what lets the dot products vectorise and
 use FMA); they never assume away NaN or Inf (no ``nnan``/``ninf``), so a
 diverging run still shows up as NaN.
+
+Numba's on-disk cache keys a compiled function on the contents of its own
+source file only, yet a kernel carries compiled into it the functions it calls
+from other files (the gates, the micro-kernel): edit one of those and the
+cached kernel would keep the old code. So every function cached from fastrnn's
+package (and from its tests and benchmarks beside it) is keyed on its own file
+and on all the kernel modules' sources (:data:`KERNEL_MODULES`) together:
+changing any of them recompiles every kernel once.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+
 import numba
+from numba.core import caching
+
+#: the package's modules that define compiled functions (any of them may be compiled into another's)
+KERNEL_MODULES = ("_numba.py", "gate_math.py", "microkernel.py", "kernels.py", "batch_kernels.py",
+                  "cell_kernels.py", "stack_kernels.py", "optim_kernels.py")
+PACKAGE_FOLDER = os.path.dirname(os.path.abspath(__file__))
+_KEYED_FOLDERS = tuple(os.path.join(folder, "") for folder in (
+    PACKAGE_FOLDER, *(os.path.join(os.path.dirname(PACKAGE_FOLDER), d) for d in ("tests", "benchmarks"))))
+
+
+def kernel_sources_digest(folder: str = PACKAGE_FOLDER) -> str:
+    """SHA-256 (hex) of the :data:`KERNEL_MODULES` of ``folder``, read in that order."""
+    stats = tuple((os.stat(path).st_mtime_ns, os.stat(path).st_size)
+                  for path in (os.path.join(folder, name) for name in KERNEL_MODULES))
+    return _digest(folder, stats)
+
+
+@functools.lru_cache(maxsize=None)
+def _digest(folder, stats):
+    digest = hashlib.sha256()
+    for name in KERNEL_MODULES:
+        with open(os.path.join(folder, name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+class _KeyedOnKernelSources:
+    """A cache locator's mixin: for a file of fastrnn's folders, the stamp is the file's own and
+    :func:`kernel_sources_digest`; other files are left to Numba's own locators."""
+
+    def get_source_stamp(self):
+        return super().get_source_stamp(), kernel_sources_digest()
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if not os.path.abspath(py_file).startswith(_KEYED_FOLDERS):
+            return None
+        return super().from_function(py_func, py_file)
+
+
+class UserDirLocator(_KeyedOnKernelSources, caching.UserProvidedCacheLocator):
+    """Numba's locator for ``NUMBA_CACHE_DIR``, keyed on the kernel sources too."""
+
+
+class InTreeLocator(_KeyedOnKernelSources, caching.InTreeCacheLocator):
+    """Numba's locator for the ``__pycache__`` beside the file, keyed on the kernel sources too."""
+
+
+class UserWideLocator(_KeyedOnKernelSources, caching.UserWideCacheLocator):
+    """Numba's locator for the user's cache folder (where ``__pycache__`` is not writable), keyed likewise."""
+
+
+caching.CacheImpl._locator_classes[:0] = [UserDirLocator, InTreeLocator, UserWideLocator]
 
 FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
 

@@ -37,10 +37,6 @@ from . import gate_math
 from ._numba import exact, fast, fast_inline, parallel
 from .microkernel import matmul_packed, pack_panels
 
-# Numba's cache keys these kernels on this file's contents, not on gate_math.py's, which they inline:
-# a change there must change this number, or cached kernels keep the old gates.
-GATE_MATH_REVISION = 3
-
 
 @fast_inline
 def _blocks4(row, H):

@@ -13,9 +13,6 @@ A float32 argument is computed in float32 arithmetic (float32 constants, a
 7th-degree polynomial, eight lanes to a 256-bit vector); any other number in
 float64 (a 13th-degree polynomial). In compiled code the public names pick
 the function by the argument's type when the caller compiles (``overload``).
-Numba's on-disk cache keys a kernel on the contents of its own file only:
-after editing this file, edit ``cell_kernels.py`` too (its ``GATE_MATH_REVISION``),
-or its cached kernels keep the old gates.
 
 Accuracy, in either dtype: ``expm1`` within 2 ulp of the true value, and
 ``sigmoid`` and ``tanh`` built from it within 3 ulp of the true values (measured on a
