@@ -305,30 +305,12 @@ def _constant_intrinsic(values: dict):
 
 # --- the product ----------------------------------------------------------------------------------------
 
-@exact
-def block_rows(M, i0, MR):
-    """The rows of the row block starting at ``i0`` (a block start) when M rows are cut for tiles of MR rows:
-    MR each, except that M's last MR + M % MR rows (when M % MR > 0 and M > MR) go in two nearly equal blocks.
-    A block of few rows has few accumulators, too few to hide the FMA latency (2 rows of AVX2's 6 x 16 tile:
-    4 chains, half the FMA throughput); 32 rows as 6, 6, 6, 6, 4, 4 instead of 6, 6, 6, 6, 6, 2 keep it."""
-    rest = M % MR
-    if rest == 0 or M < MR:
-        return min(MR, M - i0)
-    split = M - MR - rest  # a multiple of MR: the last two blocks' first row
-    if i0 < split:
-        return MR
-    if i0 == split:
-        return (MR + rest) // 2
-    return M - i0
-
-
 def _matmul(A, Wp, N, out, accumulate=False):
     """out (M, N) = A (M, K) @ W, or out += A @ W when ``accumulate``; Wp (P, K, NR): W (K, N) packed by
     :func:`pack_panels` (or :func:`pack_panels_of_transpose`) with this kernel's NR. A, Wp and out share
     one dtype; out's rows must be contiguous; A may be any 2-D view. Any M >= 0 and N >= 0.
 
-    Panels outer, row blocks inner (a panel stays in cache while every row block uses it; the blocks'
-    rows from :func:`block_rows`). Full panels
+    Panels outer, row blocks inner (a panel stays in cache while every row block uses it). Full panels
     are written by the tile in place; the last, partial panel's tiles go through a scratch tile whose
     first N - j0 columns are then copied (or added) to out: the same IEEE additions either way.
     """
@@ -343,18 +325,14 @@ def _matmul(A, Wp, N, out, accumulate=False):
     MR = _tile_rows(A)
     full = N // NR
     for p in range(full):
-        i0 = 0
-        while i0 < M:
-            mr = block_rows(M, i0, MR)
-            _tile(A, i0, mr, Wp, p, out, i0, p * NR, accumulate)
-            i0 += mr
+        for i0 in range(0, M, MR):
+            _tile(A, i0, min(MR, M - i0), Wp, p, out, i0, p * NR, accumulate)
     rest = N - full * NR
     if rest > 0 and M > 0:
         scratch = np.empty((MR, NR), out.dtype)
         j0 = full * NR
-        i0 = 0
-        while i0 < M:
-            mr = block_rows(M, i0, MR)
+        for i0 in range(0, M, MR):
+            mr = min(MR, M - i0)
             _tile(A, i0, mr, Wp, full, scratch, 0, 0, False)
             for i in range(mr):
                 dst = out[i0 + i]
@@ -364,7 +342,6 @@ def _matmul(A, Wp, N, out, accumulate=False):
                 else:
                     for j in range(rest):
                         dst[j0 + j] = scratch[i, j]
-            i0 += mr
 
 
 def _kernel_globals(shapes: dict) -> dict:

@@ -146,22 +146,6 @@ def test_split_rows_and_panels_give_the_same_bits(dtype, accumulate):
         assert np.array_equal(cols, whole), panels
 
 
-@pytest.mark.parametrize("MR", [1, 2, 4, 6, 8])
-def test_row_blocks_cover_the_rows_with_no_small_last_block(MR):
-    """Blocks tile [0, M) in order, none over MR rows; all are MR but the last two, and where M > MR neither
-    of those is under half a tile (6, 6, 6, 6, 4, 4 for 32 rows of 6, not ..., 6, 2)."""
-    for M in range(0, 60):
-        sizes, i0 = [], 0
-        while i0 < M:
-            sizes.append(mk.block_rows(M, i0, MR))
-            i0 += sizes[-1]
-        assert i0 == M and all(1 <= n <= MR for n in sizes)
-        assert all(n == MR for n in sizes[:-2])
-        if M > MR:
-            assert min(sizes) >= MR // 2
-    assert [mk.block_rows(32, i, 6) for i in (0, 6, 12, 18, 24, 28)] == [6, 6, 6, 6, 4, 4]
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 def test_any_strides_of_A(dtype):
     """A as a column-major array and as a strided view: the same bits as its contiguous copy."""
