@@ -27,14 +27,16 @@ from numba.core import caching
 KERNEL_MODULES = ("_numba.py", "gate_math.py", "microkernel.py", "kernels.py", "batch_kernels.py",
                   "cell_kernels.py", "stack_kernels.py", "optim_kernels.py")
 PACKAGE_FOLDER = os.path.dirname(os.path.abspath(__file__))
+_CHECKOUT = os.path.dirname(PACKAGE_FOLDER)  # the tests and benchmarks beside the package, in a source checkout
 _KEYED_FOLDERS = tuple(os.path.join(folder, "") for folder in (
-    PACKAGE_FOLDER, *(os.path.join(os.path.dirname(PACKAGE_FOLDER), d) for d in ("tests", "benchmarks"))))
+    PACKAGE_FOLDER, *(os.path.join(_CHECKOUT, d) for d in ("tests", "benchmarks")
+                      if os.path.exists(os.path.join(_CHECKOUT, "pyproject.toml")))))
 
 
 def kernel_sources_digest(folder: str = PACKAGE_FOLDER) -> str:
     """SHA-256 (hex) of the :data:`KERNEL_MODULES` of ``folder``, read in that order."""
-    stats = tuple((os.stat(path).st_mtime_ns, os.stat(path).st_size)
-                  for path in (os.path.join(folder, name) for name in KERNEL_MODULES))
+    stats = tuple((st.st_mtime_ns, st.st_size) for st in (os.stat(os.path.join(folder, name))
+                                                          for name in KERNEL_MODULES))
     return _digest(folder, stats)
 
 
@@ -73,7 +75,9 @@ class UserWideLocator(_KeyedOnKernelSources, caching.UserWideCacheLocator):
     """Numba's locator for the user's cache folder (where ``__pycache__`` is not writable), keyed likewise."""
 
 
-caching.CacheImpl._locator_classes[:0] = [UserDirLocator, InTreeLocator, UserWideLocator]
+# first in Numba's list (after dropping those of an earlier import of this module, should it be reloaded)
+caching.CacheImpl._locator_classes[:] = [UserDirLocator, InTreeLocator, UserWideLocator] + [
+    cls for cls in caching.CacheImpl._locator_classes if cls.__module__ != __name__]
 
 FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
 

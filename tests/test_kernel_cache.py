@@ -3,6 +3,7 @@ kernel's own file: a kernel carries compiled into it what it calls from other fi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,3 +71,13 @@ def test_fastrnn_files_get_the_keyed_locators_and_others_numbas(tmp_path):
     exec(compile(other.read_text(), str(other), "exec"), namespace)
     for cls in (_numba.UserDirLocator, _numba.InTreeLocator, _numba.UserWideLocator):
         assert cls.from_function(namespace["f"], str(other)) is None
+
+
+def test_every_module_that_compiles_is_a_kernel_module():
+    """A module defining compiled functions (through _numba's decorators, numba.njit or an intrinsic) that
+    KERNEL_MODULES missed would leave the kernels that call it keyed on stale code."""
+    compiles = re.compile(r"^from \._numba import|numba\.njit\(|^@intrinsic|^@(exact|fast|fast_inline|parallel)$",
+                          re.MULTILINE)
+    found = {name for name in os.listdir(_numba.PACKAGE_FOLDER) if name.endswith(".py")
+             and compiles.search(open(os.path.join(_numba.PACKAGE_FOLDER, name)).read())}
+    assert found | {"_numba.py"} == set(_numba.KERNEL_MODULES)
