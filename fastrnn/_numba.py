@@ -10,9 +10,10 @@ Numba's on-disk cache keys a compiled function on the contents of its own
 source file only, yet a kernel carries compiled into it the functions it calls
 from other files (the gates, the micro-kernel): edit one of those and the
 cached kernel would keep the old code. So every function cached from fastrnn's
-package (and from its tests and benchmarks beside it) is keyed on its own file
-and on all the kernel modules' sources (:data:`KERNEL_MODULES`) together:
-changing any of them recompiles every kernel once.
+package (and, in a source checkout, from the tests and benchmarks beside it)
+is keyed on its own file and on all the kernel modules' sources
+(:data:`KERNEL_MODULES`) together: changing any of them recompiles every
+kernel once.
 """
 from __future__ import annotations
 
