@@ -43,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .report.readme import replace_between
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_RESULTS = ROOT / "bench_results"
 README_START = "<!-- quality-summary:start (written by python -m benchmarks.quality; do not edit) -->"
@@ -298,13 +300,8 @@ def plot(run: dict, path: Path) -> None:
 
 
 def update_readme(run: dict, path=ROOT / "README.md") -> bool:
-    text = path.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
-        return False
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    path.write_text(head + README_START + "\n" + summary(run) + "\n" + README_END + tail, encoding="utf-8")
-    return True
+    """The README's time-to-quality table from ``run``; False if its markers are not there."""
+    return replace_between(path, README_START, README_END, summary(run))
 
 
 def main(argv=None) -> int:

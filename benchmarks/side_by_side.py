@@ -14,6 +14,10 @@ machine: CPU model, ISA flags, BLAS kernel) and ``side_by_side.md`` (median
 chars/s of each side, their ratio, and fastrnn's fraction of the GEMM peak).
 Ratios compare sides of one run only. Unset OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE in the command (``env -u ...``) to time the BLAS users get.
+
+A run written to ``bench_results/`` also rewrites the README's side-by-side
+table; ``--readme-only`` rewrites it from the ``side_by_side.json`` already in
+``--out-dir``, timing nothing.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import numpy as np
 
 from ._support import cell_train_flops_per_char, pinned_threads
 from .quality import machine
+from .report.readme import README_PATH, replace_between
 from .test_gemm import MATRIX_SIZE
 
 #: name: (cell, layers, H, B, T, steps per timed call, dtype)
@@ -122,11 +127,17 @@ def measure(name: str, threads: int, rounds: int, sizes=None) -> dict:
                 flops_per_char=cell_train_flops_per_char(cell, layers, H, vocab_size))
 
 
+README_START = "<!-- side-by-side:start (written by python -m benchmarks.side_by_side; do not edit) -->"
+README_END = "<!-- side-by-side:end -->"
+
+
 def table(run: dict) -> str:
     """The markdown table of a run: one row per point and thread count."""
+    when = f"; run on {run['date']}" if run.get("date") else ""
     lines = [f"CPU: {run['machine']['cpu']}; ISA: {' '.join(run['machine']['isa'])}; BLAS: "
              + ", ".join(f"{b['library']} {b['architecture']}" for b in run["machine"]["blas"])
-             + f"; OPENBLAS env: {run['machine']['openblas_env'] or 'unset'}; {run['rounds']} rounds alternated.",
+             + f"; OPENBLAS env: {run['machine']['openblas_env'] or 'unset'}; {run['rounds']} rounds alternated"
+             + f"{when}.",
              "", "| point | threads | fastrnn chars/s | PyTorch chars/s | x PyTorch | fastrnn % of GEMM peak |",
              "|---|---|---|---|---|---|"]
     for row in run["results"]:
@@ -145,8 +156,17 @@ def main(argv=None) -> int:
     parser.add_argument("--points", nargs="+", choices=sorted(POINTS), default=list(POINTS))
     parser.add_argument("--sizes", type=int, nargs=3, metavar=("H", "B", "T"), help="override (a smoke run)")
     parser.add_argument("--out-dir", default=str(BENCH_RESULTS))
+    parser.add_argument("--readme-only", action="store_true",
+                        help="rewrite the README's table from the run in --out-dir; time nothing")
     args = parser.parse_args(argv)
-    run = dict(machine=machine(), rounds=args.rounds, gemm_peak_gflops={}, results=[])
+    out_dir = Path(args.out_dir)
+    if args.readme_only:
+        run = json.loads((out_dir / "side_by_side.json").read_text())
+        if not replace_between(README_PATH, README_START, README_END, table(run)):
+            raise SystemExit(f"no side-by-side markers in {README_PATH}")
+        return 0
+    run = dict(machine=machine(), date=time.strftime("%Y-%m-%d"), rounds=args.rounds, gemm_peak_gflops={},
+               results=[])
     for dtype in sorted({POINTS[p][-1] for p in args.points}):
         for threads in args.threads:
             run["gemm_peak_gflops"][f"{dtype}-{threads}"] = gemm_peak(dtype, threads)
@@ -155,7 +175,9 @@ def main(argv=None) -> int:
             row = measure(name, threads, args.rounds, args.sizes)
             run["results"].append(row)
             print(f"{name} threads={threads}: x{row['ratio']:.2f} PyTorch", flush=True)
-    write_run(Path(args.out_dir), "side_by_side", run, table(run))
+    write_run(out_dir, "side_by_side", run, table(run))
+    if out_dir.resolve() == BENCH_RESULTS.resolve():
+        replace_between(README_PATH, README_START, README_END, table(run))
     return 0
 
 

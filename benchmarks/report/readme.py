@@ -58,12 +58,18 @@ def readme_summary(run):
     return "\n".join(lines)
 
 
+def replace_between(path: Path, start: str, end: str, body: str) -> bool:
+    """Replace the text of ``path`` between its ``start`` and ``end`` marker lines with ``body``; False
+    (and nothing written) if either marker is missing."""
+    text = path.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + "\n" + body.rstrip("\n") + "\n" + end + tail, encoding="utf-8")
+    return True
+
+
 def update_readme(run, path=README_PATH):
     """Replace the README's text between the summary markers; False if the markers are not there."""
-    text = path.read_text()
-    if README_START not in text or README_END not in text:
-        return False
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    path.write_text(head + README_START + "\n" + readme_summary(run) + "\n" + README_END + tail)
-    return True
+    return replace_between(path, README_START, README_END, readme_summary(run))
