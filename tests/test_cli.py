@@ -18,7 +18,8 @@ import pytest
 
 from fastrnn.checkpoint import load_checkpoint
 from fastrnn.corpus import load_corpus
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import YORK_TEXT
 

@@ -22,7 +22,8 @@ from fastrnn import engine
 from fastrnn import reference as ref
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
-from fastrnn.trainer import ConfigError, TrainConfig, Trainer
+from fastrnn.config import ConfigError, TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import rewrite_npz
 from test_cells import CELL_LAYERS, H, T, V, as_parts, compare_stack, compare_with_torch, make_data, make_model

@@ -21,7 +21,8 @@ from fastrnn import limits
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import load_corpus
 from fastrnn.lock import CheckpointBusy, CheckpointLock, lock_path
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import YORK_TEXT, rewrite_npz
 from test_cli import fastrnn

@@ -19,7 +19,8 @@ from fastrnn import engine, optim
 from fastrnn import reference as ref
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import YORK_TEXT, allclose_report
 from test_cli import fastrnn as run_cli, npz_arrays
@@ -240,7 +241,7 @@ def test_cli_time_budget_trains_until_it_then_validates_and_saves(tmp_path, corp
 
 
 def test_the_recipe_and_its_longer_budget_forms():
-    from fastrnn.trainer import LONG_BUDGET_SECONDS, MEDIUM_BUDGET_SECONDS, recipe_config
+    from fastrnn.config import LONG_BUDGET_SECONDS, MEDIUM_BUDGET_SECONDS, recipe_config
     short = recipe_config(cell="lstm")
     assert (short.hidden_size, short.num_layers, short.learning_rate, short.dropout) == (128, 2, 3e-2, 0.0)
     assert recipe_config(cell="gru", time_budget=MEDIUM_BUDGET_SECONDS - 1) == replace(short, cell="gru")

@@ -17,7 +17,7 @@ from ..checkpoint import CheckpointError
 from ..corpus import CorpusError
 from ..lock import CheckpointBusy
 from ..metrics import MetricsError
-from ..trainer import ConfigError
+from ..config import ConfigError
 from ..vocab import UnknownSymbolsError
 from . import evaluate, export, plot, prepare, sample, train
 from .exits import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, StdoutFailures, UsageError, error_line,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..checkpoint import Checkpoint, load_checkpoint
 from ..corpus import decode_utf8, read_bytes
-from ..trainer import LN2
+from ..charmodel import LN2
 from ..vocab import UnknownSymbolsError
 from .corpus import opened_corpus
 from .exits import EXIT_DIVERGED, UsageError

@@ -12,7 +12,7 @@ from ..limits import INT64_MAX
 from ..model import CELLS
 from ..optim import OPTIMIZERS, SCHEDULES
 from ..plan import DEFAULT_STEPS
-from ..trainer import TrainConfig
+from ..config import TrainConfig
 from .exits import EXIT_USAGE, following_rank
 
 

@@ -7,7 +7,7 @@ import sys
 import time
 
 from .._entry import silence_stdout
-from ..trainer import LN2
+from ..charmodel import LN2
 from .exits import EXIT_OUTPUT_CLOSED, EXIT_USAGE, warn
 from .parser import DEFAULTS
 

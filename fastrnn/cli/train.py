@@ -14,7 +14,8 @@ from ..checkpoint import load_checkpoint
 from ..lock import CheckpointLock, SaveGuard
 from ..metrics import MetricsLog, check_new, run_metrics_path
 from ..plan import Plan
-from ..trainer import TrainConfig, Trainer, recipe_config
+from ..config import recipe_config, TrainConfig
+from ..trainer import Trainer
 from .corpus import opened_corpus
 from .exits import UsageError, warn
 from .mpi import mpi_world, threads_per_rank

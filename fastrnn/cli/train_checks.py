@@ -12,7 +12,7 @@ from ..checkpoint import Checkpoint, has_checkpoint_marker
 from ..corpus import EMBEDDED_NAME
 from ..limits import SAMPLE_BYTES_PER_CHAR, fits, training_bytes
 from ..plan import Plan
-from ..trainer import OPTION_OWNER, TrainConfig, check_split, recipe_config, unused_options
+from ..config import OPTION_OWNER, check_split, recipe_config, unused_options, TrainConfig
 from .exits import UsageError
 from .parser import HYPERPARAMETERS, flag
 
