@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import engine, rnn
+from . import inference, rnn
 from .params import Params
 from .vocab import Vocab
 
@@ -40,7 +40,7 @@ def score_windows(params, inputs, targets, per_char=False, window=SCORE_WINDOW, 
         sequence_loss, log_probs = rnn.sequence_loss, rnn.log_probs
     else:  # any other model: the engine, with its (L, 1, H) state
         h = None
-        sequence_loss, log_probs = engine.sequence_loss, engine.log_probs
+        sequence_loss, log_probs = inference.sequence_loss, inference.log_probs
     count = int(targets.size)
     if inputs.shape != targets.shape or inputs.ndim != 1 or count <= window:  # one call; rnn reports bad shapes
         pairs = [(inputs, targets)]
@@ -146,7 +146,7 @@ class CharModel:
             chunks = rnn.sample_chunks(seed_params, h, seed_ix, length, seed=rng, temperature=temperature,
                                        argmax=argmax, chunk=chunk, **top)
         else:
-            chunks = engine.sample_chunks(self.params, h, seed_ix, length, seed=rng, temperature=temperature,
+            chunks = inference.sample_chunks(self.params, h, seed_ix, length, seed=rng, temperature=temperature,
                                           argmax=argmax, chunk=chunk, **top)
         return (self.vocab.decode(out) for out in chunks)
 
@@ -167,7 +167,7 @@ class CharModel:
                 if seed_params is not None:
                     _, h = rnn.sequence_loss(seed_params, ids[:-1], ids[1:], h)
                 else:
-                    _, h = engine.sequence_loss(self.params, ids[:-1], ids[1:])
+                    _, h = inference.sequence_loss(self.params, ids[:-1], ids[1:])
             seed_ix = int(ids[-1])
         else:
             newline = np.searchsorted(self.vocab.codes, 10)

@@ -307,7 +307,7 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, masks=N
 
 
 def stack_sample(params, state, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None, top_p=None):
-    """``n`` ids sampled from any model (the twin of :func:`fastrnn.engine.sample`), int64.
+    """``n`` ids sampled from any model (the twin of :func:`fastrnn.inference.sample`), int64.
 
     ``state``: None (zeros) or a tuple of (L, 1, H) arrays; seed_ix the id fed
     first. One step of every layer at a time (the cells' twins), in the

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import engine, rnn
+from . import engine, inference, rnn, workspaces
 from ._aligned import aligned_copy, aligned_zeros
 from .charmodel import CharModel, Score, score_windows, seed_view
 from .config import ConfigError, TrainConfig, check_split
@@ -178,14 +178,14 @@ class Trainer(_StateViews):
                 from .batch import BatchWorkspace
                 self.workspace = BatchWorkspace(V, H, T, share, dtype, threads=config.threads, split="streams")
             else:
-                self.workspace = engine.ParallelWorkspace(self.spec, T, share, dtype, threads=config.threads)
+                self.workspace = workspaces.ParallelWorkspace(self.spec, T, share, dtype, threads=config.threads)
         elif config.seed_exact and B == 1:
             self.workspace = rnn.Workspace(V, H, T, dtype)
         elif config.seed_exact:
             from .batch import BatchWorkspace  # imported here: it selects Numba's threading layer
             self.workspace = BatchWorkspace(V, H, T, B, dtype, threads=config.threads)
         else:
-            self.workspace = engine.ParallelWorkspace(self.spec, T, B, dtype, threads=config.threads)
+            self.workspace = workspaces.ParallelWorkspace(self.spec, T, B, dtype, threads=config.threads)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
         self._recent = [0.0, 0]  # losses summed, and steps, since the last recent_loss_per_char()
         self._stop = self._stop_agreed = False
@@ -387,7 +387,7 @@ class Trainer(_StateViews):
         if seed_params is not None:
             out = rnn.sample(seed_params, self.hidden[0][0, 0], ix, int(length), seed=self.rng)
         else:
-            out = engine.sample(self.params, tuple(h[:, :1] for h in self.hidden), ix, int(length), seed=self.rng)
+            out = inference.sample(self.params, tuple(h[:, :1] for h in self.hidden), ix, int(length), seed=self.rng)
         return self.vocab.decode(out)
 
     @property
