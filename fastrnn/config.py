@@ -174,33 +174,19 @@ def unused_options(optimizer) -> tuple:
 _RECURRENT_RECIPE = dict(hidden_size=128, num_layers=2, seq_length=64, batch_size=32, optimizer="adam",
                          learning_rate=3e-2, clip=None, clip_norm=5.0, dtype="float32", lr_schedule="cosine",
                          warmup_steps=20, min_lr_fraction=0.1)
-
-
 RECIPES = {"lstm": _RECURRENT_RECIPE, "gru": _RECURRENT_RECIPE}
-
-
 # For a time budget of 90 s or more: once the recurrence ran on the micro-kernel, a 2x192 stack trained on
 # 2 cores (Zen 3) ended ahead of the 2x128 one on tiny shakespeare's last tenth after 90 s (1.583 nats/char
 # against 1.631-1.670), behind it after 60 s (1.629 against 1.620) and far behind after 25 s; on a megabyte
 # of Python source the two were even after 100 s (1.356 against 1.348).
 MEDIUM_BUDGET_SECONDS = 90
-
-
 _MEDIUM_RECURRENT_RECIPE = dict(_RECURRENT_RECIPE, hidden_size=192)
-
-
 MEDIUM_RECIPES = {"lstm": _MEDIUM_RECURRENT_RECIPE, "gru": _MEDIUM_RECURRENT_RECIPE}
-
-
 # For a time budget of ten minutes or more: in 10 minutes on 2 cores the 2x128 stack sees tiny shakespeare
 # ~57 times and overfits (1.760 nats/char on the last 5 %, worse than after 100 s); 2x256 with dropout 0.2
 # at 1e-2 reached 1.590 (measured on lstm; gru takes the same).
 LONG_BUDGET_SECONDS = 600
-
-
 _LONG_RECURRENT_RECIPE = dict(_RECURRENT_RECIPE, hidden_size=256, learning_rate=1e-2, dropout=0.2)
-
-
 LONG_RECIPES = {"lstm": _LONG_RECURRENT_RECIPE, "gru": _LONG_RECURRENT_RECIPE}
 
 
