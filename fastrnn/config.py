@@ -12,6 +12,7 @@ import numpy as np
 from .corpus import held_out_count
 from .model import CELLS, ModelSpec
 from .optim import DEFAULT_LEARNING_RATE, OPTIMIZERS, SCHEDULES, Optimizer, scheduled_rate
+from .params import CLIP
 
 
 class ConfigError(ValueError):
@@ -45,7 +46,7 @@ class TrainConfig:
     seed: int | None = None
     dtype: str = "float64"
     val_fraction: float = 0.05
-    clip: float | None = 5.0  # clip by value to [-clip, clip]; None: off
+    clip: float | None = CLIP  # clip by value to [-clip, clip]; None: off
     batch_size: int = 1
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     cell: str = "rnn"

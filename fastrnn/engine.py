@@ -34,11 +34,8 @@ from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
 from ._threads import blas_threads
 from ._validate import check_ids, check_params, check_positive
 from .model import ModelParams, ModelSpec
-from .params import Params, SeedGrads
+from .params import CLIP, Params, SeedGrads
 from .workspaces import ParallelWorkspace, StackWorkspace
-
-CLIP = 5.0
-
 
 # --- dropout ---------------------------------------------------------------------
 
