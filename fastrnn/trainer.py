@@ -78,12 +78,7 @@ def seed_hidden_layout(h: np.ndarray) -> np.ndarray:
 
 
 class _StateViews:
-    """``memory`` and ``hprev`` of anything with ``opt_state`` and ``hidden`` (a state, a trainer)."""
-
-    @property
-    def memory(self) -> ModelParams:
-        """The first optimizer buffer (Adagrad's memory); all of them are ``opt_state``."""
-        return self.opt_state[0]
+    """``hprev`` of anything with ``hidden`` (a state, a trainer)."""
 
     @property
     def hprev(self) -> np.ndarray:
@@ -218,6 +213,15 @@ class Trainer(_StateViews):
         self.p, self.n, self.smooth_loss = p, n, float(state.smooth_loss)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state.rng_state  # raises ValueError if it is not a PCG64 state
+
+    @property
+    def memory(self) -> ModelParams:
+        """Adagrad's memory (the seed's name for its one buffer). Another optimizer's buffers are ``opt_state``,
+        named by ``optimizer.state_names``: asking for ``memory`` then is an AttributeError."""
+        if self.optimizer.name != "adagrad":
+            raise AttributeError(f"memory is Adagrad's buffer; this run's {self.optimizer.name} keeps "
+                                 f"{', '.join(self.optimizer.state_names)} in opt_state")
+        return self.opt_state[0]
 
     @property
     def state(self) -> TrainState:

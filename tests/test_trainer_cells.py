@@ -125,6 +125,18 @@ def test_the_seed_case_keeps_its_checkpoint_names(tmp_path):
         assert npz["hprev"].shape == (6,)
 
 
+@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam"])
+def test_memory_is_adagrads_buffer_only(optimizer):
+    """``memory`` is the seed's name for Adagrad's one buffer: another optimizer's are opt_state, by name."""
+    trainer = Trainer(Corpus.from_text(YORK_TEXT), TrainConfig(hidden_size=6, seq_length=5, seed=4,
+                                                               optimizer=optimizer))
+    if optimizer == "adagrad":
+        assert trainer.memory is trainer.opt_state[0]
+    else:
+        with pytest.raises(AttributeError, match=f"{optimizer} keeps .* in opt_state"):
+            trainer.memory
+
+
 def test_validation_and_sampling_of_a_stacked_model():
     trainer = Trainer(Corpus.from_text(YORK_TEXT), _config("gru", 2))
     trainer.train(4)
