@@ -139,14 +139,14 @@ class CharModel:
                       top_k=None, top_p=None):
         """:meth:`sample` as pieces of at most ``chunk`` symbols, drawn as they are consumed (bounded memory);
         joined, they are exactly the text :meth:`sample` returns for the same arguments."""
-        rng, h, seed_ix, temperature, length, seed_params = self._sample_start(length, prime, temperature,
+        rng, h, first_id, temperature, length, seed_params = self._sample_start(length, prime, temperature,
                                                                                 seed)  # errors now
         top = dict(top_k=top_k, top_p=top_p)
         if seed_params is not None:
-            chunks = rnn.sample_chunks(seed_params, h, seed_ix, length, seed=rng, temperature=temperature,
+            chunks = rnn.sample_chunks(seed_params, h, first_id, length, seed=rng, temperature=temperature,
                                        argmax=argmax, chunk=chunk, **top)
         else:
-            chunks = inference.sample_chunks(self.params, h, seed_ix, length, seed=rng, temperature=temperature,
+            chunks = inference.sample_chunks(self.params, h, first_id, length, seed=rng, temperature=temperature,
                                           argmax=argmax, chunk=chunk, **top)
         return (self.vocab.decode(out) for out in chunks)
 
@@ -168,11 +168,11 @@ class CharModel:
                     _, h = rnn.sequence_loss(seed_params, ids[:-1], ids[1:], h)
                 else:
                     _, h = inference.sequence_loss(self.params, ids[:-1], ids[1:])
-            seed_ix = int(ids[-1])
+            first_id = int(ids[-1])
         else:
             newline = np.searchsorted(self.vocab.codes, 10)
             if newline < len(self.vocab) and self.vocab.codes[newline] == 10:
-                seed_ix = int(newline)
+                first_id = int(newline)
             else:
-                seed_ix = int(rng.integers(len(self.vocab)))
-        return rng, h, seed_ix, temperature, length, seed_params
+                first_id = int(rng.integers(len(self.vocab)))
+        return rng, h, first_id, temperature, length, seed_params

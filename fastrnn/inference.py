@@ -98,9 +98,9 @@ def logits(params, inputs, state=None):
     return np.ascontiguousarray(out.transpose(1, 0, 2)), state
 
 
-def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None,
+def sample(params: ModelParams, state, first_id, n, seed=None, temperature=1.0, argmax=False, top_k=None,
            top_p=None):
-    """``n`` sampled ids (int64) from ``state`` (tuple of (L, 1, H) or None), seeded with id ``seed_ix``.
+    """``n`` sampled ids (int64) from ``state`` (tuple of (L, 1, H) or None), the first input id ``first_id``.
 
     Draw t uses the t-th ``numpy.random.default_rng(seed).random()`` value
     through the inverse CDF of ``softmax(logits / temperature)``, as
@@ -108,11 +108,11 @@ def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, a
     only the most likely ids (:func:`fastrnn.kernels.keep_top`). The numpy twin
     is :func:`fastrnn.reference.stack_sample`.
     """
-    pieces = list(sample_chunks(params, state, seed_ix, n, seed, temperature, argmax, top_k=top_k, top_p=top_p))
+    pieces = list(sample_chunks(params, state, first_id, n, seed, temperature, argmax, top_k=top_k, top_p=top_p))
     return np.concatenate(pieces) if pieces else np.empty(0, np.int64)
 
 
-def sample_chunks(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False,
+def sample_chunks(params: ModelParams, state, first_id, n, seed=None, temperature=1.0, argmax=False,
                   chunk=SAMPLE_CHUNK, top_k=None, top_p=None):
     """:func:`sample` in pieces of at most ``chunk`` ids, the state carried: joined, the same ids.
 
@@ -121,14 +121,14 @@ def sample_chunks(params: ModelParams, state, seed_ix, n, seed=None, temperature
     params = check_model(params)
     spec = params.spec
     state = check_state(state, spec, 1, params.dtype)
-    (seed_ix,) = check_ids([seed_ix], spec.vocab_size, "seed_ix")
+    (first_id,) = check_ids([first_id], spec.vocab_size, "first_id")
     n = check_count(n, "n")
     chunk = check_count(chunk, "chunk")
     if chunk < 1:
         raise ValueError("chunk must be positive")
     inv_t = inverse_temperature(temperature, params.dtype)
     top_k, top_p = check_top(top_k, top_p)
-    return _sample_pieces(params, state, int(seed_ix), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk,
+    return _sample_pieces(params, state, int(first_id), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk,
                           top_k, top_p)
 
 

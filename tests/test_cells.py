@@ -606,10 +606,10 @@ def test_sequence_loss_and_log_probs_across_chunks(cell, num_layers):
     assert all(np.array_equal(a, b) for a, b in zip(state, kept)), "the caller's state must not change"
 
 
-def twin_sample(params, state, seed_ix, n, seed, temperature, argmax):
+def twin_sample(params, state, first_id, n, seed, temperature, argmax):
     """The twin's draws: one step at a time, inverse CDF of softmax(logits / temperature), or greedy."""
     rng = np.random.default_rng(seed)
-    x, out = seed_ix, []
+    x, out = first_id, []
     for _ in range(n):
         _, _, state = ref.stack_loss_and_grads(params, np.array([[x]]), np.array([[x]]), state, clip=None)
         logits = state[0][-1, 0] @ params["Why"].T + params["by"]
