@@ -19,6 +19,7 @@ import numpy as np
 
 import fastrnn
 from fastrnn import reference
+from fastrnn.params import CLIP
 # Imported before any numba thread pool starts: fastrnn.batch selects numba's
 # threading layer (OpenMP first), which only takes effect if no pool has been launched yet.
 from fastrnn import batch as _batch  # noqa: F401
@@ -38,7 +39,6 @@ except ImportError:  # pragma: no cover
 HIDDEN_SIZES = (64, 100, 256, 512)
 SEQ_LENGTH = 25
 LEARNING_RATE = 0.1
-CLIP = 5.0
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
 #: FASTRNN_BENCH_QUICK=1 divides every round count by QUICK_DIVISOR (problem sizes unchanged):

@@ -16,7 +16,8 @@ import time
 
 import fastrnn
 from fastrnn.distributed import follow, world_from_environment
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 
 def main(config_json: str, out: str, steps: int, rounds: int) -> None:

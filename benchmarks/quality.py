@@ -15,7 +15,7 @@ a zero state, one stream, and reports nats/char; the process's wall time
   ``clip_grad_norm_``, the recipe's warmup and cosine decay sized to the budget
   by the same probe as fastrnn's; B contiguous shards of the training split
   walked in lockstep, state carried and reset as fastrnn does; the recipe of the
-  budget (``fastrnn.trainer.recipes_for``: from ``MEDIUM_BUDGET_SECONDS`` a larger
+  budget (``fastrnn.config.recipes_for``: from ``MEDIUM_BUDGET_SECONDS`` a larger
   model, from ``LONG_BUDGET_SECONDS`` the long recipe's size, rate and dropout, on
   the same outputs as fastrnn's with PyTorch's own masks)), ``torch`` held to the
   same threads.
@@ -150,8 +150,8 @@ def fastrnn_run(corpus, budget, val_fraction, threads, seed=0, sizes=None) -> di
 
 def torch_recipe(budget, sizes=None) -> dict:
     """The recipe ``fastrnn train --model lstm --time-budget budget`` trains (that of
-    ``fastrnn.trainer.recipes_for(budget)``), with ``sizes`` overriding its sizes: what the PyTorch side trains."""
-    from fastrnn.trainer import recipe_config
+    ``fastrnn.config.recipes_for(budget)``), with ``sizes`` overriding its sizes: what the PyTorch side trains."""
+    from fastrnn.config import recipe_config
 
     config = recipe_config(time_budget=budget, cell="lstm", **(sizes or {}))
     names = ("hidden_size", "num_layers", "batch_size", "seq_length", "learning_rate", "warmup_steps",

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from fastrnn.corpus import held_out_count
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 
 import fastrnn
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from ._support import QUICK, pinned_threads, plan
 from .report.runs import MPI_RANKS, MPI_THREADS

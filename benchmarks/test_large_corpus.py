@@ -74,7 +74,8 @@ print(json.dumps({"seconds": time.perf_counter() - start, "checksum": total}))
 _TRAIN = """
 import json, os, sys, time
 from fastrnn.prepared import load_prepared
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 p = load_prepared(sys.argv[1], cache_dir=sys.argv[3], bytes_mode=sys.argv[2] == "bytes")
 steps, hidden, batch = map(int, sys.argv[4:7])
 t = Trainer(p, TrainConfig(hidden_size=hidden, batch_size=batch, seed=0, threads=os.cpu_count()))

@@ -38,7 +38,7 @@ def test_quality_harness_trains_scores_and_writes(tmp_path):
 
 def test_the_pytorch_side_trains_the_recipe_of_the_budget():
     """The recipe of the budget (the short, medium or long one: its size, rate and dropout), sizes overridden."""
-    from fastrnn.trainer import LONG_BUDGET_SECONDS, MEDIUM_BUDGET_SECONDS, recipes_for
+    from fastrnn.config import LONG_BUDGET_SECONDS, MEDIUM_BUDGET_SECONDS, recipes_for
 
     short, long = quality.torch_recipe(25), quality.torch_recipe(LONG_BUDGET_SECONDS)
     medium = quality.torch_recipe(MEDIUM_BUDGET_SECONDS)

@@ -18,7 +18,9 @@ _EXPORTS = {
     "optim": ("OPTIMIZERS", "Optimizer"),
     "vocab": ("Vocab",),
     "corpus": ("Corpus", "CorpusError", "load_corpus"),
-    "trainer": ("CharModel", "ConfigError", "Score", "TrainConfig", "Trainer", "TrainingDiverged", "recipe_config"),
+    "charmodel": ("CharModel", "Score"),
+    "config": ("ConfigError", "TrainConfig", "recipe_config"),
+    "trainer": ("Trainer", "TrainingDiverged"),
     "checkpoint": ("Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -36,7 +36,8 @@ from ._threads import blas_controller, parallel_lock
 from ._validate import check_params
 from .optim import Optimizer, apply
 from .params import Params
-from .rnn import ADAGRAD_EPS, CLIP, _clip_value, _scalar
+from .params import ADAGRAD_EPS, CLIP
+from .rnn import _clip_value, _scalar
 
 __all__ = ["BatchWorkspace", "batch_loss_and_grads", "batch_train_step", "batch_train_steps"]
 

@@ -50,7 +50,9 @@ from ._files import OutputWriteError
 from .corpus import Corpus, Fingerprint
 from .limits import fits, gib, parameter_count
 from .model import ModelParams, ModelSpec, describe
-from .trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainState, seed_hidden_layout, unused_options
+from .charmodel import CharModel
+from .config import unused_options, ConfigError, TrainConfig
+from .trainer import seed_hidden_layout, TrainState, Trainer
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"

@@ -30,181 +30,12 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import batch_kernels, cell_kernels, kernels, microkernel, optim, stack_kernels
-from ._aligned import aligned_zeros
+from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
 from ._threads import blas_threads
-from ._validate import check_count, check_ids, check_params, check_positive, check_top, inverse_temperature
+from ._validate import check_ids, check_params, check_positive
 from .model import ModelParams, ModelSpec
-from .params import Params, SeedGrads
-
-CLIP = 5.0
-SCORE_CHUNK = 1024  # steps per forward-only kernel call when scoring a long text at batch 1
-SAMPLE_CHUNK = 1 << 16  # ids per piece of a long sample
-
-
-class StackWorkspace:
-    """Scratch arrays for steps of ``batch_size`` streams of up to ``seq_length`` ids of a model, allocated once.
-
-    Per layer: hs ((T+1) * B, H) (and cs for an LSTM), gates and dgx (T * B, G*H),
-    dhs (T * B, H) (dL/d(outputs)), tmp (B, G*H), dh, dc (B, H), for dropout xd (the outputs as the
-    layer above reads them) and mask (T * B, H), and Whh packed for :mod:`fastrnn.microkernel` by
-    part: forward_panels (:func:`~fastrnn.cell_kernels.pack_forward`, rewritten by each forward pass,
-    part p's panels from ``first_forward_panel[p]``) and backward_panels
-    (:func:`~fastrnn.cell_kernels.pack_backward`, by each backward pass, from ``first_backward_panel[p]``);
-    a GRU also hn (T * B, H) and dgh (T * B, 3H). Shared: probs (T * B, V), WxhT / dWxhT (V, G*H) and
-    the step's ids (B, T).
-
-    ``parts`` > 1: each layer's recurrence runs with its H units cut into that
-    many parts (at most H; bounds ``unit_bounds``, [0, H] for one part) at once,
-    on Numba's threads (the ``*_parts`` kernels of :mod:`fastrnn.cell_kernels`),
-    and the products over all T * B rows cut into as many row ranges
-    (``row_bounds``; the weight gradients' shares in partials (parts,
-    max(G*H, V) * H), then summed), all with BLAS at one thread.
-    """
-
-    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, parts=1):
-        T, B = int(seq_length), int(batch_size)
-        if T < 1 or B < 1:
-            raise ValueError(f"seq_length and batch_size must be positive, got {T} and {B}")
-        dtype = np.dtype(dtype)
-        self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, dtype
-        H, V, G = spec.hidden_size, spec.vocab_size, spec.gates
-        self.parts = max(1, min(int(parts), H))
-        self.unit_bounds = cell_kernels.unit_bounds(H, self.parts)
-        columns = microkernel.HOST_TILES[dtype.type].columns
-        self.first_forward_panel = cell_kernels.panel_bounds(self.unit_bounds, G, columns)
-        self.first_backward_panel = cell_kernels.panel_bounds(self.unit_bounds, 1, columns)
-        z = lambda *shape: aligned_zeros(shape, dtype)  # noqa: E731
-        self.layers = []
-        for _ in range(spec.num_layers):
-            a = dict(hs=z((T + 1) * B, H), gates=z(T * B, G * H), dgx=z(T * B, G * H), dhs=z(T * B, H),
-                     tmp=z(B, G * H), dh=z(B, H), dc=z(B, H), xd=z(T * B, H), mask=z(T * B, H),
-                     forward_panels=z(self.first_forward_panel[-1], H, columns),
-                     backward_panels=z(self.first_backward_panel[-1], G * H, columns))
-            if spec.cell == "lstm":
-                a["cs"] = z((T + 1) * B, H)
-            if spec.cell == "gru":
-                a.update(hn=z(T * B, H), dgh=z(T * B, G * H))
-            else:
-                a["dgh"] = a["dgx"]
-            self.layers.append(a)
-        if self.parts > 1:  # the products over all T * B rows, cut into as many row parts
-            self.row_bounds = stack_kernels.row_bounds(T * B, self.parts)
-            self.partials = z(self.parts, max(G * H, V) * H)
-        self.probs = z(T * B, V)
-        self.WxhT, self.dWxhT = z(V, G * H), z(V, G * H)
-        self.inputs = np.zeros((B, T), np.int64)
-        self.targets = np.zeros((B, T), np.int64)
-        self.grads = ModelParams(spec, dtype, is_gradient=True)
-
-    def fits(self, params: ModelParams, batch_size, length) -> bool:
-        return (params.spec == self.spec and params.dtype == self.dtype and batch_size == self.batch_size
-                and length == self.seq_length)
-
-
-#: Hidden size from which a step on several threads cuts each layer's units, not its streams (split
-#: "columns"): from here on the recurrence's products run faster with each thread on its own slice of Whh
-#: (see ParallelWorkspace).
-COLUMN_SPLIT_MIN_HIDDEN = 256
-
-
-class ParallelWorkspace:
-    """A training step's B streams on ``threads`` threads, split by streams or by columns (hidden units).
-
-    ``split="streams"``: the B streams cut into ``n = min(threads, B)``
-    contiguous chunks, one thread each. Chunk c holds streams
-    ``bounds[c]:bounds[c + 1]`` (``bounds[c] = c * B // n``, as
-    :class:`fastrnn.batch.BatchWorkspace` cuts them) in a :class:`StackWorkspace`
-    of its own; :func:`train_steps` runs the chunks' forward and backward on n
-    Python threads at once (the kernels release the GIL) with BLAS held to one
-    thread, then sums their gradients in chunk order into ``grads``. With one
-    chunk ``grads`` is the chunk's own and the step is that of one
-    :class:`StackWorkspace`, bit for bit. Results depend on n (rounding only:
-    the sums of the weight gradients are split at the chunk bounds), not on how
-    busy the machine is; a chunk's gradient is the gradient of its streams'
-    loss divided by the whole B, so the chunks' sum is the batch's gradient
-    (and an allreduce of the chunks' gradients across processes is the same sum).
-
-    ``split="columns"``: one chunk of all B streams, a :class:`StackWorkspace` with
-    ``parts=threads``: each recurrence's units are cut into ``threads`` parts
-    run at once (every thread multiplies the whole batch's state by its own
-    slice of Whh, which stays in its core's cache from step to step; at
-    H = 512, B = 32 the recurrence ran ~1.2x the speed of two chunks of 16
-    streams), and the products over all T * B rows run as ``threads`` row
-    blocks at once, BLAS at one thread, a weight gradient's blocks summed in
-    block order: results depend on ``threads`` by rounding only, as for chunks.
-
-    ``split=None`` takes "columns" for ``threads`` > 1 and H >= ``COLUMN_SPLIT_MIN_HIDDEN``, else "streams".
-    """
-
-    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, threads=1, split=None):
-        T, B, threads = int(seq_length), int(batch_size), int(threads)
-        if threads < 1:
-            raise ValueError(f"threads must be positive, got {threads}")
-        if split is None:
-            split = "columns" if threads > 1 and spec.hidden_size >= COLUMN_SPLIT_MIN_HIDDEN else "streams"
-        if split not in ("streams", "columns"):
-            raise ValueError(f"split must be 'streams' or 'columns', got {split!r}")
-        self.split = split
-        n = 1 if split == "columns" else min(threads, max(B, 1))
-        self.bounds = [c * B // n for c in range(n + 1)]
-        parts = threads if split == "columns" else 1
-        self.chunks = [StackWorkspace(spec, T, hi - lo, dtype, parts) for lo, hi in zip(self.bounds, self.bounds[1:])]
-        self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, np.dtype(dtype)
-        self.threads = threads
-        self.grads = self.chunks[0].grads if n == 1 else ModelParams(spec, dtype, is_gradient=True)
-        self._pool = None
-
-    @classmethod
-    def of(cls, workspace: StackWorkspace) -> "ParallelWorkspace":
-        """One chunk: ``workspace`` itself (its arrays shared, not copied)."""
-        self = cls.__new__(cls)
-        self.spec, self.seq_length, self.batch_size, self.dtype = (workspace.spec, workspace.seq_length,
-                                                                    workspace.batch_size, workspace.dtype)
-        self.threads, self.bounds, self.chunks = workspace.parts, [0, workspace.batch_size], [workspace]
-        self.split = "columns" if workspace.parts > 1 else "streams"
-        self.grads, self._pool = workspace.grads, None
-        return self
-
-    @property
-    def n_chunks(self) -> int:
-        return len(self.chunks)
-
-    def fits(self, params: ModelParams, batch_size, length) -> bool:
-        return (params.spec == self.spec and params.dtype == self.dtype and batch_size == self.batch_size
-                and length == self.seq_length)
-
-    def map(self, fn):
-        """``[fn(c) for c in range(n_chunks)]``, chunk 0 on the calling thread and the others on the pool's."""
-        if self.n_chunks == 1:
-            return [fn(0)]
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(self.n_chunks - 1, thread_name_prefix="fastrnn-chunk")
-        futures = [self._pool.submit(fn, c) for c in range(1, self.n_chunks)]
-        first = fn(0)
-        return [first] + [f.result() for f in futures]
-
-    def sum_grads(self):
-        """``grads`` = the chunks' gradients summed in chunk order (nothing to do for one chunk)."""
-        if self.n_chunks == 1:
-            return self.grads
-        out = self.grads.flat
-        np.add(self.chunks[0].grads.flat, self.chunks[1].grads.flat, out=out)
-        for ws in self.chunks[2:]:
-            np.add(out, ws.grads.flat, out=out)
-        return self.grads
-
-    def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def __del__(self):
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False)
-
+from .params import CLIP, Params, SeedGrads
+from .workspaces import ParallelWorkspace, StackWorkspace
 
 # --- dropout ---------------------------------------------------------------------
 
@@ -297,7 +128,7 @@ def _recurrence_backward(cell, ws, a, Whh):
                                         a["hn"], panels, bounds, first)
 
 
-def _forward(params, ws, inputs, targets, state, dropout=None, weights_packed=False):
+def forward(params, ws, inputs, targets, state, dropout=None, weights_packed=False):
     """Forward pass of B streams; returns the summed loss (float64). state: tuple of (L, B, H), read.
 
     ``dropout``: None, or a :class:`Dropout` for these B streams (training). ``weights_packed``: the
@@ -329,11 +160,11 @@ def _forward(params, ws, inputs, targets, state, dropout=None, weights_packed=Fa
 
 
 def _backward(params, ws, inputs, targets, grads, total_batch=None, dropout=None):
-    """Backward pass after :func:`_forward`; *overwrites* ``grads`` with the gradient of loss / B.
+    """Backward pass after :func:`forward`; *overwrites* ``grads`` with the gradient of loss / B.
 
     ``total_batch`` (default B): the divisor, when these B streams are one share of a larger batch
     (a chunk of a step's streams, or one process's share under MPI). ``dropout``: as given to
-    :func:`_forward` (its masks are read from the workspace).
+    :func:`forward` (its masks are read from the workspace).
     """
     spec = params.spec
     B, T = inputs.shape
@@ -379,7 +210,7 @@ def _parts_blas(ws):
     return blas_threads(1) if ws.parts > 1 else contextlib.nullcontext()
 
 
-def _last_state(ws, spec, B, T, out):
+def last_state(ws, spec, B, T, out):
     """Copy each layer's final state into ``out`` (tuple of (L, B, H))."""
     for layer, a in enumerate(ws.layers):
         out[0][layer] = a["hs"][T * B:]
@@ -389,7 +220,7 @@ def _last_state(ws, spec, B, T, out):
 
 # --- argument normalisation -------------------------------------------------------
 
-def _check_model(params) -> ModelParams:
+def check_model(params) -> ModelParams:
     if isinstance(params, Params):
         return ModelParams.from_seed(check_params(params))
     if not isinstance(params, ModelParams):
@@ -397,7 +228,7 @@ def _check_model(params) -> ModelParams:
     return params
 
 
-def _check_batch_ids(inputs, targets, vocab_size):
+def check_batch_ids(inputs, targets, vocab_size):
     """(B, T) int64 inputs and targets, and whether they came as one (T,) sequence."""
     a, b = np.asarray(inputs), np.asarray(targets)
     single = a.ndim == 1
@@ -466,20 +297,20 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspa
     :func:`fastrnn.reference.dropout_masks`). Returns ``(loss, grads,
     state_last)`` with fresh arrays.
     """
-    params = _check_model(params)
-    inputs, targets, _ = _check_batch_ids(inputs, targets, params.vocab_size)
+    params = check_model(params)
+    inputs, targets, _ = check_batch_ids(inputs, targets, params.vocab_size)
     B, T = inputs.shape
     state = check_state(state, params.spec, B, params.dtype)
     ws = workspace if workspace is not None else StackWorkspace(params.spec, T, B, params.dtype)
     if not ws.fits(params, B, T):
         raise ValueError("workspace does not fit these parameters, batch size and sequence length")
     with _parts_blas(ws):
-        loss = _forward(params, ws, inputs, targets, state, dropout)
+        loss = forward(params, ws, inputs, targets, state, dropout)
         grads = ws.grads
         _backward(params, ws, inputs, targets, grads, dropout=dropout)
     limit = optim.clip_value(clip, params.dtype)
     kernels.clip_inplace(grads.flat, limit)
-    _last_state(ws, params.spec, B, T, state)
+    last_state(ws, params.spec, B, T, state)
     return float(loss) / B, grads.copy(), state
 
 
@@ -508,9 +339,9 @@ def loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=Non
         seed_params = check_params(params) if seed_in else params.as_seed()
         loss, g, state_last = _seed_loss_and_grads(seed_params, inputs, targets, state, clip, workspace)
         return loss, (SeedGrads(*g) if seed_in else ModelParams.from_seed(SeedGrads(*g))), state_last
-    model = _check_model(params)
+    model = check_model(params)
     spec, dtype = model.spec, model.dtype
-    ids, tgt, single = _check_batch_ids(inputs, targets, spec.vocab_size)
+    ids, tgt, single = check_batch_ids(inputs, targets, spec.vocab_size)
     st = check_state(state, spec, ids.shape[0], dtype, single)
     loss, grads, state_last = stack_loss_and_grads(model, ids, tgt, st, clip, workspace)
     return loss, grads, _state_like(state_last, state, spec, single)
@@ -547,148 +378,6 @@ def _seed_loss_and_grads(params, inputs, targets, state, clip, workspace):
     return loss, g, h_last.reshape(shape)
 
 
-def _check_lengths(inputs, targets) -> int:
-    """The common length of two 1-D id sequences (any integer arrays, memmaps too), or a ValueError."""
-    if np.ndim(inputs) != 1 or np.ndim(targets) != 1:
-        raise ValueError(f"inputs and targets must be 1-D sequences of ids, got shapes {np.shape(inputs)} and "
-                         f"{np.shape(targets)}")
-    if len(inputs) != len(targets) or len(targets) == 0:
-        raise ValueError(f"inputs and targets must have the same, non-zero length, got {len(inputs)} and "
-                         f"{len(targets)}")
-    return len(targets)
-
-
-def sequence_loss(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUNK):
-    """Forward only, one stream of any length: ``(loss, state_last)``; the loss summed over the T steps.
-
-    inputs, targets (T,) int ids (any integer arrays: read ``chunk`` steps at a
-    time); ``state`` a tuple of (L, 1, H) arrays or None; carried across chunks.
-    """
-    params = _check_model(params)
-    spec = params.spec
-    state = check_state(state, spec, 1, params.dtype)
-    n = _check_lengths(inputs, targets)
-    ws = None
-    loss = 0.0
-    with blas_threads(1):  # one stream's products are too small to share: a second thread only waits
-        for s in range(0, n, chunk):
-            x = check_ids(np.asarray(inputs[s:s + chunk]), spec.vocab_size, "inputs")[None, :]
-            y = check_ids(np.asarray(targets[s:s + chunk]), spec.vocab_size, "targets")[None, :]
-            if x.shape != y.shape:
-                raise ValueError("inputs and targets must have the same length")
-            T = x.shape[1]
-            if ws is None or ws.seq_length != T:
-                ws = StackWorkspace(spec, T, 1, params.dtype)
-            loss += _forward(params, ws, x, y, state)
-            _last_state(ws, spec, 1, T, state)
-    return float(loss), state
-
-
-def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUNK):
-    """Per-step ``log p(targets[t])`` (T,) float64 of one stream, and the last state."""
-    params = _check_model(params)
-    spec = params.spec
-    state = check_state(state, spec, 1, params.dtype)
-    _check_lengths(inputs, targets)
-    inputs, targets = np.asarray(inputs), np.asarray(targets)
-    out = np.empty(targets.shape[0], np.float64)
-    ws = None
-    with blas_threads(1):  # as in sequence_loss
-        for s in range(0, targets.shape[0], chunk):
-            x = check_ids(inputs[s:s + chunk], spec.vocab_size, "inputs")[None, :]
-            y = check_ids(targets[s:s + chunk], spec.vocab_size, "targets")[None, :]
-            T = x.shape[1]
-            if ws is None or ws.seq_length != T:
-                ws = StackWorkspace(spec, T, 1, params.dtype)
-            _forward(params, ws, x, y, state)
-            _last_state(ws, spec, 1, T, state)
-            out[s:s + T] = np.log(ws.probs[np.arange(T), y[0]].astype(np.float64))
-    return out, state
-
-
-def logits(params, inputs, state=None):
-    """The output head's logits (B, T, V) of the parameters' dtype, and the last state, of B streams.
-
-    inputs (T,) or (B, T) ids; ``state`` None (zeros) or a tuple of (L, B, H)
-    arrays (not changed). Returns ``(logits, state_last)``, the state a tuple
-    of (L, B, H). Any model (the 1-layer rnn through the generic engine).
-    """
-    params = _check_model(params)
-    spec = params.spec
-    ids, _, _ = _check_batch_ids(inputs, inputs, spec.vocab_size)
-    B, T = ids.shape
-    state = check_state(state, spec, B, params.dtype)
-    ws = StackWorkspace(spec, T, B, params.dtype)
-    _forward(params, ws, ids, ids, state)
-    _last_state(ws, spec, B, T, state)
-    top = ws.layers[-1]["hs"][B:]  # (T * B, H), time-major
-    out = (top @ params["Why"].T + params["by"]).reshape(T, B, spec.vocab_size)
-    return np.ascontiguousarray(out.transpose(1, 0, 2)), state
-
-
-def sample(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None,
-           top_p=None):
-    """``n`` sampled ids (int64) from ``state`` (tuple of (L, 1, H) or None), seeded with id ``seed_ix``.
-
-    Draw t uses the t-th ``numpy.random.default_rng(seed).random()`` value
-    through the inverse CDF of ``softmax(logits / temperature)``, as
-    :func:`fastrnn.sample` does; ``argmax=True``: greedy; ``top_k``, ``top_p``:
-    only the most likely ids (:func:`fastrnn.kernels.keep_top`). The numpy twin
-    is :func:`fastrnn.reference.stack_sample`.
-    """
-    pieces = list(sample_chunks(params, state, seed_ix, n, seed, temperature, argmax, top_k=top_k, top_p=top_p))
-    return np.concatenate(pieces) if pieces else np.empty(0, np.int64)
-
-
-def sample_chunks(params: ModelParams, state, seed_ix, n, seed=None, temperature=1.0, argmax=False,
-                  chunk=SAMPLE_CHUNK, top_k=None, top_p=None):
-    """:func:`sample` in pieces of at most ``chunk`` ids, the state carried: joined, the same ids.
-
-    Arguments are checked when this is called; the ids are drawn as the pieces are consumed.
-    """
-    params = _check_model(params)
-    spec = params.spec
-    state = check_state(state, spec, 1, params.dtype)
-    (seed_ix,) = check_ids([seed_ix], spec.vocab_size, "seed_ix")
-    n = check_count(n, "n")
-    chunk = check_count(chunk, "chunk")
-    if chunk < 1:
-        raise ValueError("chunk must be positive")
-    inv_t = inverse_temperature(temperature, params.dtype)
-    top_k, top_p = check_top(top_k, top_p)
-    return _sample_pieces(params, state, int(seed_ix), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk,
-                          top_k, top_p)
-
-
-def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p):
-    cut = top_k > 0 or top_p < 1.0
-    spec = params.spec
-    ws = StackWorkspace(spec, 1, 1, params.dtype)
-    x = np.array([[ix]], np.int64)
-    logits = np.empty(spec.vocab_size, params.dtype)
-    done = 0
-    while done < n:
-        out = np.empty(min(chunk, n - done), np.int64)
-        with blas_threads(1):  # one stream, one character a product: as in sequence_loss
-            for t in range(out.size):
-                # Weights packed once a piece: the caller may change params between pieces, not within one.
-                _forward(params, ws, x, x, state, weights_packed=t > 0)
-                _last_state(ws, spec, 1, 1, state)
-                u = rng.random()
-                kernels.output_logits(logits, ws.layers[-1]["hs"][1], params["Why"], params["by"])
-                if argmax:
-                    ix = int(np.argmax(logits))
-                else:
-                    kernels.temper_inplace(logits, inv_t)
-                    kernels.softmax_inplace(logits)
-                    if cut:
-                        kernels.keep_top(logits, top_k, top_p)
-                    ix = int(kernels.pick_id(logits, u))
-                out[t] = x[0, 0] = ix
-        done += out.size
-        yield out
-
-
 def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None, dropout=None):
     """``(loss, grads)`` of B streams over the chunks of ``ws`` (a :class:`ParallelWorkspace`), unclipped.
 
@@ -713,9 +402,9 @@ def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None,
         cw.targets[:] = targets[lo:hi]
         drop = None if dropout is None else dropout.from_stream(lo)
         with _parts_blas(cw):
-            loss = _forward(params, cw, cw.inputs, cw.targets, part, drop)
+            loss = forward(params, cw, cw.inputs, cw.targets, part, drop)
             _backward(params, cw, cw.inputs, cw.targets, cw.grads, divisor, drop)
-        _last_state(cw, spec, hi - lo, T, part)
+        last_state(cw, spec, hi - lo, T, part)
         return loss
 
     chunk_losses = ws.map(chunk_step)

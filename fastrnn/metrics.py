@@ -207,7 +207,7 @@ class MetricsLog:
         self._mark = (trainer.n, trainer.train_seconds)
 
     def row(self, trainer, val=None):
-        """One row for ``trainer``'s state now; ``val``: the validation :class:`~fastrnn.trainer.Score` or None."""
+        """One row for ``trainer``'s state now; ``val``: the validation :class:`~fastrnn.charmodel.Score` or None."""
         n0, t0 = self._mark if self._mark is not None else (trainer.n, trainer.train_seconds)
         dt = trainer.train_seconds - t0
         cps = (trainer.n - n0) * trainer.chars_per_step / dt if dt > 0 else 0.0

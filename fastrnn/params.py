@@ -12,6 +12,8 @@ import numpy as np
 from ._aligned import aligned, aligned_copy, aligned_zeros
 
 PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
+CLIP = 5.0  # the seed's clip: every gradient entry to [-5, 5]
+ADAGRAD_EPS = 1e-8  # the seed's Adagrad: p -= lr * g / sqrt(m + 1e-8)
 
 
 class Params(NamedTuple):

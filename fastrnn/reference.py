@@ -13,10 +13,7 @@ from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
     inverse_temperature,
 )
-from .params import Params
-
-CLIP = 5.0
-ADAGRAD_EPS = 1e-8
+from .params import ADAGRAD_EPS, CLIP, Params
 
 
 def _column(a):
@@ -306,10 +303,10 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, masks=N
     return loss / B, grads, state_last
 
 
-def stack_sample(params, state, seed_ix, n, seed=None, temperature=1.0, argmax=False, top_k=None, top_p=None):
-    """``n`` ids sampled from any model (the twin of :func:`fastrnn.engine.sample`), int64.
+def stack_sample(params, state, first_id, n, seed=None, temperature=1.0, argmax=False, top_k=None, top_p=None):
+    """``n`` ids sampled from any model (the twin of :func:`fastrnn.inference.sample`), int64.
 
-    ``state``: None (zeros) or a tuple of (L, 1, H) arrays; seed_ix the id fed
+    ``state``: None (zeros) or a tuple of (L, 1, H) arrays; first_id the id fed
     first. One step of every layer at a time (the cells' twins), in the
     parameters' dtype; draw t takes the t-th ``default_rng(seed).random()``
     value through the inverse CDF of ``softmax(logits / temperature)`` cut to
@@ -319,7 +316,7 @@ def stack_sample(params, state, seed_ix, n, seed=None, temperature=1.0, argmax=F
 
     spec, dtype = params.spec, params.dtype
     step = STEPS[spec.cell][0]
-    (x,) = check_ids([seed_ix], spec.vocab_size, "seed_ix")
+    (x,) = check_ids([first_id], spec.vocab_size, "first_id")
     n = check_count(n, "n")
     inv_t = inverse_temperature(temperature, dtype)
     top_k, top_p = check_top(top_k, top_p)

@@ -15,10 +15,7 @@ from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
     inverse_temperature,
 )
-from .params import Params
-
-CLIP = 5.0
-ADAGRAD_EPS = 1e-8
+from .params import ADAGRAD_EPS, CLIP, Params
 
 
 class Workspace:

@@ -238,7 +238,7 @@ class HeldOutWatch:
         return [text] if text is not None else []
 
     def after_validation(self, trainer, score) -> list[str]:
-        """Warnings after a validation ``score`` (a :class:`fastrnn.trainer.Score`, or None: nothing to say)."""
+        """Warnings after a validation ``score`` (a :class:`fastrnn.charmodel.Score`, or None: nothing to say)."""
         if score is None:
             return []
         ln2 = math.log(2.0)
@@ -266,8 +266,8 @@ class HeldOutWatch:
 def carried_state_scores(trainer, length=STATE_SLICE):
     """``(zero_bits, carried_bits, count)``: the first ``count`` (<= ``length``) held-out symbols scored from a
     zero hidden state and from stream 0's current state (the one training carries), in bits/char."""
-    from . import engine, rnn
-    from .trainer import seed_view
+    from . import inference, rnn
+    from .charmodel import seed_view
 
     count = min(int(length), int(trainer.val_targets.shape[0]))
     x, y = trainer.val_inputs[:count], trainer.val_targets[:count]
@@ -278,7 +278,7 @@ def carried_state_scores(trainer, length=STATE_SLICE):
         nats = [rnn.sequence_loss(seed, x, y, h)[0] for h in (zero, carried)]
     else:
         carried = tuple(np.ascontiguousarray(h[:, :1]) for h in trainer.hidden)
-        nats = [engine.sequence_loss(trainer.params, x, y, state)[0] for state in (None, carried)]
+        nats = [inference.sequence_loss(trainer.params, x, y, state)[0] for state in (None, carried)]
     zero_bits, carried_bits = (n / count / math.log(2.0) for n in nats)
     return zero_bits, carried_bits, count
 

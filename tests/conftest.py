@@ -179,7 +179,7 @@ def _warm(dtype):
 
 def _warm_stack(dtype):
     """The generic engine (every cell; layer 0 and a layer above it) and the flat-buffer optimizers."""
-    from fastrnn import engine, optim
+    from fastrnn import engine, inference, optim
     from fastrnn.model import ModelSpec, init_model
 
     ids = np.array([[0, 2], [1, 0]], np.int64)
@@ -187,11 +187,11 @@ def _warm_stack(dtype):
         p = init_model(ModelSpec(cell, 2, 3, 2), seed=0, dtype=dtype)
         engine.stack_loss_and_grads(p, ids, ids)
         engine.stack_loss_and_grads(p, ids, ids, clip=None)
-        engine.sequence_loss(p, ids[0], ids[0])
-        engine.log_probs(p, ids[0], ids[0])
-        engine.sample(p, None, 0, 2, seed=0)
-        engine.sample(p, None, 0, 2, seed=0, argmax=True)
-        engine.sample(p, None, 0, 2, seed=0, top_k=2, top_p=0.9)
+        inference.sequence_loss(p, ids[0], ids[0])
+        inference.log_probs(p, ids[0], ids[0])
+        inference.sample(p, None, 0, 2, seed=0)
+        inference.sample(p, None, 0, 2, seed=0, argmax=True)
+        inference.sample(p, None, 0, 2, seed=0, top_k=2, top_p=0.9)
     for name in fastrnn.OPTIMIZERS:
         opt = fastrnn.Optimizer(name)
         flat = p.flat.copy()

@@ -76,7 +76,8 @@ def test_params_and_workspaces_are_aligned():
 def test_trainer_aligns_a_loaded_state(tmp_path):
     from fastrnn.checkpoint import load_checkpoint, save_checkpoint
     from fastrnn.corpus import load_corpus
-    from fastrnn.trainer import TrainConfig, Trainer
+    from fastrnn.config import TrainConfig
+    from fastrnn.trainer import Trainer
 
     trainer = Trainer(load_corpus(None), TrainConfig(hidden_size=16, seq_length=10, seed=1))
     trainer.train(3)

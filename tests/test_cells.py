@@ -25,7 +25,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import fastrnn
-from fastrnn import engine
+from fastrnn import engine, inference, workspaces
 from fastrnn import reference as ref
 from fastrnn.model import CELLS, ModelParams, ModelSpec, init_model
 
@@ -197,7 +197,7 @@ def test_kernels_match_twin_saturated(cell, num_layers, B, clip, dtype, dropout,
     params = make_model(cell, num_layers, "large", seed=seed, dtype=dtype)
     inputs, targets, state = make_data(params.spec, B, seed=seed, dtype=dtype)
     drop, masks = dropout_case(params.spec, B, dropout, dtype)
-    ws = engine.StackWorkspace(params.spec, T, B, dtype, parts=parts)
+    ws = workspaces.StackWorkspace(params.spec, T, B, dtype, parts=parts)
     assert ws.parts == parts and (parts == 1 or list(ws.unit_bounds) == [0, 1, 3, 5])
     fast = engine.stack_loss_and_grads(params, inputs, targets, state, clip=clip, workspace=ws, dropout=drop)
     twin = ref.stack_loss_and_grads(params, inputs, targets, state, clip=clip, masks=masks)
@@ -534,9 +534,9 @@ def test_an_lstm_streams_state_does_not_depend_on_its_batch(dtype):
     V7, H7, B7, T7 = 11, 37, 7, 9
     params = make_model("lstm", 1, "init", seed=17, dtype=dtype, vocab_size=V7, hidden_size=H7)
     inputs, _, state = make_data(params.spec, B7, seq_length=T7, seed=17, dtype=dtype)
-    _, (h_all, c_all) = engine.logits(params, inputs, state)
+    _, (h_all, c_all) = inference.logits(params, inputs, state)
     for b in range(B7):
-        _, (h_one, c_one) = engine.logits(params, inputs[b:b + 1], tuple(s[:, b:b + 1] for s in state))
+        _, (h_one, c_one) = inference.logits(params, inputs[b:b + 1], tuple(s[:, b:b + 1] for s in state))
         assert np.array_equal(h_one[:, 0], h_all[:, b]) and np.array_equal(c_one[:, 0], c_all[:, b]), b
 
 
@@ -552,7 +552,7 @@ def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B, split
     seed = case_seed(cell, num_layers, B, salt=13)
     params = make_model(cell, num_layers, "large", seed=seed)
     inputs, targets, state = make_data(params.spec, B, seed=seed)
-    ws = engine.ParallelWorkspace(params.spec, T, B, np.float64, threads=threads, split=split)
+    ws = workspaces.ParallelWorkspace(params.spec, T, B, np.float64, threads=threads, split=split)
     if split == "streams":
         assert ws.n_chunks == min(threads, B)
     else:
@@ -592,11 +592,11 @@ def test_sequence_loss_and_log_probs_across_chunks(cell, num_layers):
     inputs, targets, state = make_data(params.spec, 1, seq_length=10, seed=seed)
     kept = tuple(s.copy() for s in state)
     twin_loss, _, twin_state = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None)
-    loss, last = engine.sequence_loss(params, inputs[0], targets[0], state, chunk=3)
+    loss, last = inference.sequence_loss(params, inputs[0], targets[0], state, chunk=3)
     assert not compare_stack((loss, params.zeros_like(), last), (twin_loss, params.zeros_like(), twin_state))
-    whole, _ = engine.sequence_loss(params, inputs[0], targets[0], state)
+    whole, _ = inference.sequence_loss(params, inputs[0], targets[0], state)
     assert allclose_report(whole, twin_loss)[0]
-    logp, last = engine.log_probs(params, inputs[0], targets[0], state, chunk=3)
+    logp, last = inference.log_probs(params, inputs[0], targets[0], state, chunk=3)
     assert logp.shape == (10,) and logp.dtype == np.float64
     step_losses, step_state = twin_step_losses(params, inputs, targets, state)
     assert allclose_report(-logp, step_losses)[0]
@@ -606,10 +606,10 @@ def test_sequence_loss_and_log_probs_across_chunks(cell, num_layers):
     assert all(np.array_equal(a, b) for a, b in zip(state, kept)), "the caller's state must not change"
 
 
-def twin_sample(params, state, seed_ix, n, seed, temperature, argmax):
+def twin_sample(params, state, first_id, n, seed, temperature, argmax):
     """The twin's draws: one step at a time, inverse CDF of softmax(logits / temperature), or greedy."""
     rng = np.random.default_rng(seed)
-    x, out = seed_ix, []
+    x, out = first_id, []
     for _ in range(n):
         _, _, state = ref.stack_loss_and_grads(params, np.array([[x]]), np.array([[x]]), state, clip=None)
         logits = state[0][-1, 0] @ params["Why"].T + params["by"]
@@ -630,14 +630,14 @@ def test_sample_is_seeded_and_argmax_is_greedy(cell, num_layers):
     params = make_model(cell, num_layers, "init", seed=seed)
     params["Why"][...] *= 8  # sharper distributions: greedy and sampled paths differ
     _, _, state = make_data(params.spec, 1, seed=seed)
-    a = engine.sample(params, state, 2, 30, seed=5, temperature=0.8)
+    a = inference.sample(params, state, 2, 30, seed=5, temperature=0.8)
     assert a.dtype == np.int64 and a.shape == (30,)
-    assert np.array_equal(a, engine.sample(params, state, 2, 30, seed=5, temperature=0.8))
-    assert not np.array_equal(a, engine.sample(params, state, 2, 30, seed=6, temperature=0.8))
+    assert np.array_equal(a, inference.sample(params, state, 2, 30, seed=5, temperature=0.8))
+    assert not np.array_equal(a, inference.sample(params, state, 2, 30, seed=6, temperature=0.8))
     assert np.array_equal(a, twin_sample(params, state, 2, 30, 5, 0.8, argmax=False))
-    greedy = engine.sample(params, state, 2, 30, seed=5, argmax=True)
+    greedy = inference.sample(params, state, 2, 30, seed=5, argmax=True)
     assert np.array_equal(greedy, twin_sample(params, state, 2, 30, 5, 1.0, argmax=True))
-    assert np.array_equal(greedy, engine.sample(params, state, 2, 30, seed=9, argmax=True))
+    assert np.array_equal(greedy, inference.sample(params, state, 2, 30, seed=9, argmax=True))
 
 
 # --- 10. the same bits in every process ------------------------------------------------------------
@@ -652,7 +652,7 @@ def every_kernel_case():
                 seed = case_seed(cell, 2, 3, salt=15)
                 params = make_model(cell, 2, "init", seed=seed, dtype=dtype, hidden_size=40)
                 inputs, targets, state = make_data(params.spec, 3, seed=seed, dtype=dtype)
-                ws = engine.StackWorkspace(params.spec, T, 3, dtype, parts=parts)
+                ws = workspaces.StackWorkspace(params.spec, T, 3, dtype, parts=parts)
                 _, grads, _ = engine.stack_loss_and_grads(params, inputs, targets, state, clip=None, workspace=ws,
                                                           dropout=DROPOUT._replace(total_streams=3, first_stream=0))
                 out[f"{cell}-{np.dtype(dtype).name}-{parts}"] = grads.flat.copy()

@@ -12,7 +12,8 @@ import fastrnn.checkpoint as checkpoint_module
 from fastrnn.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
 from fastrnn.params import PARAM_NAMES
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 from conftest import rewrite_npz
 
 TEXT = "It was the best of times, it was the worst of times, it was the age of wisdom.\n" * 4

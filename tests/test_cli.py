@@ -18,7 +18,8 @@ import pytest
 
 from fastrnn.checkpoint import load_checkpoint
 from fastrnn.corpus import load_corpus
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import YORK_TEXT
 
@@ -188,9 +189,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, corpus_file):
 
 def test_stop_signals_first_stops_second_aborts_none_during_a_save(tmp_path, corpus_file):
     """The policy of the train loop's handler, called directly: no timing games."""
-    from fastrnn.cli import Terminated, _StopSignals
+    from fastrnn.cli.exits import StopSignals, Terminated
     trainer = Trainer(load_corpus(corpus_file), TrainConfig(hidden_size=8, seq_length=10, seed=0))
-    stop = _StopSignals(trainer)
+    stop = StopSignals(trainer)
     stop(signal.SIGTERM, None)  # the first: a stop at the end of the block
     assert trainer.stop_requested and stop.signum == signal.SIGTERM
     with stop.save():
@@ -226,6 +227,7 @@ def test_slow_kernel_load_is_explained(tmp_path, corpus_file, monkeypatch, capsy
     import time
 
     from fastrnn import cli
+    from fastrnn.cli import run_loop
     from fastrnn.trainer import Trainer
 
     real = Trainer.warm_up
@@ -234,22 +236,22 @@ def test_slow_kernel_load_is_explained(tmp_path, corpus_file, monkeypatch, capsy
         time.sleep(0.5)
         real(self)
 
-    monkeypatch.setattr(cli, "COMPILE_NOTE_AFTER_S", 0.1)
+    monkeypatch.setattr(run_loop, "COMPILE_NOTE_AFTER_S", 0.1)
     monkeypatch.setattr(Trainer, "warm_up", slow_warm_up)
     args = ["train", str(corpus_file), "--hidden-size", "8", "--seq-length", "10", "--steps", "5", "--checkpoint"]
     assert cli.main(args + [str(tmp_path / "a.npz")]) == 0
     out = capsys.readouterr().out
     assert "compiling the training kernels" in out and "kernels ready after" in out
 
-    monkeypatch.setattr(cli, "COMPILE_NOTE_AFTER_S", 30.0)  # a fast load says nothing
+    monkeypatch.setattr(run_loop, "COMPILE_NOTE_AFTER_S", 30.0)  # a fast load says nothing
     assert cli.main(args + [str(tmp_path / "b.npz")]) == 0
     assert "compiling" not in capsys.readouterr().out
 
 
 def test_sigterm_outside_training_acts_like_ctrl_c():
-    from fastrnn.cli import Terminated, _sigterm_as_interrupt
+    from fastrnn.cli.exits import Terminated, sigterm_as_interrupt
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Terminated), _sigterm_as_interrupt():  # finally blocks and cleanup run, as for Ctrl-C
+    with pytest.raises(Terminated), sigterm_as_interrupt():  # finally blocks and cleanup run, as for Ctrl-C
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)
     assert issubclass(Terminated, KeyboardInterrupt)

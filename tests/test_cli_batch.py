@@ -8,7 +8,8 @@ import pytest
 
 from fastrnn.checkpoint import load_checkpoint
 from fastrnn.corpus import load_corpus
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from test_cli import fastrnn, npz_arrays
 

@@ -34,7 +34,8 @@ import pytest
 
 import fastrnn
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
-from fastrnn.trainer import TrainConfig, Trainer, recipe_config
+from fastrnn.config import recipe_config, TrainConfig
+from fastrnn.trainer import Trainer
 
 STEPS = 80
 RTOL = 1e-9

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import engine
+from fastrnn import engine, workspaces
 from fastrnn import reference as ref
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
-from fastrnn.trainer import ConfigError, TrainConfig, Trainer
+from fastrnn.config import ConfigError, TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import rewrite_npz
 from test_cells import CELL_LAYERS, H, T, V, as_parts, compare_stack, compare_with_torch, make_data, make_model
@@ -52,7 +53,7 @@ def kernel_masks(ws, spec, B):
 def test_kernel_masks_equal_the_twin_bit_for_bit(step, total, first, dtype):
     params = make_model("lstm", 2, seed=1, dtype=dtype)
     inputs, targets, state = make_data(params.spec, 3, seed=1, dtype=dtype)
-    ws = engine.StackWorkspace(params.spec, T, 3, dtype)
+    ws = workspaces.StackWorkspace(params.spec, T, 3, dtype)
     engine.stack_loss_and_grads(params, inputs, targets, state, workspace=ws,
                                 dropout=engine.Dropout(P, SEED, step, total, first))
     expected = masks_of(params.spec, 3, step, total, first, dtype=dtype)
@@ -131,7 +132,7 @@ def test_chunks_draw_each_streams_own_masks(cell, num_layers, threads):
     B = 5
     params = make_model(cell, num_layers, "large", seed=61)
     inputs, targets, state = make_data(params.spec, B, seed=61)
-    ws = engine.ParallelWorkspace(params.spec, T, B, np.float64, threads=threads)
+    ws = workspaces.ParallelWorkspace(params.spec, T, B, np.float64, threads=threads)
     loss, grads = engine.chunked_loss_and_grads(params, ws, inputs, targets, [s.copy() for s in state],
                                                 dropout=engine.Dropout(P, SEED, 7, B))
     twin = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None, masks=masks_of(params.spec, B))

@@ -1,7 +1,7 @@
 """``fastrnn export``: ONNX graphs run by onnxruntime and safetensors files loaded by PyTorch give fastrnn's logits.
 
 Every cell at 1 and 2 layers in float32 and float64: onnxruntime's logits (and
-final states, for a graph with state inputs) against :func:`fastrnn.engine.logits`
+final states, for a graph with state inputs) against :func:`fastrnn.inference.logits`
 at 1e-4 relative in float32 and 1e-9 in float64; a wrong gate order is caught.
 The safetensors file loads with ``load_state_dict(strict=True)`` into the
 module of :mod:`fastrnn.interop`, whose forward gives the same logits. onnx,
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastrnn import engine
+from fastrnn import inference
 from fastrnn import export as fx
 from fastrnn.model import CELLS
 from fastrnn.vocab import Vocab
@@ -77,8 +77,8 @@ def close(actual, expected, dtype):
 def test_onnxruntime_logits_equal_fastrnns(ort, cell, layers, dtype):
     params, ids, state = model_and_data(cell, layers, dtype)
     recurrences = ["ops", "scan"] if dtype == np.float32 else ["scan"]  # onnxruntime has no float64 RNN ops
-    expected, _ = engine.logits(params, ids)
-    expected_s, last = engine.logits(params, ids, state)
+    expected, _ = inference.logits(params, ids)
+    expected_s, last = inference.logits(params, ids, state)
     for recurrence in recurrences:
         (logits,) = run_onnx(ort, fx.onnx_model(params, VOCAB, recurrence), {"ids": ids})
         assert logits.shape == (B, T, V)
@@ -98,7 +98,7 @@ def test_onnxruntime_logits_equal_fastrnns(ort, cell, layers, dtype):
 @pytest.mark.parametrize("cell,recurrence", [("lstm", "ops"), ("gru", "ops"), ("lstm", "scan")])
 def test_a_wrong_gate_order_is_caught(ort, monkeypatch, cell, recurrence):
     params, ids, _ = model_and_data(cell, 1, np.float32, salt=1)
-    expected, _ = engine.logits(params, ids)
+    expected, _ = inference.logits(params, ids)
     if recurrence == "ops":  # PyTorch's order given to ONNX's operator as it is
         monkeypatch.setitem(fx.ONNX_GATES, cell, list(range(params.spec.gates)))
     else:  # the f and g blocks of the input weights swapped
@@ -143,7 +143,7 @@ def test_safetensors_loads_strictly_into_torch(torch, tmp_path, cell, layers, dt
     with torch.no_grad():
         out, last = module.rnn(x, s0 if cell == "lstm" else s0[0])
         logits = module.decoder(out).numpy()
-    expected, expected_last = engine.logits(params, ids, state)
+    expected, expected_last = inference.logits(params, ids, state)
     ok, worst = close(logits, expected, dtype)
     assert ok, f"logits worst/tol {worst:.3g}"
     last = last if isinstance(last, tuple) else (last,)
@@ -170,7 +170,7 @@ def test_cli_export_onnx_and_safetensors(ort, torch, trained, name):
 
     ckpt = load_checkpoint(trained / f"{name}.npz")
     ids = ckpt.vocab.encode("Now is the winter")[None, :]
-    expected, _ = engine.logits(ckpt.model.params, ids)
+    expected, _ = inference.logits(ckpt.model.params, ids)
     dtype = np.dtype(ckpt.config.dtype).type
     r = run_cli("export", f"{name}.npz", f"{name}.onnx", "--state", cwd=trained)
     assert r.returncode == 0, r.stderr

@@ -20,7 +20,8 @@ from numpy.lib import format as npy_format
 import fastrnn.limits
 from fastrnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import rewrite_npz
 from test_export import _need
@@ -192,7 +193,7 @@ def test_train_refuses_an_option_its_optimizer_does_not_use(good, tmp_path, flag
 @pytest.mark.parametrize("optimizer, option", [("adam", "alpha"), ("adagrad", "beta1"), ("rmsprop", "beta2"),
                                                ("adagrad", "alpha")])
 def test_train_config_refuses_an_option_its_optimizer_does_not_use(optimizer, option):
-    from fastrnn.trainer import ConfigError
+    from fastrnn.config import ConfigError
     with pytest.raises(ConfigError, match=f"{option} is .*'s option; optimizer {optimizer} does not use it"):
         TrainConfig(optimizer=optimizer, **{option: 0.5}).validate()
     TrainConfig(optimizer=optimizer).validate()  # the defaults of the others are fine

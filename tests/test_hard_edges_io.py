@@ -215,7 +215,7 @@ def test_large_onnx_models_put_their_weights_beside_the_graph(runs, tmp_path):
     """Over the threshold (lowered here from 1 GiB), OUT.onnx + OUT.onnx.data; onnxruntime runs it from its path."""
     _need("onnx")
     ort = _need("onnxruntime")
-    from fastrnn import engine
+    from fastrnn import inference
     from fastrnn import export as fx
     from fastrnn.checkpoint import load_checkpoint
 
@@ -227,7 +227,7 @@ def test_large_onnx_models_put_their_weights_beside_the_graph(runs, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]
     assert (tmp_path / "m.onnx.data").stat().st_size > out.stat().st_size
     ids = ckpt.vocab.encode("Now is the winter")[None, :]
-    expected, _ = engine.logits(ckpt.model.params, ids)
+    expected, _ = inference.logits(ckpt.model.params, ids)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"ids": ids})
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import engine, kernels
+from fastrnn import inference, kernels
 from fastrnn import reference as ref
 from fastrnn.model import CELLS
 
@@ -90,9 +90,9 @@ def test_every_model_same_seed_same_ids_as_the_twin(cell, num_layers, dtype):
     _, _, state = make_data(params.spec, 1, seed=seed, dtype=dtype)
     for top_k, top_p in [(None, None), (3, None), (None, 0.8), (4, 0.6)]:
         kw = dict(seed=seed, temperature=0.8, top_k=top_k, top_p=top_p)
-        ids = engine.sample(params, state, 2, 40, **kw)
+        ids = inference.sample(params, state, 2, 40, **kw)
         assert np.array_equal(ids, ref.stack_sample(params, state, 2, 40, **kw)), (top_k, top_p)
-    assert np.array_equal(engine.sample(params, state, 2, 40, argmax=True),
+    assert np.array_equal(inference.sample(params, state, 2, 40, argmax=True),
                           ref.stack_sample(params, state, 2, 40, argmax=True))
 
 
@@ -123,7 +123,7 @@ def test_bad_top_values_raise(bad):
     params = medium_params(5, 4, 0)
     for call in (lambda: fastrnn.sample(params, np.zeros(4), 0, 3, **bad),
                  lambda: ref.sample(params, np.zeros(4), 0, 3, **bad),
-                 lambda: engine.sample(make_model("gru", 1), None, 0, 3, **bad)):
+                 lambda: inference.sample(make_model("gru", 1), None, 0, 3, **bad)):
         with pytest.raises(ValueError, match="top_"):
             call()
 

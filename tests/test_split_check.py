@@ -15,7 +15,8 @@ from fastrnn.split_check import (
     GAP_WARN_BITS, MIN_HELD_OUT, SHIFT_WARN_BITS, HeldOutWatch, compare_split, overfit_warning, spread_blocks,
     split_warning, state_warning,
 )
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import CORPUS, YORK_TEXT
 

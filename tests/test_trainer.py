@@ -8,7 +8,9 @@ import pytest
 
 from fastrnn import init_params, reference, rnn
 from fastrnn.corpus import Corpus
-from fastrnn.trainer import CharModel, ConfigError, TrainConfig, Trainer, TrainingDiverged
+from fastrnn.charmodel import CharModel
+from fastrnn.config import ConfigError, TrainConfig
+from fastrnn.trainer import Trainer, TrainingDiverged
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 3
 
@@ -271,7 +273,7 @@ def test_warm_up_leaves_the_state_alone():
 @pytest.mark.parametrize("budget", [None, 100, 600])
 def test_recipe_from_python_is_the_command_lines(cell, budget):
     from fastrnn import recipe_config
-    from fastrnn.trainer import recipes_for
+    from fastrnn.config import recipes_for
     config = TrainConfig.recipe(cell, time_budget=budget, seed=3)
     assert config == recipe_config(time_budget=budget, cell=cell, seed=3)
     recipe = recipes_for(budget)[cell]
@@ -280,6 +282,6 @@ def test_recipe_from_python_is_the_command_lines(cell, budget):
 
 
 def test_score_repr_gives_per_char_figures():
-    from fastrnn.trainer import Score
+    from fastrnn.charmodel import Score
     text = repr(Score(nats=200.0, count=100))
     assert "nats_per_char=2," in text and "bits_per_char=2.88539" in text and "count=100" in text

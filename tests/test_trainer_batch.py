@@ -16,7 +16,8 @@ from fastrnn.batch import BatchWorkspace, batch_train_step
 from fastrnn.checkpoint import (FORMAT_VERSION, V2_CONFIG_DEFAULTS, V3_CONFIG_DEFAULTS, V4_CONFIG_DEFAULTS, CheckpointError,
                                 load_checkpoint, save_checkpoint)
 from fastrnn.corpus import Corpus
-from fastrnn.trainer import ConfigError, TrainConfig, Trainer
+from fastrnn.config import ConfigError, TrainConfig
+from fastrnn.trainer import Trainer
 from conftest import rewrite_npz
 
 TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 3

@@ -19,7 +19,8 @@ from fastrnn import engine, optim
 from fastrnn import reference as ref
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
-from fastrnn.trainer import TrainConfig, Trainer
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import YORK_TEXT, allclose_report
 from test_cli import fastrnn as run_cli, npz_arrays
@@ -122,6 +123,18 @@ def test_the_seed_case_keeps_its_checkpoint_names(tmp_path):
     with np.load(save_checkpoint(tmp_path / "c.npz", trainer)) as npz:
         assert {"Wxh", "Whh", "Why", "bh", "by", "mWxh", "mWhh", "mWhy", "mbh", "mby", "hprev"} <= set(npz.files)
         assert npz["hprev"].shape == (6,)
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam"])
+def test_memory_is_adagrads_buffer_only(optimizer):
+    """``memory`` is the seed's name for Adagrad's one buffer: another optimizer's are opt_state, by name."""
+    trainer = Trainer(Corpus.from_text(YORK_TEXT), TrainConfig(hidden_size=6, seq_length=5, seed=4,
+                                                               optimizer=optimizer))
+    if optimizer == "adagrad":
+        assert trainer.memory is trainer.opt_state[0]
+    else:
+        with pytest.raises(AttributeError, match=f"{optimizer} keeps .* in opt_state"):
+            trainer.memory
 
 
 def test_validation_and_sampling_of_a_stacked_model():
@@ -240,7 +253,7 @@ def test_cli_time_budget_trains_until_it_then_validates_and_saves(tmp_path, corp
 
 
 def test_the_recipe_and_its_longer_budget_forms():
-    from fastrnn.trainer import LONG_BUDGET_SECONDS, MEDIUM_BUDGET_SECONDS, recipe_config
+    from fastrnn.config import LONG_BUDGET_SECONDS, MEDIUM_BUDGET_SECONDS, recipe_config
     short = recipe_config(cell="lstm")
     assert (short.hidden_size, short.num_layers, short.learning_rate, short.dropout) == (128, 2, 3e-2, 0.0)
     assert recipe_config(cell="gru", time_budget=MEDIUM_BUDGET_SECONDS - 1) == replace(short, cell="gru")

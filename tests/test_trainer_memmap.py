@@ -14,7 +14,9 @@ from fastrnn import trainer as trainer_module
 from fastrnn.checkpoint import load_checkpoint
 from fastrnn.corpus import load_corpus
 from fastrnn.prepared import cache_folder, prepare_corpus
-from fastrnn.trainer import TrainConfig, Trainer, score_windows
+from fastrnn.charmodel import score_windows
+from fastrnn.config import TrainConfig
+from fastrnn.trainer import Trainer
 
 from conftest import YORK_TEXT
 from test_cli import fastrnn

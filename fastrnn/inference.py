@@ -1,0 +1,161 @@
+"""Scoring and sampling with the engine: one stream's loss or per-step log-probabilities over a text of
+any length, the output logits of B streams, and samples drawn a piece at a time (forward only, BLAS at one
+thread: one stream's products are too small to share)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from ._threads import blas_threads
+from ._validate import check_count, check_ids, check_top, inverse_temperature
+from .engine import check_batch_ids, check_model, check_state, forward, last_state
+from .model import ModelParams
+from .workspaces import StackWorkspace
+
+
+SCORE_CHUNK = 1024  # steps per forward-only kernel call when scoring a long text at batch 1
+
+
+SAMPLE_CHUNK = 1 << 16  # ids per piece of a long sample
+
+
+def _check_lengths(inputs, targets) -> int:
+    """The common length of two 1-D id sequences (any integer arrays, memmaps too), or a ValueError."""
+    if np.ndim(inputs) != 1 or np.ndim(targets) != 1:
+        raise ValueError(f"inputs and targets must be 1-D sequences of ids, got shapes {np.shape(inputs)} and "
+                         f"{np.shape(targets)}")
+    if len(inputs) != len(targets) or len(targets) == 0:
+        raise ValueError(f"inputs and targets must have the same, non-zero length, got {len(inputs)} and "
+                         f"{len(targets)}")
+    return len(targets)
+
+
+def sequence_loss(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUNK):
+    """Forward only, one stream of any length: ``(loss, state_last)``; the loss summed over the T steps.
+
+    inputs, targets (T,) int ids (any integer arrays: read ``chunk`` steps at a
+    time); ``state`` a tuple of (L, 1, H) arrays or None; carried across chunks.
+    """
+    params = check_model(params)
+    spec = params.spec
+    state = check_state(state, spec, 1, params.dtype)
+    n = _check_lengths(inputs, targets)
+    ws = None
+    loss = 0.0
+    with blas_threads(1):  # one stream's products are too small to share: a second thread only waits
+        for s in range(0, n, chunk):
+            x = check_ids(np.asarray(inputs[s:s + chunk]), spec.vocab_size, "inputs")[None, :]
+            y = check_ids(np.asarray(targets[s:s + chunk]), spec.vocab_size, "targets")[None, :]
+            if x.shape != y.shape:
+                raise ValueError("inputs and targets must have the same length")
+            T = x.shape[1]
+            if ws is None or ws.seq_length != T:
+                ws = StackWorkspace(spec, T, 1, params.dtype)
+            loss += forward(params, ws, x, y, state)
+            last_state(ws, spec, 1, T, state)
+    return float(loss), state
+
+
+def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUNK):
+    """Per-step ``log p(targets[t])`` (T,) float64 of one stream, and the last state."""
+    params = check_model(params)
+    spec = params.spec
+    state = check_state(state, spec, 1, params.dtype)
+    _check_lengths(inputs, targets)
+    inputs, targets = np.asarray(inputs), np.asarray(targets)
+    out = np.empty(targets.shape[0], np.float64)
+    ws = None
+    with blas_threads(1):  # as in sequence_loss
+        for s in range(0, targets.shape[0], chunk):
+            x = check_ids(inputs[s:s + chunk], spec.vocab_size, "inputs")[None, :]
+            y = check_ids(targets[s:s + chunk], spec.vocab_size, "targets")[None, :]
+            T = x.shape[1]
+            if ws is None or ws.seq_length != T:
+                ws = StackWorkspace(spec, T, 1, params.dtype)
+            forward(params, ws, x, y, state)
+            last_state(ws, spec, 1, T, state)
+            out[s:s + T] = np.log(ws.probs[np.arange(T), y[0]].astype(np.float64))
+    return out, state
+
+
+def logits(params, inputs, state=None):
+    """The output head's logits (B, T, V) of the parameters' dtype, and the last state, of B streams.
+
+    inputs (T,) or (B, T) ids; ``state`` None (zeros) or a tuple of (L, B, H)
+    arrays (not changed). Returns ``(logits, state_last)``, the state a tuple
+    of (L, B, H). Any model (the 1-layer rnn through the generic engine).
+    """
+    params = check_model(params)
+    spec = params.spec
+    ids, _, _ = check_batch_ids(inputs, inputs, spec.vocab_size)
+    B, T = ids.shape
+    state = check_state(state, spec, B, params.dtype)
+    ws = StackWorkspace(spec, T, B, params.dtype)
+    forward(params, ws, ids, ids, state)
+    last_state(ws, spec, B, T, state)
+    top = ws.layers[-1]["hs"][B:]  # (T * B, H), time-major
+    out = (top @ params["Why"].T + params["by"]).reshape(T, B, spec.vocab_size)
+    return np.ascontiguousarray(out.transpose(1, 0, 2)), state
+
+
+def sample(params: ModelParams, state, first_id, n, seed=None, temperature=1.0, argmax=False, top_k=None,
+           top_p=None):
+    """``n`` sampled ids (int64) from ``state`` (tuple of (L, 1, H) or None), the first input id ``first_id``.
+
+    Draw t uses the t-th ``numpy.random.default_rng(seed).random()`` value
+    through the inverse CDF of ``softmax(logits / temperature)``, as
+    :func:`fastrnn.sample` does; ``argmax=True``: greedy; ``top_k``, ``top_p``:
+    only the most likely ids (:func:`fastrnn.kernels.keep_top`). The numpy twin
+    is :func:`fastrnn.reference.stack_sample`.
+    """
+    pieces = list(sample_chunks(params, state, first_id, n, seed, temperature, argmax, top_k=top_k, top_p=top_p))
+    return np.concatenate(pieces) if pieces else np.empty(0, np.int64)
+
+
+def sample_chunks(params: ModelParams, state, first_id, n, seed=None, temperature=1.0, argmax=False,
+                  chunk=SAMPLE_CHUNK, top_k=None, top_p=None):
+    """:func:`sample` in pieces of at most ``chunk`` ids, the state carried: joined, the same ids.
+
+    Arguments are checked when this is called; the ids are drawn as the pieces are consumed.
+    """
+    params = check_model(params)
+    spec = params.spec
+    state = check_state(state, spec, 1, params.dtype)
+    (first_id,) = check_ids([first_id], spec.vocab_size, "first_id")
+    n = check_count(n, "n")
+    chunk = check_count(chunk, "chunk")
+    if chunk < 1:
+        raise ValueError("chunk must be positive")
+    inv_t = inverse_temperature(temperature, params.dtype)
+    top_k, top_p = check_top(top_k, top_p)
+    return _sample_pieces(params, state, int(first_id), n, np.random.default_rng(seed), inv_t, bool(argmax), chunk,
+                          top_k, top_p)
+
+
+def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p):
+    cut = top_k > 0 or top_p < 1.0
+    spec = params.spec
+    ws = StackWorkspace(spec, 1, 1, params.dtype)
+    x = np.array([[ix]], np.int64)
+    logits = np.empty(spec.vocab_size, params.dtype)
+    done = 0
+    while done < n:
+        out = np.empty(min(chunk, n - done), np.int64)
+        with blas_threads(1):  # one stream, one character a product: as in sequence_loss
+            for t in range(out.size):
+                # Weights packed once a piece: the caller may change params between pieces, not within one.
+                forward(params, ws, x, x, state, weights_packed=t > 0)
+                last_state(ws, spec, 1, 1, state)
+                u = rng.random()
+                kernels.output_logits(logits, ws.layers[-1]["hs"][1], params["Why"], params["by"])
+                if argmax:
+                    ix = int(np.argmax(logits))
+                else:
+                    kernels.temper_inplace(logits, inv_t)
+                    kernels.softmax_inplace(logits)
+                    if cut:
+                        kernels.keep_top(logits, top_k, top_p)
+                    ix = int(kernels.pick_id(logits, u))
+                out[t] = x[0, 0] = ix
+        done += out.size
+        yield out
