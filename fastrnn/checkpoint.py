@@ -35,24 +35,22 @@ without it (0).
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
-import zipfile
-import zlib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
-from numpy.lib import format as npy_format
 
 from ._files import OutputWriteError
-from .corpus import Corpus, Fingerprint
-from .limits import fits, gib, parameter_count
-from .model import ModelParams, ModelSpec, describe
 from .charmodel import CharModel
-from .config import unused_options, ConfigError, TrainConfig
-from .trainer import seed_hidden_layout, TrainState, Trainer
+from .checkpoint_file import (MAX_NAMED, MAX_PATH_CHARS, MAX_VOCAB, CheckpointError, Members, open_npz,
+                              scalar_member, size_text, string_member, unusable)
+from .config import ConfigError, TrainConfig, unused_options
+from .corpus import Corpus, Fingerprint
+from .limits import fits, parameter_count
+from .model import ModelParams, ModelSpec, describe
+from .trainer import TrainState, Trainer, seed_hidden_layout
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"
@@ -67,10 +65,6 @@ HIDDEN_NAMES = {"h": "hprev", "c": "cprev"}
 _SCALARS = ("p", "n", "smooth_loss", "bytes_mode", "format_version", "corpus_length")
 _STRINGS = ("format", "config", "rng_state", "corpus_sha256", "corpus_path")
 REQUIRED = ("vocab",) + _SCALARS + _STRINGS
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, damaged, not ours, or does not fit what it is used with."""
 
 
 @dataclass
@@ -210,134 +204,6 @@ def save_checkpoint(path, trainer: Trainer) -> Path:
     return path
 
 
-MAX_ECHO = 300  # characters of a message about a file's contents: what a file says is never echoed whole
-MAX_STRING_CHARS = 1 << 20  # a string member longer than this (config, rng_state, ...) is damaged
-MAX_PATH_CHARS = 4096  # the recorded corpus_path
-MAX_VOCAB = 0x110000  # every Unicode code point
-MAX_NAMED = 5  # missing arrays named in one message
-# The most a member's data can grow by in its zip entry (deflate's limit is about 1032:1); other methods: unbounded.
-MAX_INFLATION = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1032}
-_READ_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
-
-
-def _bad(path, why):
-    why = str(why).replace("\n", " ")
-    if len(why) > MAX_ECHO:
-        why = why[:MAX_ECHO - 1] + "\u2026"
-    return CheckpointError(f"{str(path)!r} is not a usable fastrnn checkpoint: {why}")
-
-
-def _size(n) -> str:
-    return gib(n) if n >= 2 ** 20 else f"{n:,} bytes"
-
-
-@dataclass(frozen=True)
-class _Header:
-    """What a member's ``.npy`` header claims: the shape and dtype of its array."""
-
-    shape: tuple
-    dtype: np.dtype
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: no overflow
-
-
-class _Members:
-    """The arrays of an open ``.npz``, by name: a member's header on demand (a few bytes decompressed),
-    its data only when :meth:`read` asks for it; members nobody asks for are never read.
-
-    Every header is checked against the member's size in the zip's directory, and that size against
-    the bytes the file holds, so that no claim leads to an allocation the file cannot back.
-    """
-
-    def __init__(self, zf: zipfile.ZipFile, path: str, file_size: int):
-        self.zf, self.path, self.file_size = zf, path, file_size
-        self.infos = {}
-        for info in zf.infolist():
-            if info.filename.endswith(".npy"):
-                self.infos.setdefault(info.filename[:-4], info)
-        self._headers = {}
-
-    def __contains__(self, name) -> bool:
-        return name in self.infos
-
-    @property
-    def stored_bytes(self) -> int:
-        """Bytes the .npy members hold uncompressed, by the zip's directory (headers included: an upper bound on their data)."""
-        return sum(info.file_size for info in self.infos.values())
-
-    def header(self, name) -> _Header:
-        if name not in self._headers:
-            self._headers[name] = self._read_header(name)
-        return self._headers[name]
-
-    def _read_header(self, name) -> _Header:
-        info = self.infos[name]
-        inflation = MAX_INFLATION.get(info.compress_type)
-        if info.compress_size > self.file_size or (inflation and info.file_size > inflation * info.compress_size):
-            raise _bad(self.path, f"{name} claims {info.file_size:,} bytes, more than the file holds")
-        try:
-            with self.zf.open(info) as f:
-                version = npy_format.read_magic(f)
-                if version == (1, 0):
-                    shape, _, dtype = npy_format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, _, dtype = npy_format.read_array_header_2_0(f)
-                else:
-                    raise ValueError(f".npy format version {version} is not read")
-                header_bytes = f.tell()
-        except _READ_ERRORS as e:
-            raise _bad(self.path, f"cannot read {name} ({e})") from None
-        if dtype.hasobject:
-            raise _bad(self.path, f"{name} holds Python objects")
-        header = _Header(tuple(shape), dtype)
-        if header_bytes + header.nbytes != info.file_size:
-            raise _bad(self.path, f"{name} claims shape {header.shape} {dtype} ({header.nbytes:,} bytes) but holds "
-                                  f"{info.file_size - header_bytes:,} bytes")
-        return header
-
-    def read(self, name) -> np.ndarray:
-        """The array ``name``: its header is checked first; the caller checks the header against what it expects."""
-        self.header(name)
-        try:
-            with self.zf.open(self.infos[name]) as f:
-                return npy_format.read_array(f, allow_pickle=False)
-        except _READ_ERRORS as e:
-            raise _bad(self.path, f"cannot read {name} ({e})") from None
-
-
-def _open_npz(path) -> zipfile.ZipFile:
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a file")
-    if not zipfile.is_zipfile(path):
-        raise _bad(path, "not an .npz file (truncated, or some other kind of file)")
-    try:
-        return zipfile.ZipFile(path)
-    except _READ_ERRORS as e:
-        raise _bad(path, f"cannot read it ({e})") from None
-
-
-def _scalar(members, name, kind):
-    header = members.header(name)
-    if header.shape != () or header.dtype.kind not in kind:
-        raise _bad(members.path, f"{name} must be a scalar")
-    return members.read(name).item()
-
-
-def _string(members, name) -> str:
-    header = members.header(name)
-    if header.shape != () or header.dtype.kind != "U":
-        raise _bad(members.path, f"{name} must be a string")
-    chars = header.dtype.itemsize // 4
-    if chars > MAX_STRING_CHARS:
-        raise _bad(members.path, f"{name} is a string of {chars:,} characters, more than {MAX_STRING_CHARS:,}")
-    return str(members.read(name))
-
-
 def _has_marker(members) -> bool:
     if "format" not in members:
         return False
@@ -349,8 +215,8 @@ def _has_marker(members) -> bool:
 def has_checkpoint_marker(path) -> bool:
     """Whether ``path`` is an ``.npz`` holding fastrnn's format marker (reads nothing else); False if unreadable."""
     try:
-        with _open_npz(path) as zf:
-            return _has_marker(_Members(zf, str(path), os.path.getsize(path)))
+        with open_npz(path) as zf:
+            return _has_marker(Members(zf, str(path), os.path.getsize(path)))
     except (CheckpointError, OSError):
         return False
 
@@ -367,8 +233,8 @@ def _check_claimed_size(members, spec: ModelSpec, config: TrainConfig, buffers: 
     claimed = item * ((1 + buffers) * parameters + len(spec.state_names) * L * B * H) + 8 * B
     what = f"a {describe(spec)} at batch {B:,} trained with {config.optimizer}"
     if claimed > members.stored_bytes:
-        raise _bad(members.path, f"its config claims {what} ({_size(claimed)} of arrays), more than the "
-                                 f"{_size(members.stored_bytes)} it holds")
+        raise unusable(members.path, f"its config claims {what} ({size_text(claimed)} of arrays), more than the "
+                                 f"{size_text(members.stored_bytes)} it holds")
     ok, note = fits(2 * claimed)
     if not ok:
         raise CheckpointError(f"checkpoint {members.path!r} holds {what}; loading it {note}")
@@ -387,32 +253,32 @@ def load_checkpoint(path) -> Checkpoint:
     (:func:`fastrnn.limits.fits`), each array's header against the config. Only the members a
     checkpoint of its version holds are read; any other member is never decompressed.
     """
-    with _open_npz(path) as zf:
-        return _load(_Members(zf, str(path), os.path.getsize(path)))
+    with open_npz(path) as zf:
+        return _load(Members(zf, str(path), os.path.getsize(path)))
 
 
-def _load(members: _Members) -> Checkpoint:
+def _load(members: Members) -> Checkpoint:
     path = members.path
     if not _has_marker(members):
-        raise _bad(path, "it has no fastrnn format marker")
+        raise unusable(path, "it has no fastrnn format marker")
     if "format_version" not in members:
-        raise _bad(path, "it has no format version")
+        raise unusable(path, "it has no format version")
     header = members.header("format_version")
     if header.shape != () or header.dtype.kind not in "iu":
-        raise _bad(path, "it has no format version")
+        raise unusable(path, "it has no format version")
     version = int(members.read("format_version"))
     if version not in READABLE_VERSIONS:
         raise CheckpointError(f"checkpoint {path!r} has format version {version}; this fastrnn "
                               f"({_version()}) reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     missing = [name for name in REQUIRED + (("pointers",) if version >= 2 else ()) if name not in members]
     if missing:
-        raise _bad(path, f"missing {', '.join(missing)}")
-    strings = {name: _string(members, name) for name in _STRINGS}
+        raise unusable(path, f"missing {', '.join(missing)}")
+    strings = {name: string_member(members, name) for name in _STRINGS}
     try:
         config_dict = json.loads(strings["config"])
         rng_state = json.loads(strings["rng_state"])
     except json.JSONDecodeError as e:
-        raise _bad(path, f"damaged JSON ({e})") from None
+        raise unusable(path, f"damaged JSON ({e})") from None
     known = {f.name for f in fields(TrainConfig)}
     if version <= 4:
         known -= set(V4_CONFIG_DEFAULTS)
@@ -423,7 +289,7 @@ def _load(members: _Members) -> Checkpoint:
     if version == 1:
         known -= set(V1_CONFIG_DEFAULTS)
     if not isinstance(config_dict, dict) or set(config_dict) != known:
-        raise _bad(path, "its hyperparameters are incomplete")
+        raise unusable(path, "its hyperparameters are incomplete")
     if isinstance(config_dict.get("optimizer"), str):  # options an older fastrnn recorded though unused: their defaults
         config_dict.update((name, getattr(TrainConfig, name)) for name in unused_options(config_dict["optimizer"])
                            if name in config_dict)
@@ -432,14 +298,14 @@ def _load(members: _Members) -> Checkpoint:
         if config.seed is None:
             raise ConfigError("no seed recorded")
     except ConfigError as e:
-        raise _bad(path, f"bad hyperparameters ({e})") from None
+        raise unusable(path, f"bad hyperparameters ({e})") from None
     header = members.header("vocab")
     if len(header.shape) != 1 or header.shape[0] > MAX_VOCAB:
-        raise _bad(path, f"bad vocabulary (shape {header.shape}, expected at most ({MAX_VOCAB},))")
+        raise unusable(path, f"bad vocabulary (shape {header.shape}, expected at most ({MAX_VOCAB},))")
     try:
-        vocab = Vocab(members.read("vocab"), bool(_scalar(members, "bytes_mode", "b")))
+        vocab = Vocab(members.read("vocab"), bool(scalar_member(members, "bytes_mode", "b")))
     except ValueError as e:
-        raise _bad(path, f"bad vocabulary ({e})") from None
+        raise unusable(path, f"bad vocabulary ({e})") from None
     dtype = np.dtype(config.dtype)
     spec = config.spec(len(vocab))
     prefixes = [STATE_PREFIX[s] for s in config.optimizer_settings.state_names]
@@ -450,42 +316,42 @@ def _load(members: _Members) -> Checkpoint:
     expected.update((HIDDEN_NAMES[s], hidden_shape) for s in spec.state_names)
     missing = [name for name in expected if name not in members]
     if missing:
-        raise _bad(path, _missing(missing, spec, config))
+        raise unusable(path, _missing(missing, spec, config))
     for name, shape in expected.items():
         header = members.header(name)
         if header.shape != shape or header.dtype != dtype:
-            raise _bad(path, f"{name} has shape {header.shape} {header.dtype}, expected {shape} {dtype}")
+            raise unusable(path, f"{name} has shape {header.shape} {header.dtype}, expected {shape} {dtype}")
     if version >= 2:
         header = members.header("pointers")
         if header.shape != (B,) or header.dtype.kind not in "iu":
-            raise _bad(path, f"pointers must be {B} stream positions, got shape {header.shape} {header.dtype}")
+            raise unusable(path, f"pointers must be {B} stream positions, got shape {header.shape} {header.dtype}")
     arrays = {}
     for name in expected:
         arrays[name] = a = members.read(name)
         if not np.isfinite(a).all():
-            raise _bad(path, f"{name} holds NaN or infinite values")
-    smooth_loss = _scalar(members, "smooth_loss", "f")
+            raise unusable(path, f"{name} holds NaN or infinite values")
+    smooth_loss = scalar_member(members, "smooth_loss", "f")
     if not np.isfinite(smooth_loss):
-        raise _bad(path, "smooth_loss is not finite")
-    p, n = _scalar(members, "p", "iu"), _scalar(members, "n", "iu")
+        raise unusable(path, "smooth_loss is not finite")
+    p, n = scalar_member(members, "p", "iu"), scalar_member(members, "n", "iu")
     if p < 0 or n < 0 or p % config.seq_length:
-        raise _bad(path, f"bad data pointer p={p} or step n={n}")
+        raise unusable(path, f"bad data pointer p={p} or step n={n}")
     pointers = None
     if version >= 2:
         pointers = members.read("pointers")
         if int(pointers[0]) != p:
-            raise _bad(path, f"pointers must be {B} stream positions, the first equal to p={p}")
+            raise unusable(path, f"pointers must be {B} stream positions, the first equal to p={p}")
         pointers = pointers.astype(np.int64)
     try:
         np.random.default_rng().bit_generator.state = rng_state
     except (TypeError, ValueError, KeyError) as e:
-        raise _bad(path, f"bad random generator state ({e})") from None
-    length, sha = _scalar(members, "corpus_length", "iu"), strings["corpus_sha256"]
+        raise unusable(path, f"bad random generator state ({e})") from None
+    length, sha = scalar_member(members, "corpus_length", "iu"), strings["corpus_sha256"]
     if len(sha) != 64:
-        raise _bad(path, "bad corpus fingerprint")
+        raise unusable(path, "bad corpus fingerprint")
     corpus_path = strings["corpus_path"]
     if len(corpus_path) > MAX_PATH_CHARS:
-        raise _bad(path, f"its corpus_path has {len(corpus_path):,} characters, more than {MAX_PATH_CHARS:,}")
+        raise unusable(path, f"its corpus_path has {len(corpus_path):,} characters, more than {MAX_PATH_CHARS:,}")
     names = [name for name, _ in spec.param_shapes()]
     params = ModelParams.from_arrays(spec, {name: arrays[name] for name in names}, dtype)
     opt_state = tuple(ModelParams.from_arrays(spec, {name: arrays[prefix + name] for name in names}, dtype)
@@ -502,7 +368,7 @@ def _plan(members) -> dict | None:
 
     if "plan" not in members:
         return None
-    text = _string(members, "plan")
+    text = string_member(members, "plan")
     try:
         plan = Plan.from_dict(json.loads(text))
         ints = ("steps", "log_every", "eval_every", "sample_every", "checkpoint_every", "sample_length")
@@ -516,5 +382,5 @@ def _plan(members) -> dict | None:
                                       or not value >= 0):
                 raise ValueError(f"{name} {value!r}")
     except (ValueError, TypeError, AttributeError) as e:
-        raise _bad(members.path, f"bad run plan ({str(e)[:200]})") from None
+        raise unusable(members.path, f"bad run plan ({str(e)[:200]})") from None
     return plan.to_dict()
