@@ -106,8 +106,8 @@ def test_cache_is_reused_without_encoding(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("the ids were encoded again")
 
-    monkeypatch.setattr(prep, "_encode", boom)
-    monkeypatch.setattr(prep, "_scan", boom)
+    monkeypatch.setattr(prep, "encode_corpus", boom)
+    monkeypatch.setattr(prep, "scan_corpus", boom)
     again = prepare_corpus(path)  # just written: mtime is "racy", so it hashes, then reuses
     assert again.reused
     assert prep.cache_status(path) in ("fresh", "hashed")
