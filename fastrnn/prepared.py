@@ -255,21 +255,21 @@ def _building(folder: Path, cache_dir, waiting):
     waiting for another process preparing into it (``waiting(pid)`` first, if given). A folder that an
     interrupted process removes meanwhile is made again; where the file system cannot lock, unlocked."""
     lock = None
-    for _ in range(100):
-        _check_folder(folder, cache_dir)
-        lock = FileLock(folder / LOCK_NAME)
-        try:
-            if not lock.acquire():
-                if waiting is not None:
-                    waiting(lock.holder)
-                lock.acquire(wait=True)
-            break
-        except FileNotFoundError:  # the folder was removed after we made it (an interrupted prepare's cleanup)
-            lock = None
-        except OSError:  # no locks on this file system: as before, unlocked
-            lock = None
-            break
-    try:
+    try:  # from the first attempt: a signal right after a lock is taken still releases it (and its file)
+        for _ in range(100):
+            _check_folder(folder, cache_dir)
+            lock = FileLock(folder / LOCK_NAME)
+            try:
+                if not lock.acquire():
+                    if waiting is not None:
+                        waiting(lock.holder)
+                    lock.acquire(wait=True)
+                break
+            except FileNotFoundError:  # the folder was removed after we made it (an interrupted prepare's cleanup)
+                lock = None
+            except OSError:  # no locks on this file system: as before, unlocked
+                lock = None
+                break
         yield
     finally:
         if lock is not None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import engine, optim
+from fastrnn import engine, optim, workspaces
 from fastrnn import reference as ref
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
@@ -52,7 +52,7 @@ THREADS_IDS = ["1thread", "2threads-streams", "2threads-columns"]
 def split_for(monkeypatch):
     """Make the trainer's default split (a hidden size of 6) the one a case asks for."""
     def take(split):
-        monkeypatch.setattr(engine, "COLUMN_SPLIT_MIN_HIDDEN", 1 if split == "columns" else 1 << 30)
+        monkeypatch.setattr(workspaces, "COLUMN_SPLIT_MIN_HIDDEN", 1 if split == "columns" else 1 << 30)
     return take
 
 
