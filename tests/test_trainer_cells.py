@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import engine, optim, workspaces
+from fastrnn import optim, workspaces
 from fastrnn import reference as ref
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
