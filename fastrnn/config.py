@@ -77,9 +77,16 @@ class TrainConfig:
 
     @property
     def seed_exact(self) -> bool:
-        """The seed's model and update (1-layer rnn, Adagrad, clip by value): trained by the seed-exact kernels."""
+        """The seed's model and update: a 1-layer rnn, Adagrad at a constant rate, clip by value, no dropout."""
         return (self.cell == "rnn" and self.num_layers == 1 and self.optimizer == "adagrad"
                 and self.clip_norm is None and self.clip is not None and not self.scheduled and not self.dropout)
+
+    @property
+    def seed_kernels(self) -> bool:
+        """Trained by the seed's batch-1 kernels (:func:`fastrnn.rnn.train_steps`): the seed's case at batch 1.
+        Every other run, the seed's case at B > 1 included, runs the engine (:func:`fastrnn.engine.train_steps`),
+        equal to the seed's arithmetic to rounding."""
+        return self.seed_exact and self.batch_size == 1
 
     @property
     def scheduled(self) -> bool:

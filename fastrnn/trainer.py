@@ -20,8 +20,8 @@ training split of length L is cut into B contiguous shards of ``S = L // B``
 symbols (the last ``L % B`` are not trained on); stream b walks its shard with
 the seed's rule (pointer ``p`` within the shard, reset of pointer and hidden
 state ``hprev[b]`` when ``p + seq_length + 1 >= S``) and all streams move in
-lockstep, so they share ``p`` and reset together. Each step is one
-:func:`fastrnn.batch.batch_train_steps` step over the B windows; its loss is
+lockstep, so they share ``p`` and reset together. Each step is one step of
+the engine (:func:`fastrnn.engine.train_steps`) over the B windows; its loss is
 summed over the B * T characters and divided by B, so ``loss / seq_length``
 stays comparable to batch 1. B = 1 is the seed's loop above, on the batch-1
 kernel, unchanged.
@@ -169,16 +169,9 @@ class Trainer(_StateViews):
         self.streams = slice(0, B) if world is None else slice(world.rank * share, (world.rank + 1) * share)
         if world is not None:  # a share of the batch: grads, then their sum over the processes, then the update
             self._grads = self.params.zeros_like()
-            if config.seed_exact:
-                from .batch import BatchWorkspace
-                self.workspace = BatchWorkspace(V, H, T, share, dtype, threads=config.threads, split="streams")
-            else:
-                self.workspace = workspaces.ParallelWorkspace(self.spec, T, share, dtype, threads=config.threads)
-        elif config.seed_exact and B == 1:
+            self.workspace = workspaces.ParallelWorkspace(self.spec, T, share, dtype, threads=config.threads)
+        elif config.seed_kernels:
             self.workspace = rnn.Workspace(V, H, T, dtype)
-        elif config.seed_exact:
-            from .batch import BatchWorkspace  # imported here: it selects Numba's threading layer
-            self.workspace = BatchWorkspace(V, H, T, B, dtype, threads=config.threads)
         else:
             self.workspace = workspaces.ParallelWorkspace(self.spec, T, B, dtype, threads=config.threads)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
@@ -289,7 +282,7 @@ class Trainer(_StateViews):
         """
         target = self.n + int(steps)
         # With a world the seed's case too runs step by step (a sum over the processes each step).
-        block = BLOCK_STEPS if self.config.seed_exact and self.world is None else ENGINE_BLOCK_STEPS
+        block = BLOCK_STEPS if self.config.seed_kernels and self.world is None else ENGINE_BLOCK_STEPS
         while self.n < target:
             # With a world, a stop counts once exchanged (end of a block), so all processes return together.
             if self._stop_agreed if self.world is not None else self._stop:
@@ -425,14 +418,13 @@ def _gather_windows(ids, starts, T):
 def _train_block(trainer, starts, resets, alone=False):
     """Losses (k,) of k steps at ``starts`` (k, B); the one place that calls the training kernels.
 
-    The seed's case runs k steps in one kernel call with the hidden state carried
-    in place: ``rnn.train_steps`` at batch 1 (the seed-exact path),
-    ``batch.batch_train_steps`` otherwise. Every other model or update runs the
-    engine step by step (:func:`fastrnn.engine.train_steps`). With a world,
-    this process's share of the streams runs ``data_parallel_steps`` (of
-    :mod:`fastrnn.batch` in the seed's case, else of the engine) and the
-    losses are its share's, summed, not divided; ``alone``: no exchange
-    with the other processes (warming the kernels up).
+    The seed's case at batch 1 runs k steps in one kernel call with the hidden
+    state carried in place (``rnn.train_steps``, the seed-exact path); every
+    other run, the seed's case at B > 1 included, runs the engine step by step
+    (:func:`fastrnn.engine.train_steps`). With a world, this process's share of
+    the streams runs the engine's ``data_parallel_steps`` and the losses are its
+    share's, summed, not divided; ``alone``: no exchange with the other
+    processes (warming the kernels up).
     """
     t = trainer
     c = t.config
@@ -442,23 +434,15 @@ def _train_block(trainer, starts, resets, alone=False):
         data, rebased = _gather_windows(t.train_ids, starts[:, t.streams], T)
         sum_grads = (lambda flat: None) if alone else t.world.sum_grads
         share = t.share_hidden
-        if c.seed_exact:
-            from .batch import data_parallel_steps
-            return data_parallel_steps(t.params, t.memory, t._grads, data, rebased, resets, share[0][0],
-                                       c.learning_rate, t.workspace, B, sum_grads, clip=c.clip, threads=c.threads)
         return engine.data_parallel_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, share,
                                           t.workspace, t.n + 1, B, sum_grads, clip=c.clip, clip_norm=c.clip_norm,
                                           threads=c.threads, learning_rates=rates, dropout=c.dropout, seed=c.seed,
                                           first_stream=t.streams.start)
     data, rebased = _gather_windows(t.train_ids, starts, T)
-    if not c.seed_exact:
+    if not c.seed_kernels:
         return engine.train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden,
                                   t.workspace, first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm,
                                   threads=c.threads, learning_rates=rates, dropout=c.dropout, seed=c.seed)
     params, memory = t.params.as_seed(), t.memory.as_seed()
-    if B == 1:
-        return rnn.train_steps(params, memory, data, rebased[:, 0], resets, t.hidden[0][0, 0], c.learning_rate,
-                               t.workspace, clip=c.clip)
-    from .batch import batch_train_steps
-    return batch_train_steps(params, memory, data, rebased, resets, t.hidden[0][0], c.learning_rate,
-                             t.workspace, clip=c.clip, threads=c.threads)
+    return rnn.train_steps(params, memory, data, rebased[:, 0], resets, t.hidden[0][0, 0], c.learning_rate,
+                           t.workspace, clip=c.clip)

@@ -10,9 +10,9 @@ threads, and the faults: a rank killed with -9, SIGTERM / Ctrl-C to mpiexec,
 bad input on one rank. The MPI tests skip without mpi4py or mpiexec, except
 under CI (``CI`` set), where they fail.
 
-Equivalence: the seed's case (1-layer rnn, Adagrad, clip by value) is bit for
-bit (a rank's gradient is the one-process run's chunk gradient, and two ranks'
-sum is that run's reduction); the engine's models (lstm, gru, stacks, other
+Equivalence: the seed's case (1-layer rnn, Adagrad, clip by value; on the
+engine at B > 1 too) is bit for bit (a rank's gradient is the one-process run's
+chunk gradient, and two ranks' sum is that run's reduction); the other models (lstm, gru, stacks, other
 optimizers) reduce over their rows in one GEMM in one process and in two
 halves over two ranks, so they agree to rounding: within 1e-9 relative after
 80 steps (the figure is ~1e-15).

@@ -25,7 +25,7 @@ from fastrnn.trainer import Trainer
 from conftest import YORK_TEXT, allclose_report
 from test_cli import fastrnn as run_cli, npz_arrays
 
-MODELS = [("rnn", 2), ("lstm", 1), ("lstm", 2), ("gru", 1), ("gru", 2)]
+MODELS = [("rnn", 1), ("rnn", 2), ("lstm", 1), ("lstm", 2), ("gru", 1), ("gru", 2)]
 UPDATES = [dict(optimizer="adagrad"), dict(optimizer="rmsprop"),
            dict(optimizer="adam", clip=None, clip_norm=1.0),
            # rates lr / 2, lr, lr / 10 at steps 1, 2, 3: warmup, peak, the cosine's floor
