@@ -29,8 +29,9 @@ class TrainConfig:
     many threads a batched step uses; it also fixes how the batch is cut into
     per-thread chunks, which changes results by rounding only (a resumed run may
     change it; every other field must match the checkpoint). Unused by the seed's
-    case at batch 1; off the seed's case (:attr:`seed_exact`) the engine runs that
-    many chunks of streams at once (:class:`fastrnn.workspaces.ParallelWorkspace`).
+    case at batch 1 (:attr:`seed_kernels`); everywhere else the engine runs that
+    many chunks of streams, or parts of the hidden units, at once
+    (:class:`fastrnn.workspaces.ParallelWorkspace`).
     ``cell`` (rnn, lstm, gru) and ``num_layers`` say what model; ``optimizer``
     (adagrad, rmsprop, adam) with ``alpha`` (rmsprop), ``beta1``/``beta2`` (adam)
     and ``eps`` how it learns (:mod:`fastrnn.optim`); ``clip`` (by value) or

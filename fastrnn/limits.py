@@ -90,7 +90,7 @@ def training_bytes(vocab_size, hidden_size, seq_length, batch_size=1, threads=1,
     batch-size: states, gate activations, softmax outputs and their gradients
     for every step of a sequence, per layer, and the int64 windows gathered per
     block of steps. ``seed_kernels``: the run trains on the seed's kernels
-    (:attr:`fastrnn.config.TrainConfig.seed_exact`), whose workspaces differ from the engine's.
+    (:attr:`fastrnn.config.TrainConfig.seed_kernels`), whose workspaces differ from the engine's.
     """
     V, H, T, B, L = int(vocab_size), int(hidden_size), int(seq_length), int(batch_size), int(num_layers)
     item = np.dtype(dtype).itemsize
