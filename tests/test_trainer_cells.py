@@ -259,7 +259,7 @@ def test_the_recipe_and_its_longer_budget_forms():
     assert recipe_config(cell="gru", time_budget=MEDIUM_BUDGET_SECONDS - 1) == replace(short, cell="gru")
     assert recipe_config(cell="lstm", time_budget=25) == short
     for budget in (MEDIUM_BUDGET_SECONDS, LONG_BUDGET_SECONDS - 1):
-        assert recipe_config(cell="lstm", time_budget=budget) == replace(short, hidden_size=192)
+        assert recipe_config(cell="lstm", time_budget=budget) == replace(short, hidden_size=192, warmup_steps=100)
     long = recipe_config(cell="lstm", time_budget=LONG_BUDGET_SECONDS)
     assert (long.hidden_size, long.learning_rate, long.dropout) == (256, 1e-2, 0.2)
     assert replace(long, hidden_size=128, learning_rate=3e-2, dropout=0.0) == short  # the rest is the same
