@@ -147,7 +147,7 @@ class CharModel:
                                        argmax=argmax, chunk=chunk, **top)
         else:
             chunks = inference.sample_chunks(self.params, h, first_id, length, seed=rng, temperature=temperature,
-                                          argmax=argmax, chunk=chunk, **top)
+                                             argmax=argmax, chunk=chunk, **top)
         return (self.vocab.decode(out) for out in chunks)
 
     def _sample_start(self, length, prime, temperature, seed):

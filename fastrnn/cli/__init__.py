@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import sys
 
-from .._entry import Terminated, silence_stdout
+from .._entry import Terminated, interrupted_status, silence_stdout
 from .._files import OutputWriteError
 from ..checkpoint import CheckpointError
+from ..config import ConfigError
 from ..corpus import CorpusError
 from ..lock import CheckpointBusy
 from ..metrics import MetricsError
-from ..config import ConfigError
 from ..vocab import UnknownSymbolsError
 from . import evaluate, export, plot, prepare, sample, train
-from .exits import (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, StdoutFailures, UsageError, error_line,
-                    following_rank, os_error_text, sigterm_as_interrupt)
+from .exits import (EXIT_USAGE, StdoutFailures, UsageError, error_line, following_rank, os_error_text,
+                    sigterm_as_interrupt)
 from .mpi import single_process
 from .parser import build_parser
 
@@ -57,7 +57,7 @@ def _run(args) -> int:
     """Run the command; its exit status. Bad input and environment failures: one line on stderr, status 2."""
     if sys.stdout is None and args.command != "train":  # started with stdout closed (`>&-`): its output would be lost
         error_line(f"fastrnn {args.command}: error: standard output is closed; redirect it to a file "
-                    f"(or to /dev/null)")
+                   f"(or to /dev/null)")
         return EXIT_USAGE
     try:
         with StdoutFailures.tagged():
@@ -72,7 +72,7 @@ def _run(args) -> int:
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
         error_line(f"fastrnn {args.command}: {'terminated' if terminated else 'interrupted'}")
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return interrupted_status(e)
     except BrokenPipeError:  # e.g. `fastrnn sample ... | head`: the reader has all it wanted
         silence_stdout()
         return 0

@@ -137,9 +137,9 @@ contradicts the checkpoint is an error."""
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fastrnn", description="Train character-level RNN, LSTM and GRU language models fast "
-                                                 "on a CPU; sample, score and export them.",
-                     epilog="Run fastrnn COMMAND --help for a command's options. Start with: "
-                            "fastrnn train input.txt --model lstm --time-budget 600")
+                                                "on a CPU; sample, score and export them.",
+                    epilog="Run fastrnn COMMAND --help for a command's options. Start with: "
+                           "fastrnn train input.txt --model lstm --time-budget 600")
     sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,prepare,export,plot}",
                                 parser_class=Parser)
 

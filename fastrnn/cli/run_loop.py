@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+from .._entry import interrupted_status
 from .._files import OutputWriteError
 from ..checkpoint import save_checkpoint
 from ..limits import outputs_bounded
@@ -24,8 +25,7 @@ from ..plan import Plan
 from ..split_check import HeldOutWatch
 from ..trainer import Trainer, TrainingDiverged
 from .budget import SpeedProbe, plan_record, training_deadline, validation_seconds
-from .exits import (EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, Abandoned, StopSignals,
-                    Terminated, exit_status)
+from .exits import EXIT_DIVERGED, EXIT_USAGE, Abandoned, StopSignals, Terminated, exit_status
 
 
 class OutputsOverflow(TrainingDiverged):
@@ -130,7 +130,7 @@ def train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics: 
                     s, plan = trainer.n, args.plan
                     sample_every, log_every, eval_every, checkpoint_every = (
                         cadence(plan, name) for name in ("sample_every", "log_every", "eval_every",
-                                                          "checkpoint_every"))
+                                                         "checkpoint_every"))
                     if sample_every and s % sample_every == 0:
                         report.sample(trainer.sample(plan.sample_length))
                     stops = [total]
@@ -189,7 +189,7 @@ def train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics: 
         terminated = isinstance(e, Terminated)
         print(f"fastrnn train: {'SIGTERM' if terminated else 'SIGINT'} again before the checkpoint was saved: "
               f"stopped at once, not saved; {kept()}", file=sys.stderr)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return interrupted_status(e)
     finally:
         report.close()
     report.finish(trainer, path)

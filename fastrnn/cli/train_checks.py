@@ -34,7 +34,7 @@ def non_negative(args, *names):
 def check_train_args(args):
     positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length")
     non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed", "warmup_steps",
-                  "decay_steps")
+                 "decay_steps")
     f = args.min_lr_fraction
     if f is not None and not (0 <= f <= 1):
         raise UsageError(f"--min-lr-fraction must be in [0, 1], got {f}")
