@@ -20,9 +20,9 @@ import numpy as np
 import fastrnn
 from fastrnn import reference
 from fastrnn.params import CLIP
-# Imported before any numba thread pool starts: fastrnn.batch selects numba's
+# Imported before any numba thread pool starts: fastrnn._threads selects numba's
 # threading layer (OpenMP first), which only takes effect if no pool has been launched yet.
-from fastrnn import batch as _batch  # noqa: F401
+from fastrnn import _threads  # noqa: F401
 
 try:  # the ``bench`` extra; without it BLAS threads cannot be pinned
     from threadpoolctl import threadpool_info, threadpool_limits

@@ -2,7 +2,8 @@
 
 fastrnn: :func:`fastrnn.batch.batch_train_steps` with a ``BatchWorkspace(V, H,
 25, B, dtype, threads=n)`` allocated once; each timed call runs several steps
-in one kernel call. PyTorch: ``test_torch.py``'s model with a batch dimension
+(B = 1: the seed's kernel loop in one call; B > 1: the engine's steps, as the
+trainer runs them). PyTorch: ``test_torch.py``'s model with a batch dimension
 (``nn.RNN(tanh)`` + ``nn.Linear`` + cross-entropy summed over the B * T
 characters and divided by B, as fastrnn scales its loss + ``clip_grad_value_(5)``
 + ``Adagrad(lr=0.1, eps=1e-8)``), the same number of steps per call.
@@ -14,7 +15,7 @@ from window to window (reset when the walk wraps to the start of its shard).
 H in 100 and 512, B in 1, 32 and 128, 1 and 2 threads, float64 and float32.
 Threads are pinned in code: numba and every BLAS/OpenMP pool to n
 (``_support.pinned_threads``), torch with ``torch.set_num_threads(n)``.
-Inside ``batch_train_steps`` fastrnn itself runs its chunks on n numba
+Inside ``batch_train_steps`` fastrnn itself runs its chunks or parts on n
 threads and holds BLAS to one thread (it restores the pools on return); the
 PyTorch rows run with BLAS/OpenMP at n.
 
@@ -41,7 +42,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import batch as fbatch  # imported before any numba pool starts: it picks the threading layer
+from fastrnn import batch as fbatch
 
 from ._support import (CLIP, LEARNING_RATE, SEQ_LENGTH, ShardWindows, describe, pinned_threads, plan,
                        threadpool_limits)

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import batch_kernels, cell_kernels, kernels, optim, stack_kernels
+from . import cell_kernels, kernels, optim, stack_kernels
 from ._threads import blas_threads
 from ._validate import check_ids, check_params, check_positive
 from .model import ModelParams, ModelSpec
@@ -141,7 +141,7 @@ def forward(params, ws, inputs, targets, state, dropout=None, weights_packed=Fal
         Wxh, Whh, bh, *bhn = params.layer(layer)
         a["hs"][:B] = state[0][layer]
         if layer == 0:
-            batch_kernels.transpose_into(ws.WxhT, Wxh)
+            stack_kernels.transpose_into(ws.WxhT, Wxh)
             stack_kernels.embed_ids(a["gates"], ws.WxhT, inputs, bh)
         elif ws.parts > 1:
             stack_kernels.project_inputs_parts(a["gates"], _outputs(ws, layer - 1, B, dropout), Wxh, bh,
@@ -327,55 +327,52 @@ def loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=Non
     seed's sum), gradients of the same type as ``params``, and the last state
     in the layout given (PyTorch's when None).
 
-    A 1-layer rnn runs the seed-exact kernels (:func:`fastrnn.rnn.loss_and_grads`
-    at batch 1, with ``workspace`` a :class:`fastrnn.Workspace` to reuse;
-    :func:`fastrnn.batch.batch_loss_and_grads` above), every other model the
-    generic engine (``workspace`` a :class:`StackWorkspace`).
+    One sequence of a 1-layer rnn runs the seed-exact kernels
+    (:func:`fastrnn.rnn.loss_and_grads`, with ``workspace`` a :class:`fastrnn.Workspace`
+    to reuse); everything else the generic engine (``workspace`` a :class:`StackWorkspace`).
     """
     if clip is not None:
         check_positive(clip, "clip")  # None: unclipped (0 is refused for every cell, as TrainConfig does)
     seed_in = not isinstance(params, ModelParams)  # the seed's Params (or its tuple / dict forms)
+    one_sequence = np.ndim(inputs) != 2 or (state is not None and np.ndim(_one_array(state)) == 1)
     if seed_in or params.spec.is_seed:
         seed_params = check_params(params) if seed_in else params.as_seed()
-        loss, g, state_last = _seed_loss_and_grads(seed_params, inputs, targets, state, clip, workspace)
-        return loss, (SeedGrads(*g) if seed_in else ModelParams.from_seed(SeedGrads(*g))), state_last
-    model = check_model(params)
+        if one_sequence:
+            loss, g, state_last = _seed_loss_and_grads(seed_params, inputs, targets, _one_array(state), clip,
+                                                       workspace)
+            return loss, (SeedGrads(*g) if seed_in else ModelParams.from_seed(SeedGrads(*g))), state_last
+    model = ModelParams.from_seed(seed_params) if seed_in else check_model(params)
     spec, dtype = model.spec, model.dtype
     ids, tgt, single = check_batch_ids(inputs, targets, spec.vocab_size)
     st = check_state(state, spec, ids.shape[0], dtype, single)
     loss, grads, state_last = stack_loss_and_grads(model, ids, tgt, st, clip, workspace)
+    if seed_in:
+        grads = SeedGrads(*grads.as_seed())
     return loss, grads, _state_like(state_last, state, spec, single)
 
 
+def _one_array(state):
+    """A rnn's state given as a 1-tuple, unwrapped (anything else as it is, for the checks to judge)."""
+    if isinstance(state, (tuple, list)) and len(state) == 1 and isinstance(state[0], np.ndarray):
+        return state[0]
+    return state
+
+
 def _seed_loss_and_grads(params, inputs, targets, state, clip, workspace):
-    """The 1-layer rnn on the seed-exact kernels, with the state in any of the accepted layouts."""
+    """One sequence of the 1-layer rnn on the seed-exact kernels, the state in any of the accepted layouts."""
     from . import rnn
 
     if isinstance(state, (tuple, list)) and state and all(isinstance(s, np.ndarray) for s in state):
-        if len(state) != 1:
-            raise ValueError(f"the state of a rnn is one array h, got {len(state)} arrays")
-        state = state[0]  # (h,), as check_state takes it
+        raise ValueError(f"the state of a rnn is one array h, got {len(state)} arrays")
     H = int(params.Whh.shape[0])
-    if np.ndim(inputs) != 2 or (state is not None and np.ndim(state) == 1):
-        # One sequence (with the seed's state, or what is not a sequence: rnn's checks say why).
-        shape = None if state is None else np.shape(state)
-        h = np.zeros(H) if state is None else np.asarray(state)
-        if shape in ((1, H), (1, 1, H)) and shape != (H, 1):
-            h = h.reshape(H)
-        loss, g, h_last = rnn.loss_and_grads(params, inputs, targets, h, clip=clip, workspace=workspace)
-        # PyTorch's (L, H) for no state; the layout given otherwise; the seed's (H,) for (H,) or (H, 1).
-        out_shape = (1, H) if shape is None else (H,) if shape in ((H,), (H, 1)) else shape
-        return loss, g, h_last.reshape(out_shape)
-    from .batch import batch_loss_and_grads
-
-    ids = np.asarray(inputs)
-    B = ids.shape[0] if ids.ndim == 2 else 1
-    spec = ModelSpec("rnn", 1, int(params.Why.shape[0]), H)
-    (h,) = check_state(state, spec, B, params.Whh.dtype)
-    loss, g, h_last = batch_loss_and_grads(params, inputs, targets, h[0], clip=clip, threads=1,
-                                           workspace=workspace)
-    shape = (1, B, H) if state is None else np.shape(state)
-    return loss, g, h_last.reshape(shape)
+    shape = None if state is None else np.shape(state)
+    h = np.zeros(H) if state is None else np.asarray(state)
+    if shape in ((1, H), (1, 1, H)) and shape != (H, 1):
+        h = h.reshape(H)
+    loss, g, h_last = rnn.loss_and_grads(params, inputs, targets, h, clip=clip, workspace=workspace)
+    # PyTorch's (L, H) for no state; the layout given otherwise; the seed's (H,) for (H,) or (H, 1).
+    out_shape = (1, H) if shape is None else (H,) if shape in ((H,), (H, 1)) else shape
+    return loss, g, h_last.reshape(out_shape)
 
 
 def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None, dropout=None):
@@ -427,6 +424,16 @@ def _numba_threads(parts):
         yield
     finally:
         numba.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def step_threads(ws: ParallelWorkspace, threads):
+    """The thread counts while steps of ``ws`` run: BLAS at ``threads`` for one chunk of streams (its products
+    are the step's only parallelism), else at one (chunks and parts run on threads of their own); Numba's
+    at least the parts."""
+    blas = threads if ws.split == "streams" and ws.n_chunks == 1 else 1
+    with blas_threads(blas), _numba_threads(ws.chunks[0].parts):
+        yield
 
 
 def _step_windows(params, data, starts, state, workspace):
@@ -498,8 +505,7 @@ def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, stat
     if isinstance(ws, StackWorkspace):
         ws = ParallelWorkspace.of(ws)
     losses = np.zeros(k, np.float64)
-    blas = threads if ws.split == "streams" and ws.n_chunks == 1 else 1  # chunks and parts: their own threads
-    with blas_threads(blas), _numba_threads(ws.chunks[0].parts):
+    with step_threads(ws, threads):
         for s in range(k):
             window = touched[s * B:(s + 1) * B]  # (B, T + 1)
             if resets[s]:

@@ -74,6 +74,20 @@ def multiply_into(a, b):
 
 
 @fast
+def transpose_into(out, a):
+    """out (n, m) = a.T for a (m, n), in 32 x 32 tiles, each written a row of ``out`` at a time."""
+    m, n = a.shape
+    for i0 in range(0, m, 32):
+        i1 = min(i0 + 32, m)
+        for j0 in range(0, n, 32):
+            j1 = min(j0 + 32, n)
+            for j in range(j0, j1):
+                row = out[j]
+                for i in range(i0, i1):
+                    row[i] = a[i, j]
+
+
+@fast
 def embed_ids(x_proj, WxhT, ids, bh):
     """x_proj (T * B, GH) row t * B + b = Wxh[:, ids[b, t]] + bh, read from WxhT (V, GH) = Wxh.T."""
     B, T = ids.shape

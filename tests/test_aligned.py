@@ -70,7 +70,8 @@ def test_params_and_workspaces_are_aligned():
     assert all(line_aligned(a) for a in (ws.hs, ws.probs, ws.dhs, ws.dhnext, ws.tmp_hh, ws.tmp_vh, *ws.grads))
     for split in ("streams", "columns"):
         bws = batch.BatchWorkspace(65, 100, 25, 8, threads=2, split=split)
-        assert all(line_aligned(a) for a in (bws.hs, bws.probs, bws.dhs, bws.dxb, *bws.chunk_grads))
+        arrays = [a for chunk in bws.engine.chunks for layer in chunk.layers for a in layer.values()]
+        assert all(line_aligned(a) for a in (*arrays, *bws.grads, bws.model.flat, bws.memory.flat))
 
 
 def test_trainer_aligns_a_loaded_state(tmp_path):
