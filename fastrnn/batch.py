@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import engine, kernels, optim, rnn
+from . import engine, optim, optim_kernels, rnn
 from ._validate import check_params, check_positive
 from .model import ModelParams, ModelSpec
 from .params import ADAGRAD_EPS, CLIP, Params
@@ -188,7 +188,7 @@ def _step(params, memory, inputs, targets, hprev, learning_rate, clip, workspace
         if update:
             optim.apply(adagrad, model.flat, grads.flat, [mem.flat], 1, limit, threads=ws.threads)
         else:
-            kernels.clip_inplace(grads.flat, limit)
+            optim_kernels.clip_inplace(grads.flat, limit)
     if update:
         ws.store(params, memory)
     return float(loss) / B, ws, h

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import cell_kernels, kernels, optim, stack_kernels
+from . import cell_kernels, optim, optim_kernels, stack_kernels
 from ._threads import blas_threads
 from ._validate import check_ids, check_params, check_positive
 from .model import ModelParams, ModelSpec
@@ -309,7 +309,7 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspa
         grads = ws.grads
         _backward(params, ws, inputs, targets, grads, dropout=dropout)
     limit = optim.clip_value(clip, params.dtype)
-    kernels.clip_inplace(grads.flat, limit)
+    optim_kernels.clip_inplace(grads.flat, limit)
     last_state(ws, params.spec, B, T, state)
     return float(loss) / B, grads.copy(), state
 

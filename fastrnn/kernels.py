@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._numba import exact, fast
+from .optim_kernels import adagrad_update, clip_inplace
 
 
 # --- building blocks (inlined into the kernels below by LLVM) ---------------
@@ -291,55 +292,10 @@ def rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, h
 # --- clip and Adagrad (exact arithmetic) -----------------------------------
 
 @exact
-def clip_inplace(grad, limit):
-    """Clip grad (any shape, C-contiguous) element-wise to [-limit, limit], as np.clip does."""
-    g = grad.reshape(grad.size)
-    lo = -limit
-    for k in range(g.size):
-        x = g[k]
-        if x < lo:
-            g[k] = lo
-        elif x > limit:
-            g[k] = limit
-
-
-@exact
-def adagrad_update(param, grad, memory, learning_rate, eps):
-    """In place: memory += grad**2; param += -learning_rate * grad / sqrt(memory + eps).
-
-    Same operation order as the seed's numpy expression, so float64 results are
-    bit-identical to it. param, grad, memory: same shape, C-contiguous.
-    """
-    p = param.reshape(param.size)
-    g = grad.reshape(grad.size)
-    m = memory.reshape(memory.size)
-    neg_lr = -learning_rate
-    for k in range(p.size):
-        m[k] += g[k] * g[k]
-        p[k] += neg_lr * g[k] / np.sqrt(m[k] + eps)
-
-
-@exact
-def clip_adagrad_update(param, grad, memory, learning_rate, clip, eps):
-    """:func:`clip_inplace` then :func:`adagrad_update` in one pass over the arrays.
-
-    grad receives the clipped gradient; the arithmetic is exactly that of the
-    two separate kernels.
-    """
-    p = param.reshape(param.size)
-    g = grad.reshape(grad.size)
-    m = memory.reshape(memory.size)
-    neg_lr = -learning_rate
-    lo = -clip
-    for k in range(p.size):
-        x = g[k]
-        if x < lo:
-            x = lo
-        elif x > clip:
-            x = clip
-        g[k] = x
-        m[k] += x * x
-        p[k] += neg_lr * x / np.sqrt(m[k] + eps)
+def _clip_adagrad(param, grad, memory, learning_rate, clip, eps):
+    """:func:`fastrnn.optim_kernels.adagrad_update` on arrays of any shape (C-contiguous), no norm scale."""
+    adagrad_update(param.reshape(param.size), grad.reshape(grad.size), memory.reshape(memory.size),
+                   learning_rate, eps, clip, eps / eps)  # eps / eps: exactly 1 in the arrays' dtype
 
 
 # --- fused kernels -----------------------------------------------------------
@@ -377,11 +333,11 @@ def train_step(Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
     loss = rnn_forward(hs, probs, inputs, targets, Wxh, Whh, Why, bh, by)
     rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets,
                       Whh, Why, False)
-    clip_adagrad_update(Wxh, dWxh, mWxh, learning_rate, clip, eps)
-    clip_adagrad_update(Whh, dWhh, mWhh, learning_rate, clip, eps)
-    clip_adagrad_update(Why, dWhy, mWhy, learning_rate, clip, eps)
-    clip_adagrad_update(bh, dbh, mbh, learning_rate, clip, eps)
-    clip_adagrad_update(by, dby, mby, learning_rate, clip, eps)
+    _clip_adagrad(Wxh, dWxh, mWxh, learning_rate, clip, eps)
+    _clip_adagrad(Whh, dWhh, mWhh, learning_rate, clip, eps)
+    _clip_adagrad(Why, dWhy, mWhy, learning_rate, clip, eps)
+    _clip_adagrad(bh, dbh, mbh, learning_rate, clip, eps)
+    _clip_adagrad(by, dby, mby, learning_rate, clip, eps)
     return loss
 
 

@@ -28,6 +28,19 @@ def clip_scale(x, clip, scale):
 
 
 @exact
+def clip_inplace(grad, limit):
+    """Clip grad (any shape, C-contiguous) element-wise to [-limit, limit], as np.clip does."""
+    g = grad.reshape(grad.size)
+    lo = -limit
+    for k in range(g.size):
+        x = g[k]
+        if x < lo:
+            g[k] = lo
+        elif x > limit:
+            g[k] = limit
+
+
+@exact
 def adagrad_update(param, grad, memory, learning_rate, eps, clip, scale):
     """The seed's Adagrad: ``memory += g * g; param += -lr * g / sqrt(memory + eps)``."""
     neg_lr = -learning_rate

@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from . import kernels
+from . import kernels, optim_kernels
 from ._aligned import aligned_group, aligned_zeros
 from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
@@ -142,10 +142,11 @@ def adagrad_update(params, grads, memory, learning_rate):
     params = check_params(params)
     grads = _check_same_layout(params, grads, "grads")
     memory = _check_same_layout(params, memory, "memory")
-    lr = _scalar(learning_rate, params.dtype, "learning_rate")
-    eps = params.dtype.type(ADAGRAD_EPS)
+    dtype = params.dtype
+    lr = _scalar(learning_rate, dtype, "learning_rate")
+    eps, unclipped, one = dtype.type(ADAGRAD_EPS), np.finfo(dtype).max, dtype.type(1)
     for p, g, m in zip(params, grads, memory):
-        kernels.adagrad_update(p, g, m, lr, eps)
+        optim_kernels.adagrad_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), lr, eps, unclipped, one)
 
 
 def train_step(params, memory, inputs, targets, hprev, learning_rate, clip=CLIP, workspace=None):
