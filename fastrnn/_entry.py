@@ -31,11 +31,18 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so the same cleanup runs (exit 143)."""
 
 
-def _on_sigterm(signum, frame):
+def raise_terminated(signum, frame):
+    """A SIGTERM handler: raise :class:`Terminated` where the main thread is."""
     raise Terminated()
 
 
+def interruption(signum) -> KeyboardInterrupt:
+    """What signal ``signum`` (SIGINT or SIGTERM) raises."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def interrupted_status(e: KeyboardInterrupt) -> int:
+    """The exit status of an interruption: 143 for SIGTERM, 130 for Ctrl-C."""
     return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
 
 
@@ -88,7 +95,7 @@ def main(argv=None) -> int:
         _hold_closed_descriptors()
     if (threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN):
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         if os.environ.get(ANNOUNCE_ENV):
             print("fastrnn: importing", file=sys.stderr, flush=True)

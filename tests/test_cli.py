@@ -189,7 +189,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, corpus_file):
 
 def test_stop_signals_first_stops_second_aborts_none_during_a_save(tmp_path, corpus_file):
     """The policy of the train loop's handler, called directly: no timing games."""
-    from fastrnn.cli.exits import StopSignals, Terminated
+    from fastrnn._entry import Terminated
+    from fastrnn.cli.exits import StopSignals
     trainer = Trainer(load_corpus(corpus_file), TrainConfig(hidden_size=8, seq_length=10, seed=0))
     stop = StopSignals(trainer)
     stop(signal.SIGTERM, None)  # the first: a stop at the end of the block
@@ -249,7 +250,8 @@ def test_slow_kernel_load_is_explained(tmp_path, corpus_file, monkeypatch, capsy
 
 
 def test_sigterm_outside_training_acts_like_ctrl_c():
-    from fastrnn.cli.exits import Terminated, sigterm_as_interrupt
+    from fastrnn._entry import Terminated
+    from fastrnn.cli.exits import sigterm_as_interrupt
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Terminated), sigterm_as_interrupt():  # finally blocks and cleanup run, as for Ctrl-C
         os.kill(os.getpid(), signal.SIGTERM)

@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from .._entry import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
+from .._entry import interruption, raise_terminated
 
 if TYPE_CHECKING:
     from ..trainer import Trainer
@@ -27,14 +27,6 @@ EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a program wh
 
 class UsageError(Exception):
     """Bad command-line input: reported as one line on stderr, exit status 2."""
-
-
-def interruption(signum) -> KeyboardInterrupt:
-    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-def exit_status(signum) -> int:
-    return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")  # as fastrnn.distributed.RANK_VARIABLES
@@ -130,10 +122,7 @@ def sigterm_as_interrupt():
         yield
         return
 
-    def on_sigterm(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from .._entry import interrupted_status
+from .._entry import Terminated, interrupted_status, interruption
 from .._files import OutputWriteError
 from ..checkpoint import save_checkpoint
 from ..limits import outputs_bounded
@@ -25,7 +25,7 @@ from ..plan import Plan
 from ..split_check import HeldOutWatch
 from ..trainer import Trainer, TrainingDiverged
 from .budget import SpeedProbe, plan_record, training_deadline, validation_seconds
-from .exits import EXIT_DIVERGED, EXIT_USAGE, Abandoned, StopSignals, Terminated, exit_status
+from .exits import EXIT_DIVERGED, EXIT_USAGE, Abandoned, StopSignals
 
 
 class OutputsOverflow(TrainingDiverged):
@@ -222,4 +222,4 @@ def interrupted(trainer, path, report, save, stop, saved=False) -> int:
     if why is not None:
         stop.finish()
         print(f"fastrnn train: {how} at step {trainer.n:,}; {why}, not saved", file=sys.stderr)
-    return report.output_status() if lost_output else exit_status(signum)
+    return report.output_status() if lost_output else interrupted_status(interruption(signum))
