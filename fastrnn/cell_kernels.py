@@ -168,6 +168,74 @@ def rnn_backward(dgates, dh, dhs, hs, panels):
         matmul_packed(dgates[t * B:(t + 1) * B], panels, H, dh, False)
 
 
+# --- tanh RNN, one stream: the products as mat-vecs over Whh's rows (no packing) ------------------
+# At B = 1 a product is a mat-vec that reads all of Whh once; packing Whh into panels twice a step costs
+# more than the micro-kernel saves there, so one stream reads Whh's rows in place, four at a time.
+
+@fast
+def matvec_add(out, W, x):
+    """out (H,) += W (H, H) @ x (H,), four rows at a time so each x[j] load feeds four FMAs."""
+    H = W.shape[0]
+    H4 = H - H % 4
+    for i in range(0, H4, 4):
+        w0, w1, w2, w3 = W[i], W[i + 1], W[i + 2], W[i + 3]
+        a0, a1, a2, a3 = out[i], out[i + 1], out[i + 2], out[i + 3]
+        for j in range(H):
+            xj = x[j]
+            a0 += w0[j] * xj
+            a1 += w1[j] * xj
+            a2 += w2[j] * xj
+            a3 += w3[j] * xj
+        out[i], out[i + 1], out[i + 2], out[i + 3] = a0, a1, a2, a3
+    for i in range(H4, H):
+        w = W[i]
+        acc = out[i]
+        for j in range(H):
+            acc += w[j] * x[j]
+        out[i] = acc
+
+
+@fast
+def matvec_t(out, W, g):
+    """out (H,) = W.T (H, H) @ g (H,), as row updates over four rows of W at a time.
+
+    Reads W row by row (contiguous), so no transposed copy is needed.
+    """
+    H = W.shape[0]
+    H4 = H - H % 4
+    out[:] = 0
+    for i in range(0, H4, 4):
+        w0, w1, w2, w3 = W[i], W[i + 1], W[i + 2], W[i + 3]
+        g0, g1, g2, g3 = g[i], g[i + 1], g[i + 2], g[i + 3]
+        for j in range(H):
+            out[j] += g0 * w0[j] + g1 * w1[j] + g2 * w2[j] + g3 * w3[j]
+    for i in range(H4, H):
+        w = W[i]
+        gi = g[i]
+        for j in range(H):
+            out[j] += gi * w[j]
+
+
+@fast
+def rnn_forward_one(hs, gates, Whh):
+    """:func:`rnn_forward` at B = 1: hs (T+1, H) h_0 in row 0 on entry; gates (T, H) x_proj (read); Whh (H, H)."""
+    for t in range(gates.shape[0]):
+        h = hs[t + 1]
+        h[:] = 0
+        matvec_add(h, Whh, hs[t])
+        _rnn_row(gates[t], h, h)
+
+
+@fast
+def rnn_backward_one(dgates, dh, dhs, hs, Whh):
+    """:func:`rnn_backward` at B = 1: dgates, dhs (T, H); dh (1, H) dL/dh_0 on return; Whh (H, H)."""
+    carry = dh[0]
+    carry[:] = 0
+    for t in range(dgates.shape[0] - 1, -1, -1):
+        _rnn_row_backward(dgates[t], hs[t + 1], dhs[t], carry)
+        matvec_t(carry, Whh, dgates[t])
+
+
 # --- LSTM: [i, f, g, o]; c' = f c + i g; h' = o tanh(c') -----------------------
 
 @fast

@@ -28,10 +28,10 @@ class TrainConfig:
     ``batch_size``: streams trained per step (1: the seed's loop). ``threads``: how
     many threads a batched step uses; it also fixes how the batch is cut into
     per-thread chunks, which changes results by rounding only (a resumed run may
-    change it; every other field must match the checkpoint). Unused by the seed's
-    case at batch 1 (:attr:`seed_kernels`); everywhere else the engine runs that
+    change it; every other field must match the checkpoint). The engine runs that
     many chunks of streams, or parts of the hidden units, at once
-    (:class:`fastrnn.workspaces.ParallelWorkspace`).
+    (:class:`fastrnn.workspaces.ParallelWorkspace`); one stream of the seed's
+    case runs on one thread.
     ``cell`` (rnn, lstm, gru) and ``num_layers`` say what model; ``optimizer``
     (adagrad, rmsprop, adam) with ``alpha`` (rmsprop), ``beta1``/``beta2`` (adam)
     and ``eps`` how it learns (:mod:`fastrnn.optim`); ``clip`` (by value) or
@@ -81,13 +81,6 @@ class TrainConfig:
         """The seed's model and update: a 1-layer rnn, Adagrad at a constant rate, clip by value, no dropout."""
         return (self.cell == "rnn" and self.num_layers == 1 and self.optimizer == "adagrad"
                 and self.clip_norm is None and self.clip is not None and not self.scheduled and not self.dropout)
-
-    @property
-    def seed_kernels(self) -> bool:
-        """Trained by the seed's batch-1 kernels (:func:`fastrnn.rnn.train_steps`): the seed's case at batch 1.
-        Every other run, the seed's case at B > 1 included, runs the engine (:func:`fastrnn.engine.train_steps`),
-        equal to the seed's arithmetic to rounding."""
-        return self.seed_exact and self.batch_size == 1
 
     @property
     def scheduled(self) -> bool:

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import cell_kernels, optim, optim_kernels, stack_kernels
+from . import cell_kernels, optim, optim_kernels, stack_kernels, stream_kernels
 from ._threads import blas_threads
 from ._validate import check_ids, check_params, check_positive
 from .model import ModelParams, ModelSpec
@@ -480,6 +480,27 @@ def train_steps(params, optimizer, opt_state, data, starts, resets, state, works
     return losses / B
 
 
+def compiled_steps(spec: ModelSpec, optimizer, batch_size, clip_norm=None, dropout=0.0) -> bool:
+    """Whether :func:`train_steps` runs its blocks of steps in one compiled call each
+    (:mod:`fastrnn.stream_kernels`), on one thread: one stream of a 1-layer rnn, Adagrad, clipping by value
+    only, no dropout (the seed's case at batch 1)."""
+    return (spec.is_seed and optimizer.name == "adagrad" and batch_size == 1 and clip_norm is None
+            and not dropout > 0)
+
+
+def _stream_steps(params, optimizer, memory, ws, windows, resets, state, rates, clip, losses):
+    """The steps of :func:`train_steps` on one stream, in one call of :func:`fastrnn.stream_kernels.train_steps`."""
+    dtype = params.dtype
+    a, chunk = ws.chunks[0].layers[0], ws.chunks[0]
+    T = ws.seq_length
+    starts = np.arange(windows.shape[0], dtype=np.int64) * (T + 1)
+    stream_kernels.train_steps(losses, *params.as_seed(), *memory.as_seed(), *ws.grads.as_seed(), a["hs"],
+                               a["gates"], a["dgx"], a["dhs"], a["dh"], chunk.probs, chunk.WxhT, chunk.dWxhT,
+                               chunk.inputs, chunk.targets, state[0][0, 0], np.ascontiguousarray(windows).reshape(-1),
+                               starts, np.ascontiguousarray(resets, dtype=np.bool_),
+                               np.asarray(rates, dtype=dtype), optim.clip_value(clip, dtype), dtype.type(optimizer.eps))
+
+
 def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step,
                         total_batch, sum_grads, clip=CLIP, clip_norm=None, threads=1, learning_rates=None,
                         dropout=0.0, seed=0, first_stream=0):
@@ -505,6 +526,12 @@ def data_parallel_steps(params, optimizer, opt_state, data, starts, resets, stat
     if isinstance(ws, StackWorkspace):
         ws = ParallelWorkspace.of(ws)
     losses = np.zeros(k, np.float64)
+    if (sum_grads is None and compiled_steps(params.spec, optimizer, B, clip_norm, dropout)
+            and ws.chunks[0].parts == 1):
+        rates = [optimizer.learning_rate] * k if learning_rates is None else learning_rates
+        with step_threads(ws, threads):
+            _stream_steps(params, optimizer, opt_state[0], ws, touched, resets, state, rates, clip, losses)
+        return losses
     with step_threads(ws, threads):
         for s in range(k):
             window = touched[s * B:(s + 1) * B]  # (B, T + 1)

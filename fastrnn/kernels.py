@@ -1,83 +1,30 @@
-"""Numba kernels of the vanilla tanh RNN, over integer character ids.
+"""Numba kernels of the seed's tanh RNN, one character at a time (scoring and sampling), and the softmax,
+cross-entropy and sampling helpers every model's kernels share.
 
 Pure functions over arrays: no I/O, no globals, no allocation inside the time
 loop (every workspace comes from the caller). Argument order everywhere:
 outputs first, then saved values and inputs, then weights, then scalars.
 Shapes: T sequence length, H hidden size, V vocabulary size; float arrays are
-all float32 or all float64 (one compile per dtype), ids are int64.
+all float32 or all float64 (one compile per dtype), ids are int64. The twin is
+:mod:`fastrnn.reference`; training runs on the engine (:mod:`fastrnn.stream_kernels`
+for one stream of the seed's model).
 
-How they differ from the seed (:mod:`fastrnn.reference` is the twin):
-- ``Wxh @ one_hot(ix)`` is the column lookup ``Wxh[:, ix]``; ``dWxh`` is a
-  scatter-add into the columns that occur.
-- Only ``Whh @ h`` (forward) and ``Whh.T @ dhraw`` (backward) stay in the
-  sequential time loop. The output layer, its gradients, ``Why.T @ dy`` and
-  ``dWhh`` do not feed the recurrence and are done once per sequence, after
-  (forward) or before/after (backward) the recurrent loop.
-- The hoisted products are matrix-matrix work done by BLAS (``np.dot`` with
-  ``out=``: (T, H) @ (H, V) and friends). The two sequential matrix-vector
-  products are hand-blocked loops over four rows of ``Whh`` at a time, which
-  vectorise under ``reassoc`` and stream ``Whh`` row by row in both directions
-  (no transposed copy).
+- ``Wxh @ one_hot(ix)`` is the column lookup ``Wxh[:, ix]``; ``Whh @ h`` the
+  blocked mat-vec :func:`fastrnn.cell_kernels.matvec_add`.
 - Softmax subtracts the row maximum (no overflow for large logits) and uses
   :func:`exp_sub_inplace`, an exp that vectorises (<= 1 ulp from numpy's in
   float64).
-- The tanh is libm's: deep in saturation 1 - h^2 turns a 1-ulp difference in h
-  into ~1e-8 relative in the gradients, so only a tanh that rounds exactly like
-  numpy's lets this path match the reference at 1e-10.
+- The tanh of :func:`hidden_step` is libm's, as numpy's.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._numba import exact, fast
-from .optim_kernels import adagrad_update, clip_inplace
+from .cell_kernels import matvec_add
 
 
 # --- building blocks (inlined into the kernels below by LLVM) ---------------
-
-@fast
-def recurrent_matvec_add(out, W, x):
-    """out (H,) += W (H, H) @ x (H,), four rows at a time so each x[j] load feeds four FMAs."""
-    H = W.shape[0]
-    H4 = H - H % 4
-    for i in range(0, H4, 4):
-        w0, w1, w2, w3 = W[i], W[i + 1], W[i + 2], W[i + 3]
-        a0, a1, a2, a3 = out[i], out[i + 1], out[i + 2], out[i + 3]
-        for j in range(H):
-            xj = x[j]
-            a0 += w0[j] * xj
-            a1 += w1[j] * xj
-            a2 += w2[j] * xj
-            a3 += w3[j] * xj
-        out[i], out[i + 1], out[i + 2], out[i + 3] = a0, a1, a2, a3
-    for i in range(H4, H):
-        w = W[i]
-        acc = out[i]
-        for j in range(H):
-            acc += w[j] * x[j]
-        out[i] = acc
-
-
-@fast
-def recurrent_matvec_t(out, W, g):
-    """out (H,) = W.T (H, H) @ g (H,), as row updates over four rows of W at a time.
-
-    Reads W row by row (contiguous), so no transposed copy is needed.
-    """
-    H = W.shape[0]
-    H4 = H - H % 4
-    out[:] = 0
-    for i in range(0, H4, 4):
-        w0, w1, w2, w3 = W[i], W[i + 1], W[i + 2], W[i + 3]
-        g0, g1, g2, g3 = g[i], g[i + 1], g[i + 2], g[i + 3]
-        for j in range(H):
-            out[j] += g0 * w0[j] + g1 * w1[j] + g2 * w2[j] + g3 * w3[j]
-    for i in range(H4, H):
-        w = W[i]
-        gi = g[i]
-        for j in range(H):
-            out[j] += gi * w[j]
-
 
 @exact
 def exp_sub_inplace(row, shift):
@@ -123,8 +70,8 @@ def hidden_step(h_out, h_in, ix, Wxh, Whh, bh):
     H = Whh.shape[0]
     for i in range(H):
         h_out[i] = Wxh[i, ix]
-    recurrent_matvec_add(h_out, Whh, h_in)
-    for i in range(H):  # libm's tanh: see the module's docstring
+    matvec_add(h_out, Whh, h_in)
+    for i in range(H):
         h_out[i] = np.tanh(h_out[i] + bh[i])
 
 
@@ -193,32 +140,6 @@ def rows_cross_entropy(probs, targets, by):
     return loss
 
 
-# --- forward / backward ----------------------------------------------------
-
-@fast
-def rnn_forward(hs, probs, inputs, targets, Wxh, Whh, Why, bh, by):
-    """Forward pass over one sequence; returns the summed cross-entropy (float64, nats).
-
-    hs (T+1, H): row 0 holds hprev on entry, rows 1..T receive h_1..h_T.
-    probs (T, V): receives the softmax of each step's logits.
-    inputs, targets (T,) int64.
-    """
-    T = inputs.shape[0]
-    for t in range(T):  # the recurrence: only Whh @ h is sequential
-        hidden_step(hs[t + 1], hs[t], inputs[t], Wxh, Whh, bh)
-    # Output layer for all steps at once, off the sequential path: (T, H) @ (H, V).
-    np.dot(hs[1:], Why.T, probs)
-    loss = 0.0
-    for t in range(T):
-        p = probs[t]
-        for v in range(p.shape[0]):
-            p[v] += by[v]
-        target_logit = p[targets[t]]
-        m, log_sum = softmax_inplace(p)
-        loss += log_sum - (target_logit - m)
-    return loss
-
-
 @fast
 def add_into(acc, x):
     """acc += x, element-wise (same shape, C-contiguous)."""
@@ -226,142 +147,6 @@ def add_into(acc, x):
     b = x.reshape(x.size)
     for k in range(a.size):
         a[k] += b[k]
-
-
-@fast
-def rnn_backward(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets, Whh, Why):
-    """Backprop through time; *adds* the gradients into dWxh..dby (zeroed by the caller).
-
-    dhs (T, H), dhnext (H,), tmp_hh (H, H), tmp_vh (V, H): workspaces.
-    hs (T+1, H), probs (T, V): saved by :func:`rnn_forward` (``probs`` is
-    turned into dy = p - onehot(target) in place).
-    """
-    rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets,
-                      Whh, Why, True)
-
-
-@fast
-def rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets,
-                      Whh, Why, accumulate):
-    """:func:`rnn_backward`; with ``accumulate=False`` the gradients are overwritten instead.
-
-    Overwriting lets the fused step write the two big products straight into
-    dWhh and dWhy, skipping a zeroing pass and an addition pass over each.
-    """
-    if not accumulate:
-        dWxh[:] = 0
-        dbh[:] = 0
-        dby[:] = 0
-    T, H = dhs.shape
-    one = hs.dtype.type(1)
-    for t in range(T):
-        probs[t, targets[t]] -= one
-    dy = probs
-    # Output layer, off the sequential path, as three matrix products:
-    # dWhy += dy.T @ hs[1:], dby += sum_t dy, dhs = dy @ Why (dh from the outputs).
-    if accumulate:
-        np.dot(dy.T, hs[1:], tmp_vh)
-        add_into(dWhy, tmp_vh)
-    else:
-        np.dot(dy.T, hs[1:], dWhy)
-    for t in range(T):
-        add_into(dby, dy[t])
-    np.dot(dy, Why, dhs)
-    # The recurrence: dhraw_t = (1 - h_t^2) * (dh_t + dhnext); dhnext = Whh.T @ dhraw_t.
-    dhnext[:] = 0
-    for t in range(T - 1, -1, -1):
-        h = hs[t + 1]
-        d = dhs[t]
-        for i in range(H):
-            d[i] = (one - h[i] * h[i]) * (d[i] + dhnext[i])
-        recurrent_matvec_t(dhnext, Whh, d)
-    # Off the sequential path again: dWhh += dhraw.T @ hs[:-1], dbh, dWxh scatter-add.
-    if accumulate:
-        np.dot(dhs.T, hs[:-1], tmp_hh)
-        add_into(dWhh, tmp_hh)
-    else:
-        np.dot(dhs.T, hs[:-1], dWhh)
-    for t in range(T):
-        ix = inputs[t]
-        d = dhs[t]
-        for i in range(H):
-            dbh[i] += d[i]
-            dWxh[i, ix] += d[i]
-
-
-# --- clip and Adagrad (exact arithmetic) -----------------------------------
-
-@exact
-def _clip_adagrad(param, grad, memory, learning_rate, clip, eps):
-    """:func:`fastrnn.optim_kernels.adagrad_update` on arrays of any shape (C-contiguous), no norm scale."""
-    adagrad_update(param.reshape(param.size), grad.reshape(grad.size), memory.reshape(memory.size),
-                   learning_rate, eps, clip, eps / eps)  # eps / eps: exactly 1 in the arrays' dtype
-
-
-# --- fused kernels -----------------------------------------------------------
-
-@exact
-def loss_and_grads(dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, tmp_hh, tmp_vh,
-                   inputs, targets, Wxh, Whh, Why, bh, by, clip):
-    """One sequence's forward, BPTT and clip in one call; returns the summed loss (float64).
-
-    dWxh..dby (any contents on entry) receive the gradients clipped to
-    [-clip, clip]; hs[0] holds hprev on entry and hs[T] is h_last on return.
-    The arithmetic is :func:`train_step`'s without the update.
-    """
-    loss = rnn_forward(hs, probs, inputs, targets, Wxh, Whh, Why, bh, by)
-    rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets,
-                      Whh, Why, False)
-    clip_inplace(dWxh, clip)
-    clip_inplace(dWhh, clip)
-    clip_inplace(dWhy, clip)
-    clip_inplace(dbh, clip)
-    clip_inplace(dby, clip)
-    return loss
-
-
-@exact
-def train_step(Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
-               dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, tmp_hh, tmp_vh,
-               inputs, targets, learning_rate, clip, eps):
-    """One training step on one sequence: forward, BPTT, clip, Adagrad, all in place.
-
-    Weights Wxh..by and Adagrad memories mWxh..mby are updated in place;
-    dWxh..dby receive the clipped gradients; hs[0] holds hprev on entry and
-    hs[T] is h_last on return. Returns the summed loss (float64).
-    """
-    loss = rnn_forward(hs, probs, inputs, targets, Wxh, Whh, Why, bh, by)
-    rnn_backward_impl(dWxh, dWhh, dWhy, dbh, dby, dhs, dhnext, tmp_hh, tmp_vh, hs, probs, inputs, targets,
-                      Whh, Why, False)
-    _clip_adagrad(Wxh, dWxh, mWxh, learning_rate, clip, eps)
-    _clip_adagrad(Whh, dWhh, mWhh, learning_rate, clip, eps)
-    _clip_adagrad(Why, dWhy, mWhy, learning_rate, clip, eps)
-    _clip_adagrad(bh, dbh, mbh, learning_rate, clip, eps)
-    _clip_adagrad(by, dby, mby, learning_rate, clip, eps)
-    return loss
-
-
-@exact
-def train_sequences(losses, Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
-                    dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, tmp_hh, tmp_vh,
-                    hprev, data, starts, resets, learning_rate, clip, eps):
-    """Many consecutive :func:`train_step` calls in one kernel call (the trainer's loop).
-
-    Step s trains on inputs ``data[starts[s] : starts[s] + T]`` and targets one
-    character later, T = hs.shape[0] - 1; if ``resets[s]`` the hidden state is
-    zeroed first. hprev (H,) carries the hidden state in and out; losses (k,)
-    float64 receives each step's summed loss. data: int64 ids.
-    """
-    T = hs.shape[0] - 1
-    for s in range(starts.shape[0]):
-        if resets[s]:
-            hprev[:] = 0
-        hs[0] = hprev
-        p = starts[s]
-        losses[s] = train_step(Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby,
-                               dWxh, dWhh, dWhy, dbh, dby, hs, probs, dhs, dhnext, tmp_hh, tmp_vh,
-                               data[p:p + T], data[p + 1:p + T + 1], learning_rate, clip, eps)
-        hprev[:] = hs[T]
 
 
 # --- forward only: validation and sampling ----------------------------------

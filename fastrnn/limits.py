@@ -80,8 +80,7 @@ def parameter_count(cell, num_layers, vocab_size, hidden_size) -> int:
 
 
 def training_bytes(vocab_size, hidden_size, seq_length, batch_size=1, threads=1, dtype=np.float64,
-                   block_steps=256, cell="rnn", num_layers=1, optimizer_buffers=1,
-                   seed_kernels=False) -> tuple[int, int]:
+                   block_steps=256, cell="rnn", num_layers=1, optimizer_buffers=1) -> tuple[int, int]:
     """Rough bytes a training run allocates: ``(model, sequences)``.
 
     ``model`` grows with the hidden size: parameters, optimizer buffers,
@@ -89,18 +88,11 @@ def training_bytes(vocab_size, hidden_size, seq_length, batch_size=1, threads=1,
     float64 draws of the initialisation. ``sequences`` grows with seq-length x
     batch-size: states, gate activations, softmax outputs and their gradients
     for every step of a sequence, per layer, and the int64 windows gathered per
-    block of steps. ``seed_kernels``: the run trains on the seed's kernels
-    (:attr:`fastrnn.config.TrainConfig.seed_kernels`), whose workspaces differ from the engine's.
+    block of steps.
     """
     V, H, T, B, L = int(vocab_size), int(hidden_size), int(seq_length), int(batch_size), int(num_layers)
     item = np.dtype(dtype).itemsize
     windows = 8 * 2 * block_steps * B * (T + 1)
-    if seed_kernels:  # the seed's kernels and their workspaces
-        P = 2 * H * V + H * H + H + V
-        chunks = min(max(int(threads or 1), 1), B) if B > 1 else 0
-        model = item * (3 * P + H * H + V * H + chunks * (P + 2 * V * H) + (2 * V * H + H * H if B > 1 else 0)) + 8 * P
-        sequences = item * ((T + 1) * B * H + T * B * V + T * B * H + B * H) + windows
-        return model, sequences
     G = GATES[cell]
     P = parameter_count(cell, L, V, H)
     model = item * ((3 + optimizer_buffers) * P + 2 * V * G * H + 2 * L * G * H * H) + 8 * P  # + Whh packed twice

@@ -64,9 +64,7 @@ class ModelSpec:
 
     @property
     def is_seed(self) -> bool:
-        """A 1-layer tanh RNN: the seed's model (its init and its :class:`~fastrnn.params.Params` layout).
-        Its training runs the seed's kernels only with the seed's update and at batch 1
-        (:attr:`fastrnn.config.TrainConfig.seed_kernels`)."""
+        """A 1-layer tanh RNN: the seed's model (its init and its :class:`~fastrnn.params.Params` layout)."""
         return self.cell == "rnn" and self.num_layers == 1
 
     @property

@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from . import kernels, optim_kernels
+from . import kernels, optim_kernels, stream_kernels
 from ._aligned import aligned_group, aligned_zeros
 from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
@@ -19,11 +19,11 @@ from .params import ADAGRAD_EPS, CLIP, Params
 
 
 class Workspace:
-    """Scratch arrays for sequences of up to ``seq_length`` steps, allocated once and reused.
+    """Scratch arrays for one stream's sequences of up to ``seq_length`` steps, allocated once and reused.
 
-    hs (T+1, H), probs (T, V), dhs (T, H), dhnext (H,), the product buffers
-    tmp_hh (H, H) and tmp_vh (V, H), and one gradient buffer per parameter
-    (``grads``, a :class:`Params`), all of ``dtype``.
+    The arrays of :mod:`fastrnn.stream_kernels`: hs (T+1, H), gates, dgates, dhs (T, H), dh (1, H),
+    probs (T, V), WxhT, dWxhT (V, H), inputs, targets (1, T), and one gradient buffer per parameter
+    (``grads``, a :class:`Params`), all of ``dtype`` (the ids int64).
     """
 
     def __init__(self, vocab_size, hidden_size, seq_length, dtype=np.float64):
@@ -32,20 +32,20 @@ class Workspace:
         self.shape = (V, H, T, dtype)
         z = aligned_zeros
         self.hs = z((T + 1, H), dtype)
+        self.gates, self.dgates, self.dhs = z((T, H), dtype), z((T, H), dtype), z((T, H), dtype)
+        self.dh = z((1, H), dtype)
         self.probs = z((T, V), dtype)
-        self.dhs = z((T, H), dtype)
-        self.dhnext = z(H, dtype)
-        self.tmp_hh = z((H, H), dtype)
-        self.tmp_vh = z((V, H), dtype)
+        self.WxhT, self.dWxhT = z((V, H), dtype), z((V, H), dtype)
+        self.inputs, self.targets = np.zeros((1, T), np.int64), np.zeros((1, T), np.int64)
         self.grads = Params(z((H, V), dtype), z((H, H), dtype), z((V, H), dtype), z(H, dtype), z(V, dtype))
 
     def fits(self, params: Params, length: int) -> bool:
         V, H, T, dtype = self.shape
         return (params.vocab_size, params.hidden_size, params.dtype) == (V, H, dtype) and length <= T
 
-    def views(self, length):
-        """The workspace arrays cut to a sequence of ``length`` steps (C-contiguous views)."""
-        return self.hs[: length + 1], self.probs[:length], self.dhs[:length]
+    def kernel_arrays(self):
+        """The workspace arguments of :mod:`fastrnn.stream_kernels`, after the gradients, in order."""
+        return (self.hs, self.gates, self.dgates, self.dhs, self.dh, self.probs, self.WxhT, self.dWxhT)
 
 
 _cached = threading.local()  # each thread's last workspace, reused by calls that pass none
@@ -90,12 +90,12 @@ def loss_and_grads(params, inputs, targets, hprev, clip=CLIP, workspace=None):
     hprev = check_hidden(hprev, params.hidden_size, dtype)
     clip = _clip_value(clip, dtype)
     ws = _workspace(params, inputs.size, workspace)
-    hs, probs, dhs = ws.views(inputs.size)
-    hs[0] = hprev
+    ws.hs[0] = hprev
     grads = Params(*aligned_group([p.shape for p in params], dtype))  # the kernel writes every entry
-    loss = kernels.loss_and_grads(*grads, hs, probs, dhs, ws.dhnext, ws.tmp_hh, ws.tmp_vh, inputs, targets,
-                                  *params, clip)
-    return float(loss), grads, hs[-1].copy()
+    loss = stream_kernels.loss_and_grads(*grads, *ws.kernel_arrays(), inputs.reshape(1, -1),
+                                         targets.reshape(1, -1), *params)
+    stream_kernels.clip_grads(*grads, clip)
+    return float(loss), grads, ws.hs[inputs.size].copy()
 
 
 def sequence_loss(params, inputs, targets, hprev):
@@ -163,11 +163,10 @@ def train_step(params, memory, inputs, targets, hprev, learning_rate, clip=CLIP,
     lr = _scalar(learning_rate, dtype, "learning_rate")
     clip = _clip_value(clip, dtype)
     ws = _workspace(params, inputs.size, workspace)
-    hs, probs, dhs = ws.views(inputs.size)
-    hs[0] = hprev
-    loss = kernels.train_step(*params, *memory, *ws.grads, hs, probs, dhs, ws.dhnext, ws.tmp_hh, ws.tmp_vh,
-                              inputs, targets, lr, clip, dtype.type(ADAGRAD_EPS))
-    return float(loss), hs[-1].copy()
+    ws.hs[0] = hprev
+    loss = stream_kernels.train_step(*params, *memory, *ws.grads, *ws.kernel_arrays(), inputs.reshape(1, -1),
+                                     targets.reshape(1, -1), lr, clip, dtype.type(ADAGRAD_EPS))
+    return float(loss), ws.hs[inputs.size].copy()
 
 
 def train_steps(params, memory, data, starts, resets, hprev, learning_rate, workspace, clip=CLIP):
@@ -206,9 +205,9 @@ def train_steps(params, memory, data, starts, resets, hprev, learning_rate, work
     clip = _clip_value(clip, dtype)
     ws = workspace
     losses = np.zeros(starts.size, np.float64)
-    kernels.train_sequences(losses, *params, *memory, *ws.grads, ws.hs, ws.probs, ws.dhs, ws.dhnext,
-                            ws.tmp_hh, ws.tmp_vh, hprev, data, starts, resets, lr, clip,
-                            dtype.type(ADAGRAD_EPS))
+    stream_kernels.train_steps(losses, *params, *memory, *ws.grads, *ws.kernel_arrays(), ws.inputs, ws.targets,
+                               hprev, data, starts, resets, np.full(starts.size, lr), clip,
+                               dtype.type(ADAGRAD_EPS))
     return losses
 
 

@@ -23,8 +23,8 @@ state ``hprev[b]`` when ``p + seq_length + 1 >= S``) and all streams move in
 lockstep, so they share ``p`` and reset together. Each step is one step of
 the engine (:func:`fastrnn.engine.train_steps`) over the B windows; its loss is
 summed over the B * T characters and divided by B, so ``loss / seq_length``
-stays comparable to batch 1. B = 1 is the seed's loop above, on the batch-1
-kernel, unchanged.
+stays comparable to batch 1. B = 1 is the seed's loop above, its blocks of
+steps one compiled call each (:mod:`fastrnn.stream_kernels`).
 
 Per block of steps only the ids the block touches are gathered into a small
 int64 buffer (:func:`_gather_windows`), so ``train_ids`` may be any integer
@@ -116,10 +116,8 @@ class Trainer(_StateViews):
 
     ``Trainer(corpus, config)`` starts fresh (the seed's init for a 1-layer rnn,
     PyTorch's for every other model, from ``config.seed``); ``state`` (a
-    :class:`TrainState`, e.g. from a checkpoint) continues a run exactly. The
-    seed's case (1-layer rnn, Adagrad, clip by value) runs the seed-exact
-    kernels (:mod:`fastrnn.rnn`, :mod:`fastrnn.batch`); every other model or
-    update the engine (:mod:`fastrnn.engine`) and :func:`fastrnn.optim.apply`.
+    :class:`TrainState`, e.g. from a checkpoint) continues a run exactly. Every
+    model and update trains on the engine (:mod:`fastrnn.engine`, :func:`fastrnn.optim.apply`).
 
     Data-parallel training (``world``: one process of a group, e.g. an MPI
     rank from :mod:`fastrnn.distributed`): the B streams are shared by the
@@ -170,10 +168,10 @@ class Trainer(_StateViews):
         if world is not None:  # a share of the batch: grads, then their sum over the processes, then the update
             self._grads = self.params.zeros_like()
             self.workspace = workspaces.ParallelWorkspace(self.spec, T, share, dtype, threads=config.threads)
-        elif config.seed_kernels:
-            self.workspace = rnn.Workspace(V, H, T, dtype)
         else:
-            self.workspace = workspaces.ParallelWorkspace(self.spec, T, B, dtype, threads=config.threads)
+            compiled = engine.compiled_steps(self.spec, self.optimizer, B, config.clip_norm, config.dropout)
+            self.workspace = workspaces.ParallelWorkspace(self.spec, T, B, dtype,
+                                                          threads=1 if compiled else config.threads)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
         self._recent = [0.0, 0]  # losses summed, and steps, since the last recent_loss_per_char()
         self._stop = self._stop_agreed = False
@@ -281,8 +279,11 @@ class Trainer(_StateViews):
         :class:`TrainingDiverged` on a NaN or infinite loss.
         """
         target = self.n + int(steps)
-        # With a world the seed's case too runs step by step (a sum over the processes each step).
-        block = BLOCK_STEPS if self.config.seed_kernels and self.world is None else ENGINE_BLOCK_STEPS
+        # Blocks compiled whole are long (their steps are microseconds); with a world, steps exchange gradients.
+        c = self.config
+        compiled = self.world is None and engine.compiled_steps(self.spec, self.optimizer, c.batch_size,
+                                                                c.clip_norm, c.dropout)
+        block = BLOCK_STEPS if compiled else ENGINE_BLOCK_STEPS
         while self.n < target:
             # With a world, a stop counts once exchanged (end of a block), so all processes return together.
             if self._stop_agreed if self.world is not None else self._stop:
@@ -418,10 +419,8 @@ def _gather_windows(ids, starts, T):
 def _train_block(trainer, starts, resets, alone=False):
     """Losses (k,) of k steps at ``starts`` (k, B); the one place that calls the training kernels.
 
-    The seed's case at batch 1 runs k steps in one kernel call with the hidden
-    state carried in place (``rnn.train_steps``, the seed-exact path); every
-    other run, the seed's case at B > 1 included, runs the engine step by step
-    (:func:`fastrnn.engine.train_steps`). With a world, this process's share of
+    Every run trains on the engine (:func:`fastrnn.engine.train_steps`, which
+    runs the seed's case at batch 1 as one compiled call). With a world, this process's share of
     the streams runs the engine's ``data_parallel_steps`` and the losses are its
     share's, summed, not divided; ``alone``: no exchange with the other
     processes (warming the kernels up).
@@ -439,10 +438,6 @@ def _train_block(trainer, starts, resets, alone=False):
                                           threads=c.threads, learning_rates=rates, dropout=c.dropout, seed=c.seed,
                                           first_stream=t.streams.start)
     data, rebased = _gather_windows(t.train_ids, starts, T)
-    if not c.seed_kernels:
-        return engine.train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden,
-                                  t.workspace, first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm,
-                                  threads=c.threads, learning_rates=rates, dropout=c.dropout, seed=c.seed)
-    params, memory = t.params.as_seed(), t.memory.as_seed()
-    return rnn.train_steps(params, memory, data, rebased[:, 0], resets, t.hidden[0][0, 0], c.learning_rate,
-                           t.workspace, clip=c.clip)
+    return engine.train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden, t.workspace,
+                              first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm, threads=c.threads,
+                              learning_rates=rates, dropout=c.dropout, seed=c.seed)

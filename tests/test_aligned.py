@@ -67,7 +67,7 @@ def test_params_and_workspaces_are_aligned():
     for group in (p, p.copy(), p.zeros_like(), p.astype(np.float32)):
         assert all(line_aligned(a) for a in group)
     ws = rnn.Workspace(65, 100, 25)
-    assert all(line_aligned(a) for a in (ws.hs, ws.probs, ws.dhs, ws.dhnext, ws.tmp_hh, ws.tmp_vh, *ws.grads))
+    assert all(line_aligned(a) for a in (*ws.kernel_arrays(), *ws.grads))
     for split in ("streams", "columns"):
         bws = batch.BatchWorkspace(65, 100, 25, 8, threads=2, split=split)
         arrays = [a for chunk in bws.engine.chunks for layer in chunk.layers for a in layer.values()]

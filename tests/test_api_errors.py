@@ -28,16 +28,19 @@ class KernelCalled(AssertionError):
 
 @pytest.fixture
 def no_kernels(monkeypatch):
-    """Replace every compiled kernel in fastrnn.kernels by a stub that raises KernelCalled."""
+    """Replace every compiled kernel the seed's API calls (fastrnn.kernels, stream_kernels, optim_kernels)
+    by a stub that raises KernelCalled."""
+    from fastrnn import optim_kernels, stream_kernels
     replaced = []
-    for name in dir(kernels):
-        obj = getattr(kernels, name)
-        if hasattr(obj, "py_func") and hasattr(obj, "signatures"):  # a Numba dispatcher
-            def stub(*args, _name=name, **kwargs):
-                raise KernelCalled(f"kernel {_name} ran")
-            monkeypatch.setattr(kernels, name, stub)
-            replaced.append(name)
-    assert {"rnn_forward", "rnn_backward", "train_step", "adagrad_update", "sample_ids",
+    for module in (kernels, stream_kernels, optim_kernels):
+        for name in dir(module):
+            obj = getattr(module, name)
+            if hasattr(obj, "py_func") and hasattr(obj, "signatures"):  # a Numba dispatcher
+                def stub(*args, _name=name, **kwargs):
+                    raise KernelCalled(f"kernel {_name} ran")
+                monkeypatch.setattr(module, name, stub)
+                replaced.append(name)
+    assert {"loss_and_grads", "train_step", "train_steps", "adagrad_update", "sample_ids",
             "sequence_loss"} <= set(replaced)
     return replaced
 

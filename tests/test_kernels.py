@@ -4,7 +4,6 @@ The reference is itself checked against finite differences in test_reference.py.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import subprocess
 import sys
@@ -521,51 +520,32 @@ def test_adagrad_accepts_column_biases(impl):
 
 # --- kernel contracts ---------------------------------------------------------------
 
-def _call_backward(grads, params, hs, probs, inputs, targets):
-    """Call kernels.rnn_backward with workspaces taken by name from a fresh fastrnn.Workspace,
-    so the test follows the kernel's argument list as it evolves."""
-    T, H = hs.shape[0] - 1, hs.shape[1]
-    ws = fastrnn.Workspace(params.vocab_size, H, T, params.dtype)
-    known = dict(zip(("dWxh", "dWhh", "dWhy", "dbh", "dby"), grads))
-    known.update(hs=hs, probs=probs, inputs=inputs, targets=targets)
-    known.update(zip(GRAD_NAMES, params))
-    args = []
-    for name in inspect.signature(kernels.rnn_backward.py_func).parameters:
-        if name in known:
-            args.append(known[name])
-        elif hasattr(ws, name):
-            args.append(getattr(ws, name))
-        else:
-            pytest.fail(f"rnn_backward argument {name!r}: neither a known array nor a Workspace attribute")
-    kernels.rnn_backward(*args)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("T", [1, 25])
-def test_backward_adds_into_gradient_buffers(T, dtype):
+def test_stream_kernel_overwrites_gradients_unclipped(T, dtype):
+    """stream_kernels.loss_and_grads overwrites whatever the gradient buffers held (a workspace cut to
+    a shorter sequence included) with the unclipped gradients: the reference's, at 1e-10 in float64."""
+    from fastrnn import stream_kernels
     V, H = 30, 12
     params = large_params(V, H, seed=71, dtype=dtype)
     inputs, targets = random_ids(V, T, seed=72)
-    hs = np.zeros((T + 1, H), dtype)
-    hs[0] = random_hidden(H, seed=73)
-    probs = np.zeros((T, V), dtype)
-    kernels.rnn_forward(hs, probs, inputs, targets, *params)
-    saved_probs = probs.copy()  # backward turns probs into dy in place
-    grads = params.zeros_like()
-    _call_backward(grads, params, hs, probs, inputs, targets)
-    once = grads.copy()
+    ws = fastrnn.Workspace(V, H, T + 3, dtype)
+    h0 = random_hidden(H, seed=73).astype(dtype)
+    results = []
+    for fill in (0.0, 7.0):
+        grads = fastrnn.Params(*(np.full_like(p, fill) for p in params))
+        ws.hs[0] = h0
+        loss = stream_kernels.loss_and_grads(*grads, *ws.kernel_arrays(), inputs.reshape(1, -1),
+                                             targets.reshape(1, -1), *params)
+        results.append((loss, grads))
+    (loss, once), (loss2, twice) = results
+    assert loss == loss2
+    for name, g1, g2 in zip(GRAD_NAMES, once, twice):
+        assert np.array_equal(g1, g2), name
     assert all(np.any(g != 0) for g in once)
-    probs[:] = saved_probs
-    _call_backward(grads, params, hs, probs, inputs, targets)
-    for name, g2, g1 in zip(GRAD_NAMES, grads, once):
-        if T == 1:  # one term per entry: 0 + a, then a + a, both exact
-            assert np.array_equal(g2, 2 * g1), name
-        else:  # sums of T terms: the second pass starts from the first sum
-            tol = 1e-13 if dtype == np.float64 else 1e-5
-            assert allclose_report(g2, 2 * g1, rtol=tol, atol_scale=tol)[0], name
-    # Unclipped and summed, these are the reference's unclipped gradients.
     if dtype == np.float64:
-        _, raw, _ = ref.loss_and_grads(params, inputs, targets, hs[0], clip=None)
+        loss_ref, raw, _ = ref.loss_and_grads(params, inputs, targets, h0, clip=None)
+        assert allclose_report(loss, loss_ref)[0]
         assert max(np.max(np.abs(g)) for g in raw) > 5.0 or T == 1
         for name, g1, r in zip(GRAD_NAMES, once, raw):
             assert allclose_report(g1, r)[0], name
@@ -663,8 +643,9 @@ def test_float32_outputs_everywhere():
     _, h = fastrnn.train_step(p, m, inputs, targets, np.zeros(H, np.float64), 0.1)
     assert h.dtype == np.float32
     # The float32 kernels were compiled for float32 arguments (not promoted).
-    sigs = [s for s in kernels.rnn_forward.signatures if "float32" in str(s)]
-    assert sigs, kernels.rnn_forward.signatures
+    from fastrnn import stream_kernels
+    sigs = [s for s in stream_kernels.loss_and_grads.signatures if "float32" in str(s)]
+    assert sigs, stream_kernels.loss_and_grads.signatures
 
 
 # --- degenerate shapes -----------------------------------------------------------------

@@ -152,8 +152,7 @@ def check_memory(plan: Plan, corpus, config: TrainConfig, report_warning):
     def need(threads):
         return training_bytes(len(corpus.vocab), H, T, B, threads, config.dtype, cell=config.cell,
                               num_layers=config.num_layers,
-                              optimizer_buffers=len(config.optimizer_settings.state_names),
-                              seed_kernels=config.seed_kernels)
+                              optimizer_buffers=len(config.optimizer_settings.state_names))
 
     (model, sequences), (one_thread_model, _) = need(threads), need(1)
     if model - one_thread_model >= max(one_thread_model, sequences):  # the threads' own workspaces dominate
