@@ -27,6 +27,7 @@ from . import engine, optim, optim_kernels, rnn
 from ._validate import check_params, check_positive
 from .model import ModelParams, ModelSpec
 from .params import ADAGRAD_EPS, CLIP, Params
+from .steps import step_threads, train_steps
 from .workspaces import ParallelWorkspace
 
 __all__ = ["BatchWorkspace", "batch_loss_and_grads", "batch_train_step", "batch_train_steps"]
@@ -183,7 +184,7 @@ def _step(params, memory, inputs, targets, hprev, learning_rate, clip, workspace
         return loss, ws, h_last.reshape(1, -1)
     model, mem = ws.load(params, memory if update else None)
     state = (h.reshape(1, B, params.hidden_size),)
-    with engine.step_threads(ws.engine, ws.threads):
+    with step_threads(ws.engine, ws.threads):
         loss, grads = engine.chunked_loss_and_grads(model, ws.engine, inputs, targets, state)
         if update:
             optim.apply(adagrad, model.flat, grads.flat, [mem.flat], 1, limit, threads=ws.threads)
@@ -275,13 +276,13 @@ def batch_train_steps(params, memory, data, starts, resets, hprev, learning_rate
     state = (hprev.reshape(1, B, params.hidden_size),)
     whole = resets.all(axis=1)
     if np.array_equal(whole, resets.any(axis=1)):  # every step resets all streams or none: one call
-        losses = engine.train_steps(model, adagrad, [mem], data, starts, whole, state, ws.engine, 1, clip,
+        losses = train_steps(model, adagrad, [mem], data, starts, whole, state, ws.engine, 1, clip,
                                     threads=ws.threads)
     else:
         losses = np.zeros(k, np.float64)
         for s in range(k):
             hprev[resets[s]] = 0
-            losses[s:s + 1] = engine.train_steps(model, adagrad, [mem], data, starts[s:s + 1], np.zeros(1, bool),
+            losses[s:s + 1] = train_steps(model, adagrad, [mem], data, starts[s:s + 1], np.zeros(1, bool),
                                                  state, ws.engine, 1, clip, threads=ws.threads)
     ws.store(params, memory)
     return losses

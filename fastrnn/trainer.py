@@ -21,7 +21,7 @@ symbols (the last ``L % B`` are not trained on); stream b walks its shard with
 the seed's rule (pointer ``p`` within the shard, reset of pointer and hidden
 state ``hprev[b]`` when ``p + seq_length + 1 >= S``) and all streams move in
 lockstep, so they share ``p`` and reset together. Each step is one step of
-the engine (:func:`fastrnn.engine.train_steps`) over the B windows; its loss is
+the engine (:func:`fastrnn.steps.train_steps`) over the B windows; its loss is
 summed over the B * T characters and divided by B, so ``loss / seq_length``
 stays comparable to batch 1. B = 1 is the seed's loop above, its blocks of
 steps one compiled call each (:mod:`fastrnn.stream_kernels`).
@@ -42,13 +42,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import engine, inference, rnn, workspaces
+from . import inference, rnn, workspaces
 from ._aligned import aligned_copy, aligned_zeros
 from .charmodel import CharModel, Score, score_windows, seed_view
 from .config import ConfigError, TrainConfig, check_split
 from .corpus import Corpus
 from .model import ModelParams, describe, init_model
 from .params import init_params
+from .steps import compiled_steps, data_parallel_steps, train_steps
 
 BLOCK_STEPS = 256  # steps per kernel call: amortises the call, keeps Ctrl-C latency ~ tens of ms
 ENGINE_BLOCK_STEPS = 8  # the engine's steps are ms to 100s of ms each: shorter blocks keep Ctrl-C and deadlines prompt
@@ -169,7 +170,7 @@ class Trainer(_StateViews):
             self._grads = self.params.zeros_like()
             self.workspace = workspaces.ParallelWorkspace(self.spec, T, share, dtype, threads=config.threads)
         else:
-            compiled = engine.compiled_steps(self.spec, self.optimizer, B, config.clip_norm, config.dropout)
+            compiled = compiled_steps(self.spec, self.optimizer, B, config.clip_norm, config.dropout)
             self.workspace = workspaces.ParallelWorkspace(self.spec, T, B, dtype,
                                                           threads=1 if compiled else config.threads)
         self.train_seconds = 0.0  # time spent inside the training kernels (for chars/s)
@@ -281,7 +282,7 @@ class Trainer(_StateViews):
         target = self.n + int(steps)
         # Blocks compiled whole are long (their steps are microseconds); with a world, steps exchange gradients.
         c = self.config
-        compiled = self.world is None and engine.compiled_steps(self.spec, self.optimizer, c.batch_size,
+        compiled = self.world is None and compiled_steps(self.spec, self.optimizer, c.batch_size,
                                                                 c.clip_norm, c.dropout)
         block = BLOCK_STEPS if compiled else ENGINE_BLOCK_STEPS
         while self.n < target:
@@ -419,9 +420,9 @@ def _gather_windows(ids, starts, T):
 def _train_block(trainer, starts, resets, alone=False):
     """Losses (k,) of k steps at ``starts`` (k, B); the one place that calls the training kernels.
 
-    Every run trains on the engine (:func:`fastrnn.engine.train_steps`, which
+    Every run trains on the engine (:func:`fastrnn.steps.train_steps`, which
     runs the seed's case at batch 1 as one compiled call). With a world, this process's share of
-    the streams runs the engine's ``data_parallel_steps`` and the losses are its
+    the streams runs ``fastrnn.steps.data_parallel_steps`` and the losses are its
     share's, summed, not divided; ``alone``: no exchange with the other
     processes (warming the kernels up).
     """
@@ -433,11 +434,11 @@ def _train_block(trainer, starts, resets, alone=False):
         data, rebased = _gather_windows(t.train_ids, starts[:, t.streams], T)
         sum_grads = (lambda flat: None) if alone else t.world.sum_grads
         share = t.share_hidden
-        return engine.data_parallel_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, share,
+        return data_parallel_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, share,
                                           t.workspace, t.n + 1, B, sum_grads, clip=c.clip, clip_norm=c.clip_norm,
                                           threads=c.threads, learning_rates=rates, dropout=c.dropout, seed=c.seed,
                                           first_stream=t.streams.start)
     data, rebased = _gather_windows(t.train_ids, starts, T)
-    return engine.train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden, t.workspace,
+    return train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden, t.workspace,
                               first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm, threads=c.threads,
                               learning_rates=rates, dropout=c.dropout, seed=c.seed)

@@ -83,7 +83,7 @@ class ParallelWorkspace:
     contiguous chunks, one thread each. Chunk c holds streams
     ``bounds[c]:bounds[c + 1]`` (``bounds[c] = c * B // n``, as
     :class:`fastrnn.batch.BatchWorkspace` cuts them) in a :class:`StackWorkspace`
-    of its own; :func:`train_steps` runs the chunks' forward and backward on n
+    of its own; :func:`fastrnn.steps.train_steps` runs the chunks' forward and backward on n
     Python threads at once (the kernels release the GIL) with BLAS held to one
     thread, then sums their gradients in chunk order into ``grads``. With one
     chunk ``grads`` is the chunk's own and the step is that of one
