@@ -69,7 +69,7 @@ def _step_windows(params, data, starts, state, workspace):
 
 def train_steps(params, optimizer, opt_state, data, starts, resets, state, workspace, first_step, clip=CLIP,
                 clip_norm=None, threads=1, learning_rates=None, dropout=0.0, seed=0):
-    """k training steps of any model (the trainer's loop off the seed's path); returns their losses (k,) float64.
+    """k training steps of any model (the trainer's loop); returns their losses (k,) float64.
 
     Step s trains stream b on ``data[starts[s, b] : starts[s, b] + T]`` -> one
     character later (T the workspace's ``seq_length``), from the state
