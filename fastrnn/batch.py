@@ -11,7 +11,7 @@ stream separately):
   divided by B: the summed loss of an average stream, comparable to the loss
   of batch 1 (which sums over its T characters).
 
-One stream (B = 1) runs the seed's batch-1 kernels, so every result is
+One stream (B = 1) runs :func:`fastrnn.train_step`'s compiled step, so every result is
 bit-identical to :func:`fastrnn.train_step`. More streams run the engine
 (:mod:`fastrnn.engine`) on a 1-layer rnn, the trainer's path for every batch
 above 1: the workspace's :class:`~fastrnn.workspaces.ParallelWorkspace` cuts a

@@ -11,10 +11,10 @@ numpy twin is :func:`fastrnn.reference.stack_loss_and_grads`.
 
 Semantics are those of :mod:`fastrnn.batch`: the loss is the cross-entropy
 summed over the B * T characters divided by B, and the gradient is that of
-this loss (the per-stream gradients summed, divided by B). The 1-layer rnn
-keeps the seed-exact kernels of :mod:`fastrnn.rnn` and :mod:`fastrnn.batch`
-(see :func:`loss_and_grads`); this module's generic path computes the same
-model to rounding.
+this loss (the per-stream gradients summed, divided by B). One stream of the
+1-layer rnn also has a step compiled whole (:mod:`fastrnn.stream_kernels`, see
+:func:`loss_and_grads`), the same model to rounding. Training steps over a
+corpus are :mod:`fastrnn.steps`.
 
 State layout (PyTorch's): a tuple with one (num_layers, B, H) array per state
 name, ``(h,)`` for rnn and gru, ``(h, c)`` for lstm.
@@ -326,7 +326,7 @@ def loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspace=Non
     seed's sum), gradients of the same type as ``params``, and the last state
     in the layout given (PyTorch's when None).
 
-    One sequence of a 1-layer rnn runs the seed-exact kernels
+    One sequence of a 1-layer rnn runs the one-stream step compiled whole
     (:func:`fastrnn.rnn.loss_and_grads`, with ``workspace`` a :class:`fastrnn.Workspace`
     to reuse); everything else the generic engine (``workspace`` a :class:`StackWorkspace`).
     """
@@ -358,7 +358,7 @@ def _one_array(state):
 
 
 def _seed_loss_and_grads(params, inputs, targets, state, clip, workspace):
-    """One sequence of the 1-layer rnn on the seed-exact kernels, the state in any of the accepted layouts."""
+    """One sequence of the 1-layer rnn on the one-stream compiled step, the state in any of the accepted layouts."""
     from . import rnn
 
     if isinstance(state, (tuple, list)) and state and all(isinstance(s, np.ndarray) for s in state):

@@ -1,4 +1,5 @@
-"""The fast path's public functions: validate, allocate, call the Numba kernels.
+"""The seed's public functions for one stream: validate, allocate, call the Numba kernels (training:
+:mod:`fastrnn.stream_kernels`, the engine's one-stream step; scoring and sampling: :mod:`fastrnn.kernels`).
 
 Every function here has a twin of the same name, arguments and meaning in
 :mod:`fastrnn.reference`; the tests run both on the same data.
