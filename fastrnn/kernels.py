@@ -1,27 +1,19 @@
-"""Numba kernels of the seed's tanh RNN, one character at a time (scoring and sampling), and the softmax,
-cross-entropy and sampling helpers every model's kernels share.
+"""Numba helpers every model's kernels share: the softmax (with its vectorised exp), the cross-entropy of
+rows of logits, the output head of one state, and the sampling helpers (temperature, top-k / top-p, the
+inverse-CDF draw).
 
-Pure functions over arrays: no I/O, no globals, no allocation inside the time
-loop (every workspace comes from the caller). Argument order everywhere:
-outputs first, then saved values and inputs, then weights, then scalars.
-Shapes: T sequence length, H hidden size, V vocabulary size; float arrays are
-all float32 or all float64 (one compile per dtype), ids are int64. The twin is
-:mod:`fastrnn.reference`; training runs on the engine (:mod:`fastrnn.stream_kernels`
-for one stream of the seed's model).
-
-- ``Wxh @ one_hot(ix)`` is the column lookup ``Wxh[:, ix]``; ``Whh @ h`` the
-  blocked mat-vec :func:`fastrnn.cell_kernels.matvec_add`.
-- Softmax subtracts the row maximum (no overflow for large logits) and uses
-  :func:`exp_sub_inplace`, an exp that vectorises (<= 1 ulp from numpy's in
-  float64).
-- The tanh of :func:`hidden_step` is libm's, as numpy's.
+Pure functions over arrays: no I/O, no globals, no allocation. Argument order:
+outputs first, then inputs, then weights, then scalars. Float arrays are all
+float32 or all float64 (one compile per dtype), ids are int64. The twins are in
+:mod:`fastrnn.reference`. Softmax subtracts the row maximum (no overflow for
+large logits) and uses :func:`exp_sub_inplace`, an exp that vectorises (<= 1 ulp
+from numpy's in float64).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._numba import exact, fast
-from .cell_kernels import matvec_add
 
 
 # --- building blocks (inlined into the kernels below by LLVM) ---------------
@@ -62,17 +54,6 @@ def exp_sub_inplace(row, shift):
         s2 = dt(np.int64((n - n1 + 1023) << 52).view(np.float64))
         e = (p * s1) * s2
         row[i] = e if x == x else x
-
-
-@fast
-def hidden_step(h_out, h_in, ix, Wxh, Whh, bh):
-    """h_out (H,) = tanh(Wxh[:, ix] + Whh @ h_in + bh); h_in (H,) must not alias h_out."""
-    H = Whh.shape[0]
-    for i in range(H):
-        h_out[i] = Wxh[i, ix]
-    matvec_add(h_out, Whh, h_in)
-    for i in range(H):
-        h_out[i] = np.tanh(h_out[i] + bh[i])
 
 
 @fast
@@ -149,39 +130,6 @@ def add_into(acc, x):
         a[k] += b[k]
 
 
-# --- forward only: validation and sampling ----------------------------------
-
-@fast
-def sequence_loss(h, h_next, logits, inputs, targets, Wxh, Whh, Why, bh, by):
-    """Summed cross-entropy of a sequence of any length, without storing hidden states.
-
-    h (H,): hprev on entry, h_last on return; h_next (H,), logits (V,): workspaces.
-    """
-    T = inputs.shape[0]
-    loss = 0.0
-    for t in range(T):
-        hidden_step(h_next, h, inputs[t], Wxh, Whh, bh)
-        h[:] = h_next
-        output_logits(logits, h, Why, by)
-        target_logit = logits[targets[t]]
-        m, log_sum = softmax_inplace(logits)
-        loss += log_sum - (target_logit - m)
-    return loss
-
-
-@fast
-def sequence_log_probs(out, h, h_next, logits, inputs, targets, Wxh, Whh, Why, bh, by):
-    """out (T,) float64 receives log p(targets[t] | inputs[:t+1]); h, h_next, logits as in sequence_loss."""
-    T = inputs.shape[0]
-    for t in range(T):
-        hidden_step(h_next, h, inputs[t], Wxh, Whh, bh)
-        h[:] = h_next
-        output_logits(logits, h, Why, by)
-        target_logit = logits[targets[t]]
-        m, log_sum = softmax_inplace(logits)
-        out[t] = (target_logit - m) - log_sum
-
-
 @exact
 def pick_id(probs, u):
     """Inverse-CDF draw: the first id whose normalised cumulative probability exceeds u.
@@ -230,30 +178,3 @@ def keep_top(probs, top_k, top_p):
         k = kept
     for r in range(k, V):
         probs[order[r]] = 0
-
-
-@fast
-def sample_ids(out_ids, h, h_next, logits, seed_ix, uniforms, Wxh, Whh, Why, bh, by, inv_temperature, argmax,
-               top_k, top_p):
-    """Sample len(out_ids) ids; h (H,) is the memory state (updated in place).
-
-    uniforms (n,) float64 in [0, 1): draw t uses uniforms[t]. logits (V,),
-    h_next (H,): workspaces. inv_temperature scales the logits; ``top_k``
-    (int, <= 0: off) and ``top_p`` (float, >= 1: off) restrict the draw to
-    the most likely ids (:func:`keep_top`).
-    """
-    cut = top_k > 0 or top_p < 1.0
-    ix = seed_ix
-    for t in range(out_ids.shape[0]):
-        hidden_step(h_next, h, ix, Wxh, Whh, bh)
-        h[:] = h_next
-        output_logits(logits, h, Why, by)
-        if argmax:
-            ix = np.argmax(logits)
-        else:
-            temper_inplace(logits, inv_temperature)
-            softmax_inplace(logits)
-            if cut:
-                keep_top(logits, top_k, top_p)
-            ix = pick_id(logits, uniforms[t])
-        out_ids[t] = ix

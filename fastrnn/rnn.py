@@ -1,5 +1,5 @@
-"""The seed's public functions for one stream: validate, allocate, call the Numba kernels (training:
-:mod:`fastrnn.stream_kernels`, the engine's one-stream step; scoring and sampling: :mod:`fastrnn.kernels`).
+"""The seed's public functions for one stream: validate, allocate, call the Numba kernels
+(:mod:`fastrnn.stream_kernels`: the engine's one-stream step, scoring and sampling).
 
 Every function here has a twin of the same name, arguments and meaning in
 :mod:`fastrnn.reference`; the tests run both on the same data.
@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from . import kernels, optim_kernels, stream_kernels
+from . import optim_kernels, stream_kernels
 from ._aligned import aligned_group, aligned_zeros
 from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
@@ -106,7 +106,7 @@ def sequence_loss(params, inputs, targets, hprev):
     h = check_hidden(hprev, params.hidden_size, params.dtype)
     h_next = np.empty_like(h)
     logits = np.empty(params.vocab_size, params.dtype)
-    loss = kernels.sequence_loss(h, h_next, logits, inputs, targets, *params)
+    loss = stream_kernels.sequence_loss(h, h_next, logits, inputs, targets, *params)
     return float(loss), h
 
 
@@ -116,7 +116,7 @@ def log_probs(params, inputs, targets, hprev):
     inputs, targets = check_sequence_pair(inputs, targets, params.vocab_size)
     h = check_hidden(hprev, params.hidden_size, params.dtype)
     out = np.empty(inputs.size, np.float64)
-    kernels.sequence_log_probs(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
+    stream_kernels.sequence_log_probs(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
                                inputs, targets, *params)
     return out, h
 
@@ -231,7 +231,7 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False, 
     top_k, top_p = check_top(top_k, top_p)
     uniforms = np.random.default_rng(seed).random(n)
     out = np.empty(n, np.int64)
-    kernels.sample_ids(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
+    stream_kernels.sample_ids(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
                        np.int64(seed_ix), uniforms, *params, inv_temperature, bool(argmax),
                        top_k, top_p)
     return out
@@ -267,6 +267,6 @@ def _sample_pieces(params, h, ix, n, rng, inv_temperature, argmax, chunk, top):
     while done < n:
         k = min(chunk, n - done)
         out = np.empty(k, np.int64)
-        kernels.sample_ids(out, h, h_next, logits, ix, rng.random(k), *params, inv_temperature, argmax, *top)
+        stream_kernels.sample_ids(out, h, h_next, logits, ix, rng.random(k), *params, inv_temperature, argmax, *top)
         ix, done = np.int64(out[-1]), done + k
         yield out

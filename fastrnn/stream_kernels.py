@@ -1,13 +1,14 @@
-"""One stream of a 1-layer tanh rnn trained with Adagrad and clipping by value (the seed's case at batch 1):
-a step, and a block of steps, in one compiled call.
+"""One stream of a 1-layer tanh rnn (the seed's model at batch 1): a training step with Adagrad and clipping
+by value, and a block of steps, in one compiled call; scoring and sampling one character at a time.
 
 A step of one stream is microseconds of arithmetic, so the calls of the engine's Python loop would cost
 more than the step; here the engine's own kernels are composed in Numba instead: the input projection a
 row lookup of ``Wxh.T`` (:func:`fastrnn.stack_kernels.embed_ids`), the recurrence on
 :func:`fastrnn.cell_kernels.rnn_forward_one` / :func:`~fastrnn.cell_kernels.rnn_backward_one`, the head
 and the weight gradients as products over the T rows (:mod:`fastrnn.stack_kernels`), then the clip and
-Adagrad (:func:`fastrnn.optim_kernels.adagrad_update`). The twin is
-:func:`fastrnn.reference.loss_and_grads` and the seed's Adagrad.
+Adagrad (:func:`fastrnn.optim_kernels.adagrad_update`). Scoring and sampling step one character at a
+time (:func:`hidden_step`: the column lookup ``Wxh[:, ix]``, the mat-vec, libm's tanh as numpy's). The twins
+are :func:`fastrnn.reference.loss_and_grads`, the seed's Adagrad, ``sequence_loss`` and ``sample``.
 
 Arrays (one dtype, float32 or float64; ids int64): the weights ``Wxh (H, V), Whh (H, H), Why (V, H),
 bh (H,), by (V,)``, Adagrad's memories and the gradients in the same shapes; the workspace ``hs (T+1,
@@ -17,8 +18,11 @@ H)`` (h_0 in row 0 on entry, h_t in row t on return), ``gates, dgates, dhs (T, H
 """
 from __future__ import annotations
 
+import numpy as np
+
 from . import cell_kernels, stack_kernels
 from ._numba import fast
+from .kernels import keep_top, output_logits, pick_id, softmax_inplace, temper_inplace
 from .optim_kernels import adagrad_update, clip_inplace
 
 
@@ -92,3 +96,74 @@ def train_steps(losses, Wxh, Whh, Why, bh, by, mWxh, mWhh, mWhy, mbh, mby, dWxh,
                                hs, gates, dgates, dhs, dh, probs, WxhT, dWxhT, inputs, targets, learning_rates[s],
                                clip, eps)
         hprev[:] = hs[T]
+
+
+# --- forward only, one character at a time: scoring and sampling -------------------------
+
+@fast
+def hidden_step(h_out, h_in, ix, Wxh, Whh, bh):
+    """h_out (H,) = tanh(Wxh[:, ix] + Whh @ h_in + bh); h_in (H,) must not alias h_out."""
+    H = Whh.shape[0]
+    for i in range(H):
+        h_out[i] = Wxh[i, ix]
+    cell_kernels.matvec_add(h_out, Whh, h_in)
+    for i in range(H):
+        h_out[i] = np.tanh(h_out[i] + bh[i])
+
+
+@fast
+def sequence_loss(h, h_next, logits, inputs, targets, Wxh, Whh, Why, bh, by):
+    """Summed cross-entropy of a sequence of any length, without storing hidden states.
+
+    h (H,): hprev on entry, h_last on return; h_next (H,), logits (V,): workspaces.
+    """
+    T = inputs.shape[0]
+    loss = 0.0
+    for t in range(T):
+        hidden_step(h_next, h, inputs[t], Wxh, Whh, bh)
+        h[:] = h_next
+        output_logits(logits, h, Why, by)
+        target_logit = logits[targets[t]]
+        m, log_sum = softmax_inplace(logits)
+        loss += log_sum - (target_logit - m)
+    return loss
+
+
+@fast
+def sequence_log_probs(out, h, h_next, logits, inputs, targets, Wxh, Whh, Why, bh, by):
+    """out (T,) float64 receives log p(targets[t] | inputs[:t+1]); h, h_next, logits as in sequence_loss."""
+    T = inputs.shape[0]
+    for t in range(T):
+        hidden_step(h_next, h, inputs[t], Wxh, Whh, bh)
+        h[:] = h_next
+        output_logits(logits, h, Why, by)
+        target_logit = logits[targets[t]]
+        m, log_sum = softmax_inplace(logits)
+        out[t] = (target_logit - m) - log_sum
+
+
+@fast
+def sample_ids(out_ids, h, h_next, logits, seed_ix, uniforms, Wxh, Whh, Why, bh, by, inv_temperature, argmax,
+               top_k, top_p):
+    """Sample len(out_ids) ids; h (H,) is the memory state (updated in place).
+
+    uniforms (n,) float64 in [0, 1): draw t uses uniforms[t]. logits (V,),
+    h_next (H,): workspaces. inv_temperature scales the logits; ``top_k``
+    (int, <= 0: off) and ``top_p`` (float, >= 1: off) restrict the draw to
+    the most likely ids (:func:`keep_top`).
+    """
+    cut = top_k > 0 or top_p < 1.0
+    ix = seed_ix
+    for t in range(out_ids.shape[0]):
+        hidden_step(h_next, h, ix, Wxh, Whh, bh)
+        h[:] = h_next
+        output_logits(logits, h, Why, by)
+        if argmax:
+            ix = np.argmax(logits)
+        else:
+            temper_inplace(logits, inv_temperature)
+            softmax_inplace(logits)
+            if cut:
+                keep_top(logits, top_k, top_p)
+            ix = pick_id(logits, uniforms[t])
+        out_ids[t] = ix
