@@ -277,12 +277,12 @@ def batch_train_steps(params, memory, data, starts, resets, hprev, learning_rate
     whole = resets.all(axis=1)
     if np.array_equal(whole, resets.any(axis=1)):  # every step resets all streams or none: one call
         losses = train_steps(model, adagrad, [mem], data, starts, whole, state, ws.engine, 1, clip,
-                                    threads=ws.threads)
+                             threads=ws.threads)
     else:
         losses = np.zeros(k, np.float64)
         for s in range(k):
             hprev[resets[s]] = 0
             losses[s:s + 1] = train_steps(model, adagrad, [mem], data, starts[s:s + 1], np.zeros(1, bool),
-                                                 state, ws.engine, 1, clip, threads=ws.threads)
+                                          state, ws.engine, 1, clip, threads=ws.threads)
     ws.store(params, memory)
     return losses
