@@ -36,7 +36,7 @@ PHASES = {
                                "sum_rows", "transpose_into"),
     "head (softmax, loss, grads)": ("head_forward", "head_forward_parts", "head_backward", "head_backward_parts"),
 }
-MODULES = ("cell_kernels", "stack_kernels", "optim_kernels")
+MODULES = ("cell_kernels", "cell_parts_kernels", "stack_kernels", "optim_kernels")
 
 
 def _phase(kernel: str) -> str:

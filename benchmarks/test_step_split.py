@@ -17,6 +17,6 @@ def test_the_step_split_accounts_for_the_whole_step(tmp_path, threads):
     assert row["phases"]["recurrence backward (product + gates)"] > 0 and row["phases"]["packing Whh"] > 0
     assert row["phases"]["optimizer"] > 0 and "other kernels" not in row["phases"]  # every kernel is named
     assert sum(row["phases"].values()) == pytest.approx(row["seconds_per_step"]) and row["chunks"] == 1
-    parts = "_parts" if threads == 2 else ""
-    assert f"cell_kernels.lstm_forward{parts}" in row["kernels"]
+    kernel = "cell_parts_kernels.lstm_forward_parts" if threads == 2 else "cell_kernels.lstm_forward"
+    assert kernel in row["kernels"]
     assert "| lstm2x256 B2 T4 float32 |" in (tmp_path / "step_split.md").read_text()

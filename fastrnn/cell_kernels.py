@@ -10,9 +10,10 @@ which the stack builds the weight gradients with GEMMs over all rows at once;
 its product per time step is (B, G * H) @ Whh (G * H, H).
 
 Both products run on :func:`fastrnn.microkernel.matmul_packed`, over Whh packed
-once per pass into column panels (:func:`pack_forward`, :func:`pack_backward`;
-by part for the ``*_parts`` kernels): the k order of every sum is fixed, so the
-products give the same bits however the units are cut into parts.
+once per pass into column panels (:func:`fastrnn.cell_parts_kernels.pack_forward`,
+``pack_backward``; by part for the split kernels of that module): the k order of
+every sum is fixed, so the products give the same bits however the units are cut
+into parts.
 
 Rows are time-major: row ``t * B + b`` is stream b at step t, so the B rows of
 one step are one contiguous (B, .) block. ``hs`` ((T+1) * B, H) holds h_0 (the
@@ -28,18 +29,16 @@ Every ``*_backward`` leaves in ``dh`` (B, H) the gradient of the initial
 state h_0 (and, for an LSTM, in ``dc`` that of c_0). The twins are in
 :mod:`fastrnn.reference_cells`. Float arrays share one dtype (float32 or float64).
 """
+
 from __future__ import annotations
 
-import numpy as np
-from numba import prange
-
 from . import gate_math
-from ._numba import exact, fast, fast_inline, parallel
-from .microkernel import matmul_packed, pack_panels
+from ._numba import fast, fast_inline
+from .microkernel import matmul_packed
 
 
 @fast_inline
-def _blocks4(row, H):
+def blocks4(row, H):
     """The four (H,) gate blocks of a (4H,) row, as separate views.
 
     Indexing one row as ``row[k]``, ``row[H + k]``, ... hides from LLVM that the
@@ -50,8 +49,8 @@ def _blocks4(row, H):
 
 
 @fast_inline
-def _blocks3(row, H):
-    """The three (H,) gate blocks of a (3H,) row, as separate views (see :func:`_blocks4`)."""
+def blocks3(row, H):
+    """The three (H,) gate blocks of a (3H,) row, as separate views (see :func:`blocks4`)."""
     return row[:H], row[H:2 * H], row[2 * H:3 * H]
 
 
@@ -59,14 +58,14 @@ def _blocks3(row, H):
 # Inlined into every kernel that calls them (``fast_inline``).
 
 @fast_inline
-def _rnn_row(x, u, h_new):
+def rnn_row(x, u, h_new):
     """h_new (n,) = tanh(x + u) for one row's n units (x: x_proj, u: Whh h)."""
     for k in range(h_new.shape[0]):
         h_new[k] = gate_math.tanh(x[k] + u[k])
 
 
 @fast_inline
-def _rnn_row_backward(d, h, up, carry):
+def rnn_row_backward(d, h, up, carry):
     """d (n,) = (1 - h^2) (up + carry): dL/d(pre-activation) of one row's n units."""
     one = h.dtype.type(1)
     for k in range(d.shape[0]):
@@ -74,7 +73,7 @@ def _rnn_row_backward(d, h, up, carry):
 
 
 @fast_inline
-def _lstm_row(gi, gf, gg, go, ui, uf, ug, uo, c_prev, c_new, h_new):
+def lstm_row(gi, gf, gg, go, ui, uf, ug, uo, c_prev, c_new, h_new):
     """One row's n units: gate blocks gi.. (x_proj in, activations out) plus ui.. (Whh h); c_new, h_new out."""
     dt = h_new.dtype.type
     for k in range(h_new.shape[0]):
@@ -89,14 +88,14 @@ def _lstm_row(gi, gf, gg, go, ui, uf, ug, uo, c_prev, c_new, h_new):
 
 
 @fast_inline
-def _lstm_row_backward(di, df, dg, do, gi, gf, gg, go, c_now, c_prev, up, dhb, dcb):
+def lstm_row_backward(di, df, dg, do, gi, gf, gg, go, c_now, c_prev, up, dhb, dcb):
     """One row's n units: d* (dL/d pre-activations) from the activations g*, the cell states, dL/dh from
     above (up) and the carries dhb (read), dcb (dL/dc, read and replaced by its share for c_prev)."""
     dt = c_now.dtype.type
     one = dt(1)
     for k in range(c_now.shape[0]):
         i, f, g, o = gi[k], gf[k], gg[k], go[k]
-        tc = dt(gate_math.tanh(c_now[k]))  # as _lstm_row computed it
+        tc = dt(gate_math.tanh(c_now[k]))  # as lstm_row computed it
         dht = up[k] + dhb[k]
         dct = dcb[k] + dht * o * (one - tc * tc)
         di[k] = dct * g * i * (one - i)
@@ -107,7 +106,7 @@ def _lstm_row_backward(di, df, dg, do, gi, gf, gg, go, c_now, c_prev, up, dhb, d
 
 
 @fast_inline
-def _gru_row(gr, gz, gn, ur, uz, un, bhn, a, h_prev, h_new):
+def gru_row(gr, gz, gn, ur, uz, un, bhn, a, h_prev, h_new):
     """One row's n units: gate blocks gr.. (x_proj in, activations out) plus ur.. (Whh h);
     a receives W_hn h + b_hn, h_new the new state."""
     dt = h_new.dtype.type
@@ -123,7 +122,7 @@ def _gru_row(gr, gz, gn, ur, uz, un, bhn, a, h_prev, h_new):
 
 
 @fast_inline
-def _gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, a, h_prev, up, dhb):
+def gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, a, h_prev, up, dhb):
     """One row's n units: dL/d(x_proj) (dx*) and dL/d(Whh h + [0, 0, b_hn]) (dg*) from the activations,
     a = W_hn h + b_hn, h_prev, dL/dh from above (up) and the carry dhb (read, replaced by its direct share)."""
     one = h_prev.dtype.type(1)
@@ -143,28 +142,28 @@ def _gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, a, h_prev, up, d
 @fast
 def rnn_forward(hs, gates, tmp, panels):
     """hs ((T+1) * B, H): h_0 in rows 0..B-1 on entry, receives h_{t+1}. gates (T * B, H): x_proj (read).
-    tmp (B, H): workspace. panels: Whh (H, H) packed by :func:`pack_forward` on one part."""
+    tmp (B, H): workspace. panels: Whh (H, H) packed by ``pack_forward`` on one part."""
     B, H = tmp.shape
     T = gates.shape[0] // B
     for t in range(T):
         matmul_packed(hs[t * B:(t + 1) * B], panels, H, tmp, False)
         for b in range(B):
             r = t * B + b
-            _rnn_row(gates[r], tmp[b], hs[r + B])
+            rnn_row(gates[r], tmp[b], hs[r + B])
 
 
 @fast
 def rnn_backward(dgates, dh, dhs, hs, panels):
     """dgates (T * B, H) receives dL/d(pre-activation); dhs (T * B, H): dL/dh_{t+1} from above;
     dh (B, H): workspace, dL/dh_0 on return. hs as left by :func:`rnn_forward`. panels: Whh packed by
-    :func:`pack_backward` on one part."""
+    ``pack_backward`` on one part."""
     B, H = dh.shape
     T = dgates.shape[0] // B
     dh[:] = 0
     for t in range(T - 1, -1, -1):
         for b in range(B):
             r = t * B + b
-            _rnn_row_backward(dgates[r], hs[r + B], dhs[r], dh[b])
+            rnn_row_backward(dgates[r], hs[r + B], dhs[r], dh[b])
         matmul_packed(dgates[t * B:(t + 1) * B], panels, H, dh, False)
 
 
@@ -223,7 +222,7 @@ def rnn_forward_one(hs, gates, Whh):
         h = hs[t + 1]
         h[:] = 0
         matvec_add(h, Whh, hs[t])
-        _rnn_row(gates[t], h, h)
+        rnn_row(gates[t], h, h)
 
 
 @fast
@@ -232,7 +231,7 @@ def rnn_backward_one(dgates, dh, dhs, hs, Whh):
     carry = dh[0]
     carry[:] = 0
     for t in range(dgates.shape[0] - 1, -1, -1):
-        _rnn_row_backward(dgates[t], hs[t + 1], dhs[t], carry)
+        rnn_row_backward(dgates[t], hs[t + 1], dhs[t], carry)
         matvec_t(carry, Whh, dgates[t])
 
 
@@ -242,7 +241,7 @@ def rnn_backward_one(dgates, dh, dhs, hs, Whh):
 def lstm_forward(hs, cs, gates, tmp, panels):
     """hs, cs ((T+1) * B, H): h_0, c_0 in rows 0..B-1 on entry. gates (T * B, 4H): x_proj on entry,
     the activations [i, f, g, o] after. tmp (B, 4H): workspace. panels: Whh (4H, H) packed by
-    :func:`pack_forward` on one part."""
+    ``pack_forward`` on one part."""
     B = tmp.shape[0]
     H = hs.shape[1]
     T = gates.shape[0] // B
@@ -250,16 +249,16 @@ def lstm_forward(hs, cs, gates, tmp, panels):
         matmul_packed(hs[t * B:(t + 1) * B], panels, 4 * H, tmp, False)
         for b in range(B):
             r = t * B + b
-            gi, gf, gg, go = _blocks4(gates[r], H)
-            ui, uf, ug, uo = _blocks4(tmp[b], H)
-            _lstm_row(gi, gf, gg, go, ui, uf, ug, uo, cs[r], cs[r + B], hs[r + B])
+            gi, gf, gg, go = blocks4(gates[r], H)
+            ui, uf, ug, uo = blocks4(tmp[b], H)
+            lstm_row(gi, gf, gg, go, ui, uf, ug, uo, cs[r], cs[r + B], hs[r + B])
 
 
 @fast
 def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, panels):
     """dgates (T * B, 4H) receives dL/d(pre-activations) [i, f, g, o]; dhs (T * B, H): dL/dh_{t+1} from
     above; dh, dc (B, H): workspaces, dL/dh_0 and dL/dc_0 on return. hs, cs, gates as left by
-    :func:`lstm_forward`. panels: Whh packed by :func:`pack_backward` on one part."""
+    :func:`lstm_forward`. panels: Whh packed by ``pack_backward`` on one part."""
     B = dh.shape[0]
     H = hs.shape[1]
     T = dgates.shape[0] // B
@@ -268,9 +267,9 @@ def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, panels):
     for t in range(T - 1, -1, -1):
         for b in range(B):
             r = t * B + b
-            gi, gf, gg, go = _blocks4(gates[r], H)
-            di, df, dg, do = _blocks4(dgates[r], H)
-            _lstm_row_backward(di, df, dg, do, gi, gf, gg, go, cs[r + B], cs[r], dhs[r], dh[b], dc[b])
+            gi, gf, gg, go = blocks4(gates[r], H)
+            di, df, dg, do = blocks4(dgates[r], H)
+            lstm_row_backward(di, df, dg, do, gi, gf, gg, go, cs[r + B], cs[r], dhs[r], dh[b], dc[b])
         matmul_packed(dgates[t * B:(t + 1) * B], panels, H, dh, False)
 
 
@@ -280,7 +279,7 @@ def lstm_backward(dgates, dh, dc, dhs, hs, cs, gates, panels):
 def gru_forward(hs, gates, hn, tmp, panels, bhn):
     """hs ((T+1) * B, H): h_0 in rows 0..B-1 on entry. gates (T * B, 3H): x_proj on entry, the
     activations [r, z, n] after. hn (T * B, H) receives W_hn h + b_hn. tmp (B, 3H): workspace.
-    panels: Whh (3H, H) packed by :func:`pack_forward` on one part; bhn (H,)."""
+    panels: Whh (3H, H) packed by ``pack_forward`` on one part; bhn (H,)."""
     B = tmp.shape[0]
     H = hs.shape[1]
     T = gates.shape[0] // B
@@ -288,16 +287,16 @@ def gru_forward(hs, gates, hn, tmp, panels, bhn):
         matmul_packed(hs[t * B:(t + 1) * B], panels, 3 * H, tmp, False)
         for b in range(B):
             r = t * B + b
-            gr, gz, gn = _blocks3(gates[r], H)
-            ur, uz, un = _blocks3(tmp[b], H)
-            _gru_row(gr, gz, gn, ur, uz, un, bhn, hn[r], hs[r], hs[r + B])
+            gr, gz, gn = blocks3(gates[r], H)
+            ur, uz, un = blocks3(tmp[b], H)
+            gru_row(gr, gz, gn, ur, uz, un, bhn, hn[r], hs[r], hs[r + B])
 
 
 @fast
 def gru_backward(dgx, dgh, dh, dhs, hs, gates, hn, panels):
     """dgx (T * B, 3H) receives dL/d(x_proj) [r, z, n]; dgh (T * B, 3H) dL/d(Whh h + [0, 0, b_hn]) (its n
     block is dgx's times r); dhs (T * B, H): dL/dh_{t+1} from above; dh (B, H): workspace, dL/dh_0 on
-    return. hs, gates, hn as left by :func:`gru_forward`. panels: Whh packed by :func:`pack_backward` on
+    return. hs, gates, hn as left by :func:`gru_forward`. panels: Whh packed by ``pack_backward`` on
     one part."""
     B, H = dh.shape
     T = dgx.shape[0] // B
@@ -305,223 +304,8 @@ def gru_backward(dgx, dgh, dh, dhs, hs, gates, hn, panels):
     for t in range(T - 1, -1, -1):
         for b in range(B):
             r = t * B + b
-            gr, gz, gn = _blocks3(gates[r], H)
-            dxr, dxz, dxn = _blocks3(dgx[r], H)
-            dgr, dgz, dgn = _blocks3(dgh[r], H)
-            _gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, hn[r], hs[r], dhs[r], dh[b])
+            gr, gz, gn = blocks3(gates[r], H)
+            dxr, dxz, dxn = blocks3(dgx[r], H)
+            dgr, dgz, dgn = blocks3(dgh[r], H)
+            gru_row_backward(dxr, dxz, dxn, dgr, dgz, dgn, gr, gz, gn, hn[r], hs[r], dhs[r], dh[b])
         matmul_packed(dgh[t * B:(t + 1) * B], panels, H, dh, True)  # dh = its direct share + dgh_t @ Whh
-
-
-# --- the same recurrences with the units cut into parts, run at once -----------------------------
-# A part owns the units [lo, hi) of ``bounds`` (P + 1,): their rows of every gate block of Whh (packed
-# into panels of their own by :func:`pack_forward`, so that each thread reads its own slice of the
-# weights, step after step, from its own cache) and their columns of the state. Per time step each part
-# computes its units' share of the product from the whole previous state, then their gates; the end of
-# the ``prange`` is the barrier before the next step reads the state the parts wrote. Backward, a part
-# computes its units' share of dL/dh from every unit's dL/d(pre-activations) (:func:`pack_backward`'s
-# panels). Every unit runs the row functions of the whole-layer kernels, compiled without fastmath here
-# (see ``_numba.parallel``): the two agree to rounding, and the products, on the micro-kernel, to the bit.
-
-@fast
-def unit_bounds(H, parts):
-    """(parts + 1,) int64 bounds cutting H units into ``parts`` (<= H) nearly equal ranges, on multiples of
-    16 units (a SIMD register of float32) where H allows."""
-    bounds = np.empty(parts + 1, np.int64)
-    step = 16 if H >= 16 * parts else 1
-    blocks = H // step
-    for p in range(parts + 1):
-        bounds[p] = (p * blocks // parts) * step
-    bounds[parts] = H
-    return bounds
-
-
-def panel_bounds(bounds, columns_per_unit, columns):
-    """(P + 1,) int64: part p's panels are ``[out[p], out[p + 1])``, ceil(columns_per_unit * n_p / columns)
-    of them (n_p its units; at least one). ``columns_per_unit``: G forward, 1 backward; ``columns``: NR."""
-    counts = [max(1, -(-columns_per_unit * int(hi - lo) // columns)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    return np.cumsum([0] + counts).astype(np.int64)
-
-
-@exact
-def pack_forward(panels, Whh, bounds, first_panel):
-    """panels (P, H, NR): part p's panels (from ``first_panel`` (parts + 1,)) hold the transpose of Whh's rows
-    of its units [lo, hi) in every gate block, (H, G * n) with column ``g * n + j`` = row ``g * H + lo + j``,
-    zero past G * n. One part (bounds [0, H]): the panels of Whh.T. Whh (G*H, H)."""
-    H = Whh.shape[1]
-    G = Whh.shape[0] // H
-    NR = panels.shape[2]
-    for p in range(bounds.shape[0] - 1):
-        lo, hi = bounds[p], bounds[p + 1]
-        n = hi - lo
-        for q in range(first_panel[p], first_panel[p + 1]):
-            panel = panels[q]
-            for jj in range(NR):
-                c = (q - first_panel[p]) * NR + jj
-                if c < G * n:
-                    src = Whh[(c // n) * H + lo + c % n]
-                    for k in range(H):
-                        panel[k, jj] = src[k]
-                else:
-                    for k in range(H):
-                        panel[k, jj] = 0
-
-
-@exact
-def pack_backward(panels, Whh, bounds, first_panel):
-    """panels (P, G*H, NR): part p's panels (from ``first_panel``) hold Whh[:, lo:hi] (G*H, n) as
-    :func:`fastrnn.microkernel.pack_panels` packs it, zero past n. One part: the panels of Whh. Whh (G*H, H)."""
-    for p in range(bounds.shape[0] - 1):
-        pack_panels(Whh[:, bounds[p]:bounds[p + 1]], panels[first_panel[p]:first_panel[p + 1]])
-
-
-@parallel
-def rnn_forward_parts(hs, gates, tmp, panels, bounds, first_panel):
-    """:func:`rnn_forward` over the parts of ``bounds``; tmp (B, H): part p's product in its flat slice
-    [B lo, B hi). panels, first_panel: Whh packed by :func:`pack_forward`."""
-    B, H = tmp.shape
-    T = gates.shape[0] // B
-    flat = tmp.reshape(tmp.size)
-    for t in range(T):
-        h = hs[t * B:(t + 1) * B]
-        for p in prange(bounds.shape[0] - 1):
-            lo, hi = bounds[p], bounds[p + 1]
-            u = flat[B * lo:B * hi].reshape((B, hi - lo))
-            matmul_packed(h, panels[first_panel[p]:first_panel[p + 1]], hi - lo, u, False)
-            for b in range(B):
-                r = t * B + b
-                _rnn_row(gates[r][lo:hi], u[b], hs[r + B][lo:hi])
-
-
-@parallel
-def rnn_backward_parts(dgates, dh, tmp, dhs, hs, panels, bounds, first_panel):
-    """:func:`rnn_backward` over the parts of ``bounds``; tmp (B, H): workspace (part p's carried dL/dh in
-    its flat slice [B lo, B hi)). panels, first_panel: Whh packed by :func:`pack_backward`."""
-    B, H = dh.shape
-    T = dgates.shape[0] // B
-    flat = tmp.reshape(tmp.size)
-    flat[:B * H] = 0
-    for t in range(T - 1, -1, -1):
-        for p in prange(bounds.shape[0] - 1):
-            lo, hi = bounds[p], bounds[p + 1]
-            carry = flat[B * lo:B * hi].reshape((B, hi - lo))
-            if t < T - 1:
-                matmul_packed(dgates[(t + 1) * B:(t + 2) * B], panels[first_panel[p]:first_panel[p + 1]], hi - lo,
-                              carry, False)
-            for b in range(B):
-                r = t * B + b
-                _rnn_row_backward(dgates[r][lo:hi], hs[r + B][lo:hi], dhs[r][lo:hi], carry[b])
-    for p in prange(bounds.shape[0] - 1):
-        lo, hi = bounds[p], bounds[p + 1]
-        carry = flat[B * lo:B * hi].reshape((B, hi - lo))
-        matmul_packed(dgates[:B], panels[first_panel[p]:first_panel[p + 1]], hi - lo, carry, False)
-        for b in range(B):
-            dh[b, lo:hi] = carry[b]
-
-
-@parallel
-def lstm_forward_parts(hs, cs, gates, tmp, panels, bounds, first_panel):
-    """:func:`lstm_forward` over the parts of ``bounds``; tmp (B, 4H): part p's product in its flat slice
-    [4B lo, 4B hi). panels, first_panel: Whh (4H, H) packed by :func:`pack_forward`."""
-    B = tmp.shape[0]
-    H = hs.shape[1]
-    T = gates.shape[0] // B
-    flat = tmp.reshape(tmp.size)
-    for t in range(T):
-        h = hs[t * B:(t + 1) * B]
-        for p in prange(bounds.shape[0] - 1):
-            lo, hi = bounds[p], bounds[p + 1]
-            n = hi - lo
-            u = flat[4 * B * lo:4 * B * hi].reshape((B, 4 * n))
-            matmul_packed(h, panels[first_panel[p]:first_panel[p + 1]], 4 * n, u, False)
-            for b in range(B):
-                r = t * B + b
-                gi, gf, gg, go = _blocks4(gates[r], H)
-                ui, uf, ug, uo = _blocks4(u[b], n)
-                _lstm_row(gi[lo:hi], gf[lo:hi], gg[lo:hi], go[lo:hi], ui, uf, ug, uo, cs[r][lo:hi],
-                          cs[r + B][lo:hi], hs[r + B][lo:hi])
-
-
-@parallel
-def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, panels, bounds, first_panel):
-    """:func:`lstm_backward` over the parts of ``bounds``; tmp (B, 4H): workspace (part p's carried dL/dh
-    in its flat slice [B lo, B hi)). panels, first_panel: Whh packed by :func:`pack_backward`."""
-    B, H = dh.shape
-    T = dgates.shape[0] // B
-    flat = tmp.reshape(tmp.size)
-    flat[:B * H] = 0
-    dc[:] = 0
-    for t in range(T - 1, -1, -1):
-        for p in prange(bounds.shape[0] - 1):
-            lo, hi = bounds[p], bounds[p + 1]
-            carry = flat[B * lo:B * hi].reshape((B, hi - lo))
-            if t < T - 1:
-                matmul_packed(dgates[(t + 1) * B:(t + 2) * B], panels[first_panel[p]:first_panel[p + 1]], hi - lo,
-                              carry, False)
-            for b in range(B):
-                r = t * B + b
-                gi, gf, gg, go = _blocks4(gates[r], H)
-                di, df, dg, do = _blocks4(dgates[r], H)
-                _lstm_row_backward(di[lo:hi], df[lo:hi], dg[lo:hi], do[lo:hi], gi[lo:hi], gf[lo:hi], gg[lo:hi],
-                                   go[lo:hi], cs[r + B][lo:hi], cs[r][lo:hi], dhs[r][lo:hi], carry[b],
-                                   dc[b][lo:hi])
-    for p in prange(bounds.shape[0] - 1):
-        lo, hi = bounds[p], bounds[p + 1]
-        carry = flat[B * lo:B * hi].reshape((B, hi - lo))
-        matmul_packed(dgates[:B], panels[first_panel[p]:first_panel[p + 1]], hi - lo, carry, False)
-        for b in range(B):
-            dh[b, lo:hi] = carry[b]
-
-
-@parallel
-def gru_forward_parts(hs, gates, hn, tmp, panels, bhn, bounds, first_panel):
-    """:func:`gru_forward` over the parts of ``bounds``; tmp (B, 3H): part p's product in its flat slice
-    [3B lo, 3B hi). panels, first_panel: Whh (3H, H) packed by :func:`pack_forward`."""
-    B = tmp.shape[0]
-    H = hs.shape[1]
-    T = gates.shape[0] // B
-    flat = tmp.reshape(tmp.size)
-    for t in range(T):
-        h = hs[t * B:(t + 1) * B]
-        for p in prange(bounds.shape[0] - 1):
-            lo, hi = bounds[p], bounds[p + 1]
-            n = hi - lo
-            u = flat[3 * B * lo:3 * B * hi].reshape((B, 3 * n))
-            matmul_packed(h, panels[first_panel[p]:first_panel[p + 1]], 3 * n, u, False)
-            for b in range(B):
-                r = t * B + b
-                gr, gz, gn = _blocks3(gates[r], H)
-                ur, uz, un = _blocks3(u[b], n)
-                _gru_row(gr[lo:hi], gz[lo:hi], gn[lo:hi], ur, uz, un, bhn[lo:hi], hn[r][lo:hi], hs[r][lo:hi],
-                         hs[r + B][lo:hi])
-
-
-@parallel
-def gru_backward_parts(dgx, dgh, dh, tmp, dhs, hs, gates, hn, panels, bounds, first_panel):
-    """:func:`gru_backward` over the parts of ``bounds``; tmp (B, 3H): workspace (part p's carried dL/dh in
-    its flat slice [B lo, B hi)). panels, first_panel: Whh packed by :func:`pack_backward`."""
-    B, H = dh.shape
-    T = dgx.shape[0] // B
-    flat = tmp.reshape(tmp.size)
-    flat[:B * H] = 0
-    for t in range(T - 1, -1, -1):
-        for p in prange(bounds.shape[0] - 1):
-            lo, hi = bounds[p], bounds[p + 1]
-            n = hi - lo
-            carry = flat[B * lo:B * hi].reshape((B, n))
-            if t < T - 1:  # the carry (its direct share) + dgh_{t+1} @ Whh's columns of the part
-                matmul_packed(dgh[(t + 1) * B:(t + 2) * B], panels[first_panel[p]:first_panel[p + 1]], n, carry,
-                              True)
-            for b in range(B):
-                r = t * B + b
-                gr, gz, gn = _blocks3(gates[r], H)
-                dxr, dxz, dxn = _blocks3(dgx[r], H)
-                dgr, dgz, dgn = _blocks3(dgh[r], H)
-                _gru_row_backward(dxr[lo:hi], dxz[lo:hi], dxn[lo:hi], dgr[lo:hi], dgz[lo:hi], dgn[lo:hi], gr[lo:hi],
-                                  gz[lo:hi], gn[lo:hi], hn[r][lo:hi], hs[r][lo:hi], dhs[r][lo:hi], carry[b])
-    for p in prange(bounds.shape[0] - 1):
-        lo, hi = bounds[p], bounds[p + 1]
-        n = hi - lo
-        carry = flat[B * lo:B * hi].reshape((B, n))
-        matmul_packed(dgh[:B], panels[first_panel[p]:first_panel[p + 1]], n, carry, True)
-        for b in range(B):
-            dh[b, lo:hi] = carry[b]

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import cell_kernels, optim, optim_kernels, stack_kernels
+from . import cell_kernels, cell_parts_kernels, optim, optim_kernels, stack_kernels
 from ._threads import blas_threads
 from ._validate import check_ids, check_params, check_positive
 from .model import ModelParams, ModelSpec
@@ -88,7 +88,7 @@ def _recurrence_forward(cell, ws, a, Whh, bhn=None, weights_packed=False):
     bounds, first = ws.unit_bounds, ws.first_forward_panel
     panels = a["forward_panels"]
     if not weights_packed:
-        cell_kernels.pack_forward(panels, Whh, bounds, first)
+        cell_parts_kernels.pack_forward(panels, Whh, bounds, first)
     if ws.parts == 1:
         if cell == "rnn":
             cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], panels)
@@ -97,11 +97,11 @@ def _recurrence_forward(cell, ws, a, Whh, bhn=None, weights_packed=False):
         else:
             cell_kernels.gru_forward(a["hs"], a["gates"], a["hn"], a["tmp"], panels, bhn)
     elif cell == "rnn":
-        cell_kernels.rnn_forward_parts(a["hs"], a["gates"], a["tmp"], panels, bounds, first)
+        cell_parts_kernels.rnn_forward_parts(a["hs"], a["gates"], a["tmp"], panels, bounds, first)
     elif cell == "lstm":
-        cell_kernels.lstm_forward_parts(a["hs"], a["cs"], a["gates"], a["tmp"], panels, bounds, first)
+        cell_parts_kernels.lstm_forward_parts(a["hs"], a["cs"], a["gates"], a["tmp"], panels, bounds, first)
     else:
-        cell_kernels.gru_forward_parts(a["hs"], a["gates"], a["hn"], a["tmp"], panels, bhn, bounds, first)
+        cell_parts_kernels.gru_forward_parts(a["hs"], a["gates"], a["hn"], a["tmp"], panels, bhn, bounds, first)
 
 
 def _recurrence_backward(cell, ws, a, Whh):
@@ -109,7 +109,7 @@ def _recurrence_backward(cell, ws, a, Whh):
     into a["dgx"] (and a GRU's a["dgh"]) and dL/dh_0 (and dL/dc_0) into a["dh"] (a["dc"])."""
     bounds, first = ws.unit_bounds, ws.first_backward_panel
     panels = a["backward_panels"]
-    cell_kernels.pack_backward(panels, Whh, bounds, first)
+    cell_parts_kernels.pack_backward(panels, Whh, bounds, first)
     if ws.parts == 1:
         if cell == "rnn":
             cell_kernels.rnn_backward(a["dgx"], a["dh"], a["dhs"], a["hs"], panels)
@@ -118,12 +118,12 @@ def _recurrence_backward(cell, ws, a, Whh):
         else:
             cell_kernels.gru_backward(a["dgx"], a["dgh"], a["dh"], a["dhs"], a["hs"], a["gates"], a["hn"], panels)
     elif cell == "rnn":
-        cell_kernels.rnn_backward_parts(a["dgx"], a["dh"], a["tmp"], a["dhs"], a["hs"], panels, bounds, first)
+        cell_parts_kernels.rnn_backward_parts(a["dgx"], a["dh"], a["tmp"], a["dhs"], a["hs"], panels, bounds, first)
     elif cell == "lstm":
-        cell_kernels.lstm_backward_parts(a["dgx"], a["dh"], a["dc"], a["tmp"], a["dhs"], a["hs"], a["cs"],
+        cell_parts_kernels.lstm_backward_parts(a["dgx"], a["dh"], a["dc"], a["tmp"], a["dhs"], a["hs"], a["cs"],
                                          a["gates"], panels, bounds, first)
     else:
-        cell_kernels.gru_backward_parts(a["dgx"], a["dgh"], a["dh"], a["tmp"], a["dhs"], a["hs"], a["gates"],
+        cell_parts_kernels.gru_backward_parts(a["dgx"], a["dgh"], a["dh"], a["tmp"], a["dhs"], a["hs"], a["gates"],
                                         a["hn"], panels, bounds, first)
 
 

@@ -11,7 +11,7 @@ The recurrence needs two layouts of ``Whh`` (G*H, H):
 - forward, ``gates (B, G*H) = h (B, H) @ Whh.T``: W = Whh.T (K = H, N = G*H), the panels
   :func:`pack_panels_of_transpose` makes straight from Whh;
 - backward, ``dh (B, H) = dgates (B, G*H) @ Whh``: W = Whh (K = G*H, N = H), packed by :func:`pack_panels`.
-The cells pack both by part of the hidden units (:func:`fastrnn.cell_kernels.pack_forward`, ``pack_backward``),
+The cells pack both by part of the hidden units (:func:`fastrnn.cell_parts_kernels.pack_forward`, ``pack_backward``),
 which on one part gives these same panels.
 
 Every element of C is ``sum_k A[i, k] W[k, j]`` accumulated by one fused multiply-add per k in increasing

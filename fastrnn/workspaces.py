@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cell_kernels, microkernel, stack_kernels
+from . import cell_parts_kernels, microkernel, stack_kernels
 from ._aligned import aligned_zeros
 from .model import ModelParams, ModelSpec
 
@@ -16,15 +16,15 @@ class StackWorkspace:
     Per layer: hs ((T+1) * B, H) (and cs for an LSTM), gates and dgx (T * B, G*H),
     dhs (T * B, H) (dL/d(outputs)), tmp (B, G*H), dh, dc (B, H), for dropout xd (the outputs as the
     layer above reads them) and mask (T * B, H), and Whh packed for :mod:`fastrnn.microkernel` by
-    part: forward_panels (:func:`~fastrnn.cell_kernels.pack_forward`, rewritten by each forward pass,
+    part: forward_panels (:func:`~fastrnn.cell_parts_kernels.pack_forward`, rewritten by each forward pass,
     part p's panels from ``first_forward_panel[p]``) and backward_panels
-    (:func:`~fastrnn.cell_kernels.pack_backward`, by each backward pass, from ``first_backward_panel[p]``);
+    (:func:`~fastrnn.cell_parts_kernels.pack_backward`, by each backward pass, from ``first_backward_panel[p]``);
     a GRU also hn (T * B, H) and dgh (T * B, 3H). Shared: probs (T * B, V), WxhT / dWxhT (V, G*H) and
     the step's ids (B, T).
 
     ``parts`` > 1: each layer's recurrence runs with its H units cut into that
     many parts (at most H; bounds ``unit_bounds``, [0, H] for one part) at once,
-    on Numba's threads (the ``*_parts`` kernels of :mod:`fastrnn.cell_kernels`),
+    on Numba's threads (the ``*_parts`` kernels of :mod:`fastrnn.cell_parts_kernels`),
     and the products over all T * B rows cut into as many row ranges
     (``row_bounds``; the weight gradients' shares in partials (parts,
     max(G*H, V) * H), then summed), all with BLAS at one thread.
@@ -38,10 +38,10 @@ class StackWorkspace:
         self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, dtype
         H, V, G = spec.hidden_size, spec.vocab_size, spec.gates
         self.parts = max(1, min(int(parts), H))
-        self.unit_bounds = cell_kernels.unit_bounds(H, self.parts)
+        self.unit_bounds = cell_parts_kernels.unit_bounds(H, self.parts)
         columns = microkernel.HOST_TILES[dtype.type].columns
-        self.first_forward_panel = cell_kernels.panel_bounds(self.unit_bounds, G, columns)
-        self.first_backward_panel = cell_kernels.panel_bounds(self.unit_bounds, 1, columns)
+        self.first_forward_panel = cell_parts_kernels.panel_bounds(self.unit_bounds, G, columns)
+        self.first_backward_panel = cell_parts_kernels.panel_bounds(self.unit_bounds, 1, columns)
         z = lambda *shape: aligned_zeros(shape, dtype)  # noqa: E731
         self.layers = []
         for _ in range(spec.num_layers):

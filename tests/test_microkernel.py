@@ -226,7 +226,7 @@ def test_mismatched_shapes_are_refused(case):
 def test_the_recurrence_packed_by_part_gives_the_whole_products_bits(dtype, G, H, parts):
     """pack_forward / pack_backward on one part are the panels of Whh.T / Whh; on several, each part's product
     is bit for bit its columns of the whole one (the parts kernels run the same sums as the whole-layer ones)."""
-    from fastrnn.cell_kernels import pack_backward, pack_forward, panel_bounds, unit_bounds
+    from fastrnn.cell_parts_kernels import pack_backward, pack_forward, panel_bounds, unit_bounds
 
     rng = np.random.default_rng(H * parts + G)
     Whh = rng.standard_normal((G * H, H)).astype(dtype)
