@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .model import ModelParams, ModelSpec
 from .params import PARAM_NAMES, Params
 
 ID_DTYPE = np.int64
@@ -151,3 +152,56 @@ def check_top(top_k, top_p) -> tuple:
     if not (0 < top_p <= 1):
         raise ValueError(f"top_p must be a number in (0, 1], got {top_p}")
     return int(top_k), top_p
+
+
+# --- any model's arguments (fastrnn.ModelParams) -------------------------------------
+
+def check_model(params) -> ModelParams:
+    if isinstance(params, Params):
+        return ModelParams.from_seed(check_params(params))
+    if not isinstance(params, ModelParams):
+        raise ValueError("params must be a fastrnn.ModelParams (from init_params) or a fastrnn.Params")
+    return params
+
+
+def check_batch_ids(inputs, targets, vocab_size):
+    """(B, T) int64 inputs and targets, and whether they came as one (T,) sequence."""
+    a, b = np.asarray(inputs), np.asarray(targets)
+    single = a.ndim == 1
+    if single:
+        a = a[None, :]
+        b = b[None, :] if b.ndim == 1 else b
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"inputs must be a non-empty (T,) or (B, T) array of ids, got shape {np.shape(inputs)}")
+    if b.shape != a.shape:
+        raise ValueError(f"inputs and targets must have the same shape, got {np.shape(inputs)} and "
+                         f"{np.shape(targets)}")
+    a = check_ids(a.reshape(-1), vocab_size, "inputs").reshape(a.shape)
+    b = check_ids(b.reshape(-1), vocab_size, "targets").reshape(b.shape)
+    return a, b, single
+
+
+def check_state(state, spec: ModelSpec, B, dtype, single=False):
+    """``state`` in PyTorch's layout as a tuple of fresh C-contiguous (L, B, H) arrays of ``dtype``.
+
+    Accepts None (zeros); for an lstm a pair (h, c); for rnn/gru ``h`` alone or
+    a 1-tuple. ``single`` (a (T,) call) also takes (L, H) arrays, and (H,) for a
+    1-layer model.
+    """
+    L, H, n = spec.num_layers, spec.hidden_size, len(spec.state_names)
+    if state is None:
+        return tuple(np.zeros((L, B, H), dtype) for _ in range(n))
+    parts = tuple(state) if isinstance(state, (tuple, list)) else (state,)
+    if len(parts) != n:
+        what = "a pair (h, c)" if n == 2 else "one array h"
+        raise ValueError(f"the state of a {spec.cell} is {what}, got {len(parts)} array(s)")
+    out = []
+    for name, s in zip(spec.state_names, parts):
+        arr = np.asarray(s)
+        if arr.dtype.kind not in "fiu":
+            raise ValueError(f"state {name} must be a float array, got dtype {arr.dtype}")
+        allowed = [(L, B, H)] + ([(L, H)] if single else []) + ([(H,), (H, 1)] if single and L == 1 else [])
+        if arr.shape not in allowed:
+            raise ValueError(f"state {name} must have shape {' or '.join(map(str, allowed))}, got {arr.shape}")
+        out.append(np.array(arr.reshape(L, B, H), dtype=dtype, order="C"))
+    return tuple(out)

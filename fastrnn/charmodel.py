@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import inference, rnn
-from .params import Params
+from . import inference
+from ._validate import check_model
 from .vocab import Vocab
 
 
@@ -34,26 +34,20 @@ def score_windows(params, inputs, targets, per_char=False, window=SCORE_WINDOW, 
     """
     inputs = inputs if hasattr(inputs, "dtype") else np.asarray(inputs)
     targets = targets if hasattr(targets, "dtype") else np.asarray(targets)
-    seed = seed_view(params)
-    if seed is not None:  # the seed's model: rnn's kernels
-        params, h = seed, np.zeros(seed.hidden_size, seed.dtype)
-        sequence_loss, log_probs = rnn.sequence_loss, rnn.log_probs
-    else:  # any other model: the engine, with its (L, 1, H) state
-        h = None
-        sequence_loss, log_probs = inference.sequence_loss, inference.log_probs
+    h = None  # the (L, 1, H) state, carried
     count = int(targets.size)
-    if inputs.shape != targets.shape or inputs.ndim != 1 or count <= window:  # one call; rnn reports bad shapes
+    if inputs.shape != targets.shape or inputs.ndim != 1 or count <= window:  # one call, which reports bad shapes
         pairs = [(inputs, targets)]
     else:
         pairs = ((inputs[s:s + window], targets[s:s + window]) for s in range(0, count, window))
     out = np.empty(count, np.float64) if per_char else None
     nats, done = 0.0, 0
     for x, y in pairs:
-        if per_char:  # rnn copies each window to int64 and checks its ids
-            lp, h = log_probs(params, x, y, h)
+        if per_char:  # inference copies each window to int64 and checks its ids
+            lp, h = inference.log_probs(params, x, y, h)
             out[done:done + lp.size] = lp
         else:
-            loss, h = sequence_loss(params, x, y, h)
+            loss, h = inference.sequence_loss(params, x, y, h)
             nats += loss
         done += y.size
         if after_window is not None:
@@ -61,13 +55,6 @@ def score_windows(params, inputs, targets, per_char=False, window=SCORE_WINDOW, 
     if per_char:
         nats = float(-out.sum())
     return nats, count, out
-
-
-def seed_view(params):
-    """The seed's :class:`Params` of a 1-layer rnn (views of a :class:`ModelParams`), else None."""
-    if isinstance(params, Params):
-        return params
-    return params.as_seed() if params.spec.is_seed else None
 
 
 @dataclass(repr=False)
@@ -96,7 +83,8 @@ class CharModel:
     """A trained model with its vocabulary: sample text from it, score text under it."""
 
     def __init__(self, params, vocab: Vocab):
-        """``params``: a :class:`~fastrnn.model.ModelParams` (or the seed's :class:`Params`)."""
+        """``params``: a :class:`~fastrnn.model.ModelParams` (or the seed's :class:`Params`, copied into one)."""
+        params = check_model(params)
         self.params, self.vocab = params.astype(params.dtype), vocab  # cache-line aligned (copies only if not)
 
     def encode(self, text) -> np.ndarray:
@@ -135,19 +123,13 @@ class CharModel:
         pieces = self.sample_chunks(length, prime, temperature, seed, argmax, top_k=top_k, top_p=top_p)
         return b"".join(pieces) if self.vocab.bytes_mode else "".join(pieces)
 
-    def sample_chunks(self, length, prime=None, temperature=1.0, seed=None, argmax=False, chunk=rnn.SAMPLE_CHUNK,
+    def sample_chunks(self, length, prime=None, temperature=1.0, seed=None, argmax=False, chunk=inference.SAMPLE_CHUNK,
                       top_k=None, top_p=None):
         """:meth:`sample` as pieces of at most ``chunk`` symbols, drawn as they are consumed (bounded memory);
         joined, they are exactly the text :meth:`sample` returns for the same arguments."""
-        rng, h, first_id, temperature, length, seed_params = self._sample_start(length, prime, temperature,
-                                                                                seed)  # errors now
-        top = dict(top_k=top_k, top_p=top_p)
-        if seed_params is not None:
-            chunks = rnn.sample_chunks(seed_params, h, first_id, length, seed=rng, temperature=temperature,
-                                       argmax=argmax, chunk=chunk, **top)
-        else:
-            chunks = inference.sample_chunks(self.params, h, first_id, length, seed=rng, temperature=temperature,
-                                             argmax=argmax, chunk=chunk, **top)
+        rng, h, first_id, temperature, length = self._sample_start(length, prime, temperature, seed)  # errors now
+        chunks = inference.sample_chunks(self.params, h, first_id, length, seed=rng, temperature=temperature,
+                                         argmax=argmax, chunk=chunk, top_k=top_k, top_p=top_p)
         return (self.vocab.decode(out) for out in chunks)
 
     def _sample_start(self, length, prime, temperature, seed):
@@ -158,16 +140,11 @@ class CharModel:
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
         rng = np.random.default_rng(seed)
-        seed_params = seed_view(self.params)
-        # The seed's model: rnn's kernels and its (H,) state; any other: the engine and its (L, 1, H) state.
-        h = np.zeros(seed_params.hidden_size, seed_params.dtype) if seed_params is not None else None
+        h = None  # a zero (L, 1, H) state
         if prime:
             ids = self.encode(prime)
             if ids.size > 1:
-                if seed_params is not None:
-                    _, h = rnn.sequence_loss(seed_params, ids[:-1], ids[1:], h)
-                else:
-                    _, h = inference.sequence_loss(self.params, ids[:-1], ids[1:])
+                _, h = inference.sequence_loss(self.params, ids[:-1], ids[1:])
             first_id = int(ids[-1])
         else:
             newline = np.searchsorted(self.vocab.codes, 10)
@@ -175,4 +152,4 @@ class CharModel:
                 first_id = int(newline)
             else:
                 first_id = int(rng.integers(len(self.vocab)))
-        return rng, h, first_id, temperature, length, seed_params
+        return rng, h, first_id, temperature, length

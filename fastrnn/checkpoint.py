@@ -50,7 +50,8 @@ from .config import ConfigError, TrainConfig, unused_options
 from .corpus import Corpus, Fingerprint
 from .limits import fits, parameter_count
 from .model import ModelParams, ModelSpec, describe
-from .trainer import TrainState, Trainer, seed_hidden_layout
+from .train_state import TrainState, seed_hidden_layout
+from .trainer import Trainer
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"

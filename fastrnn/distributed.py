@@ -207,7 +207,7 @@ def follow(world: MPIWorld, build) -> int:
     ``build(setup)``: this rank's :class:`~fastrnn.Trainer` for rank 0's setup,
     or raises an exception whose message rank 0 prints.
     """
-    from .trainer import TrainingDiverged
+    from .train_state import TrainingDiverged
 
     signals = _Signals()
     signals.install()

@@ -1,22 +1,30 @@
 """Scoring and sampling with the engine: one stream's loss or per-step log-probabilities over a text of
 any length, the output logits of B streams, and samples drawn a piece at a time (forward only, BLAS at one
-thread: one stream's products are too small to share)."""
+thread: one stream's products are too small to share).
+
+One stream of a 1-layer rnn runs its compiled kernels (:mod:`fastrnn.stream_kernels`, a character per
+step with no workspace), every other model the engine's forward pass a chunk of steps at a time."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
+from . import kernels, stream_kernels
 from ._threads import blas_threads
-from ._validate import check_count, check_ids, check_top, inverse_temperature
-from .engine import check_batch_ids, check_model, check_state, forward, last_state
+from ._validate import check_batch_ids, check_count, check_ids, check_model, check_state, check_top, inverse_temperature
+from .engine import forward, last_state
 from .model import ModelParams
 from .workspaces import StackWorkspace
 
 
 SCORE_CHUNK = 1024  # steps per forward-only kernel call when scoring a long text at batch 1
-
-
+STREAM_CHUNK = 1 << 20  # ids per call of the one-stream kernels, which keep no per-step arrays: an 8 MB copy
 SAMPLE_CHUNK = 1 << 16  # ids per piece of a long sample
+
+
+def _stream_params(params: ModelParams):
+    """The seed's :class:`~fastrnn.Params` (views) of a 1-layer rnn, whose one stream runs
+    :mod:`fastrnn.stream_kernels`; None for any other model."""
+    return params.as_seed() if params.spec.is_seed else None
 
 
 def _check_lengths(inputs, targets) -> int:
@@ -40,14 +48,21 @@ def sequence_loss(params: ModelParams, inputs, targets, state=None, chunk=SCORE_
     spec = params.spec
     state = check_state(state, spec, 1, params.dtype)
     n = _check_lengths(inputs, targets)
+    seed = _stream_params(params)
+    step = chunk if seed is None else max(chunk, STREAM_CHUNK)
     ws = None
     loss = 0.0
     with blas_threads(1):  # one stream's products are too small to share: a second thread only waits
-        for s in range(0, n, chunk):
-            x = check_ids(np.asarray(inputs[s:s + chunk]), spec.vocab_size, "inputs")[None, :]
-            y = check_ids(np.asarray(targets[s:s + chunk]), spec.vocab_size, "targets")[None, :]
+        for s in range(0, n, step):
+            x = check_ids(np.asarray(inputs[s:s + step]), spec.vocab_size, "inputs")[None, :]
+            y = check_ids(np.asarray(targets[s:s + step]), spec.vocab_size, "targets")[None, :]
             if x.shape != y.shape:
                 raise ValueError("inputs and targets must have the same length")
+            if seed is not None:
+                h = state[0][0, 0]
+                loss += stream_kernels.sequence_loss(h, np.empty_like(h), np.empty(spec.vocab_size, params.dtype),
+                                                     x[0], y[0], *seed)
+                continue
             T = x.shape[1]
             if ws is None or ws.seq_length != T:
                 ws = StackWorkspace(spec, T, 1, params.dtype)
@@ -64,12 +79,19 @@ def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUN
     _check_lengths(inputs, targets)
     inputs, targets = np.asarray(inputs), np.asarray(targets)
     out = np.empty(targets.shape[0], np.float64)
+    seed = _stream_params(params)
+    step = chunk if seed is None else max(chunk, STREAM_CHUNK)
     ws = None
     with blas_threads(1):  # as in sequence_loss
-        for s in range(0, targets.shape[0], chunk):
-            x = check_ids(inputs[s:s + chunk], spec.vocab_size, "inputs")[None, :]
-            y = check_ids(targets[s:s + chunk], spec.vocab_size, "targets")[None, :]
+        for s in range(0, targets.shape[0], step):
+            x = check_ids(inputs[s:s + step], spec.vocab_size, "inputs")[None, :]
+            y = check_ids(targets[s:s + step], spec.vocab_size, "targets")[None, :]
             T = x.shape[1]
+            if seed is not None:
+                h = state[0][0, 0]
+                stream_kernels.sequence_log_probs(out[s:s + T], h, np.empty_like(h),
+                                                  np.empty(spec.vocab_size, params.dtype), x[0], y[0], *seed)
+                continue
             if ws is None or ws.seq_length != T:
                 ws = StackWorkspace(spec, T, 1, params.dtype)
             forward(params, ws, x, y, state)
@@ -133,6 +155,10 @@ def sample_chunks(params: ModelParams, state, first_id, n, seed=None, temperatur
 
 
 def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p):
+    seed = _stream_params(params)
+    if seed is not None:
+        yield from _stream_sample_pieces(seed, state[0][0, 0], ix, n, rng, inv_t, argmax, chunk, top_k, top_p)
+        return
     cut = top_k > 0 or top_p < 1.0
     spec = params.spec
     ws = StackWorkspace(spec, 1, 1, params.dtype)
@@ -158,4 +184,16 @@ def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p
                     ix = int(kernels.pick_id(logits, u))
                 out[t] = x[0, 0] = ix
         done += out.size
+        yield out
+
+
+def _stream_sample_pieces(seed, h, ix, n, rng, inv_t, argmax, chunk, top_k, top_p):
+    """:func:`_sample_pieces` of one stream of a 1-layer rnn (``seed``: its Params views), h (H,) carried."""
+    h_next, logits = np.empty_like(h), np.empty(seed.vocab_size, seed.dtype)
+    ix, done = np.int64(ix), 0
+    while done < n:
+        k = min(chunk, n - done)
+        out = np.empty(k, np.int64)
+        stream_kernels.sample_ids(out, h, h_next, logits, ix, rng.random(k), *seed, inv_t, argmax, top_k, top_p)
+        ix, done = np.int64(out[-1]), done + k
         yield out

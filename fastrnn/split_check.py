@@ -266,19 +266,12 @@ class HeldOutWatch:
 def carried_state_scores(trainer, length=STATE_SLICE):
     """``(zero_bits, carried_bits, count)``: the first ``count`` (<= ``length``) held-out symbols scored from a
     zero hidden state and from stream 0's current state (the one training carries), in bits/char."""
-    from . import inference, rnn
-    from .charmodel import seed_view
+    from . import inference
 
     count = min(int(length), int(trainer.val_targets.shape[0]))
     x, y = trainer.val_inputs[:count], trainer.val_targets[:count]
-    seed = seed_view(trainer.params)
-    if seed is not None:
-        carried = np.array(trainer.hidden[0][0, 0])
-        zero = np.zeros_like(carried)
-        nats = [rnn.sequence_loss(seed, x, y, h)[0] for h in (zero, carried)]
-    else:
-        carried = tuple(np.ascontiguousarray(h[:, :1]) for h in trainer.hidden)
-        nats = [inference.sequence_loss(trainer.params, x, y, state)[0] for state in (None, carried)]
+    carried = tuple(np.ascontiguousarray(h[:, :1]) for h in trainer.hidden)
+    nats = [inference.sequence_loss(trainer.params, x, y, state)[0] for state in (None, carried)]
     zero_bits, carried_bits = (n / count / math.log(2.0) for n in nats)
     return zero_bits, carried_bits, count
 

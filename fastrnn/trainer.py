@@ -38,73 +38,22 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
-from . import inference, rnn, workspaces
+from . import inference, workspaces
 from ._aligned import aligned_copy, aligned_zeros
-from .charmodel import CharModel, Score, score_windows, seed_view
+from ._validate import check_model
+from .charmodel import CharModel, Score, score_windows
 from .config import ConfigError, TrainConfig, check_split
 from .corpus import Corpus
-from .model import ModelParams, describe, init_model
-from .params import init_params
+from .model import ModelParams, describe, init_params
 from .steps import compiled_steps, data_parallel_steps, train_steps
+from .train_state import TrainingDiverged, TrainState, StateViews
 
 BLOCK_STEPS = 256  # steps per kernel call: amortises the call, keeps Ctrl-C latency ~ tens of ms
 ENGINE_BLOCK_STEPS = 8  # the engine's steps are ms to 100s of ms each: shorter blocks keep Ctrl-C and deadlines prompt
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss, or the parameters, became NaN or infinite.
-
-    ``step``: the 1-based step whose loss is ``loss`` (NaN or inf); or, when the
-    loss stayed finite but an update overflowed, the step count by which the
-    parameters were found non-finite (``loss`` is then the last finite loss).
-    """
-
-    def __init__(self, step, loss, params_only=False):
-        what = (f"the parameters overflowed to NaN or infinity by step {step:,}" if params_only
-                else f"the loss of step {step:,} is {loss}")
-        super().__init__(f"training diverged: {what} (a lower learning rate may help)")
-        self.step, self.loss = step, loss
-
-
-def seed_hidden_layout(h: np.ndarray) -> np.ndarray:
-    """A (L, B, H) state in the seed's layout where there is one: (H,) for one layer and one stream,
-    (B, H) for one layer, (L, B, H) otherwise (views)."""
-    if h.shape[0] == 1:
-        return h[0, 0] if h.shape[1] == 1 else h[0]
-    return h
-
-
-class _StateViews:
-    """``hprev`` of anything with ``hidden`` (a state, a trainer)."""
-
-    @property
-    def hprev(self) -> np.ndarray:
-        """The hidden state h (a view) in the seed's layout: (H,) at batch 1, (B, H) for one layer, else (L, B, H)."""
-        return seed_hidden_layout(self.hidden[0])
-
-
-@dataclass
-class TrainState(_StateViews):
-    """Everything that changes during training (what a checkpoint stores besides config and vocabulary).
-
-    ``params``: the model; ``opt_state``: the optimizer's buffers, one per
-    :attr:`fastrnn.Optimizer.state_names` (Adagrad's memory; RMSprop's
-    square average; Adam's two moments), each of the parameters' layout;
-    ``hidden``: the recurrent state, one (L, B, H) array per state name
-    (``h``, and ``c`` for an LSTM), stream b in ``[:, b]``.
-    """
-
-    params: ModelParams
-    opt_state: tuple
-    hidden: tuple
-    p: int  # data pointer within each stream's shard (the whole split at batch 1), a multiple of seq_length
-    n: int  # steps done
-    smooth_loss: float
-    rng_state: dict = field(default_factory=dict)  # numpy Generator bit_generator.state of the sampling RNG
 
 
 def _sampling_rng(seed):
@@ -112,7 +61,7 @@ def _sampling_rng(seed):
     return np.random.default_rng([int(seed), 1])
 
 
-class Trainer(_StateViews):
+class Trainer(StateViews):
     """Trains a :class:`CharModel` on a :class:`Corpus` with the seed's loop.
 
     ``Trainer(corpus, config)`` starts fresh (the seed's init for a 1-layer rnn,
@@ -153,10 +102,8 @@ class Trainer(_StateViews):
         self.num_starts = -(-(self.shard_length - T - 1) // T)  # positions p = j*T with p + T + 1 < S
         dtype = np.dtype(config.dtype)
         if state is None:
-            if self.spec.is_seed:
-                params = ModelParams.from_seed(init_params(V, H, seed=config.seed, dtype=dtype))
-            else:
-                params = init_model(self.spec, seed=config.seed, dtype=dtype)
+            # the seed's init for a 1-layer rnn, PyTorch's for every other model
+            params = check_model(init_params(V, H, config.cell, config.num_layers, seed=config.seed, dtype=dtype))
             rng = _sampling_rng(config.seed)
             state = TrainState(params, tuple(params.zeros_like() for _ in self.optimizer.state_names),
                                tuple(aligned_zeros((self.spec.num_layers, B, H), dtype)
@@ -283,7 +230,7 @@ class Trainer(_StateViews):
         # Blocks compiled whole are long (their steps are microseconds); with a world, steps exchange gradients.
         c = self.config
         compiled = self.world is None and compiled_steps(self.spec, self.optimizer, c.batch_size,
-                                                                c.clip_norm, c.dropout)
+                                                         c.clip_norm, c.dropout)
         block = BLOCK_STEPS if compiled else ENGINE_BLOCK_STEPS
         while self.n < target:
             # With a world, a stop counts once exchanged (end of a block), so all processes return together.
@@ -382,11 +329,7 @@ class Trainer(_StateViews):
         run prints the same samples as an uninterrupted one.
         """
         ix = int(self.train_ids[self.p])  # stream 0's next input (its shard starts at 0)
-        seed_params = seed_view(self.params)
-        if seed_params is not None:
-            out = rnn.sample(seed_params, self.hidden[0][0, 0], ix, int(length), seed=self.rng)
-        else:
-            out = inference.sample(self.params, tuple(h[:, :1] for h in self.hidden), ix, int(length), seed=self.rng)
+        out = inference.sample(self.params, tuple(h[:, :1] for h in self.hidden), ix, int(length), seed=self.rng)
         return self.vocab.decode(out)
 
     @property
@@ -435,10 +378,10 @@ def _train_block(trainer, starts, resets, alone=False):
         sum_grads = (lambda flat: None) if alone else t.world.sum_grads
         share = t.share_hidden
         return data_parallel_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, share,
-                                          t.workspace, t.n + 1, B, sum_grads, clip=c.clip, clip_norm=c.clip_norm,
-                                          threads=c.threads, learning_rates=rates, dropout=c.dropout, seed=c.seed,
-                                          first_stream=t.streams.start)
+                                   t.workspace, t.n + 1, B, sum_grads, clip=c.clip, clip_norm=c.clip_norm,
+                                   threads=c.threads, learning_rates=rates, dropout=c.dropout, seed=c.seed,
+                                   first_stream=t.streams.start)
     data, rebased = _gather_windows(t.train_ids, starts, T)
     return train_steps(t.params, t.optimizer, t.opt_state, data, rebased, resets, t.hidden, t.workspace,
-                              first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm, threads=c.threads,
-                              learning_rates=rates, dropout=c.dropout, seed=c.seed)
+                       first_step=t.n + 1, clip=c.clip, clip_norm=c.clip_norm, threads=c.threads,
+                       learning_rates=rates, dropout=c.dropout, seed=c.seed)

@@ -23,7 +23,8 @@ from ..lock import CheckpointChanged, SaveGuard
 from ..metrics import MetricsLog
 from ..plan import Plan
 from ..split_check import HeldOutWatch
-from ..trainer import Trainer, TrainingDiverged
+from ..train_state import TrainingDiverged
+from ..trainer import Trainer
 from .budget import SpeedProbe, plan_record, training_deadline, validation_seconds
 from .exits import EXIT_DIVERGED, EXIT_USAGE, Abandoned, StopSignals
 
