@@ -1,11 +1,9 @@
 """How the kernels share the cores: Numba's threading layer, its lock, and the BLAS thread count.
 
-Threading layer: OpenMP first. A step of a small model is 0.5-5 ms and enters
-two parallel regions; on this project's 2-core test machine an empty region
-costs ~1.5 us with OpenMP (its workers spin briefly before sleeping) but ~85 us
-with the workqueue layer (workers sleep at once and take that long to wake), which
-cut the 2-thread speed-up at H = 100, B = 32 from 1.8x to below 1x. The
-workqueue layer stays as the fallback where no OpenMP runtime loads. Set on
+Threading layer: OpenMP first. A step of a small model is short and enters
+two parallel regions; OpenMP's workers spin briefly before sleeping, while the
+workqueue layer's sleep at once and are slow to wake, which costs a small
+model most of its 2-thread speed-up. The workqueue layer stays as the fallback where no OpenMP runtime loads. Set on
 import, before any parallel kernel runs; a user's NUMBA_THREADING_LAYER wins.
 """
 from __future__ import annotations

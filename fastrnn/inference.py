@@ -60,8 +60,8 @@ def sequence_loss(params: ModelParams, inputs, targets, state=None, chunk=SCORE_
                 raise ValueError("inputs and targets must have the same length")
             if seed is not None:
                 h = state[0][0, 0]
-                loss += stream_kernels.sequence_loss(h, np.empty_like(h), np.empty(spec.vocab_size, params.dtype),
-                                                     x[0], y[0], *seed)
+                loss += stream_kernels.sequence_loss(np.empty(0), h, np.empty_like(h),
+                                                     np.empty(spec.vocab_size, params.dtype), x[0], y[0], *seed)
                 continue
             T = x.shape[1]
             if ws is None or ws.seq_length != T:
@@ -89,8 +89,8 @@ def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUN
             T = x.shape[1]
             if seed is not None:
                 h = state[0][0, 0]
-                stream_kernels.sequence_log_probs(out[s:s + T], h, np.empty_like(h),
-                                                  np.empty(spec.vocab_size, params.dtype), x[0], y[0], *seed)
+                stream_kernels.sequence_loss(out[s:s + T], h, np.empty_like(h), np.empty(spec.vocab_size, params.dtype),
+                                             x[0], y[0], *seed)
                 continue
             if ws is None or ws.seq_length != T:
                 ws = StackWorkspace(spec, T, 1, params.dtype)
@@ -157,7 +157,7 @@ def sample_chunks(params: ModelParams, state, first_id, n, seed=None, temperatur
 def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p):
     seed = _stream_params(params)
     if seed is not None:
-        yield from _stream_sample_pieces(seed, state[0][0, 0], ix, n, rng, inv_t, argmax, chunk, top_k, top_p)
+        yield from stream_sample_pieces(seed, state[0][0, 0], ix, n, rng, inv_t, argmax, chunk, top_k, top_p)
         return
     cut = top_k > 0 or top_p < 1.0
     spec = params.spec
@@ -187,8 +187,10 @@ def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p
         yield out
 
 
-def _stream_sample_pieces(seed, h, ix, n, rng, inv_t, argmax, chunk, top_k, top_p):
-    """:func:`_sample_pieces` of one stream of a 1-layer rnn (``seed``: its Params views), h (H,) carried."""
+def stream_sample_pieces(seed, h, ix, n, rng, inv_t, argmax, chunk, top_k, top_p):
+    """Pieces of at most ``chunk`` sampled ids (int64) of one stream of a 1-layer rnn (``seed``: its
+    :class:`~fastrnn.Params`), arguments already checked: h (H,) carried (updated in place), ``ix`` the first
+    input id, draw t the t-th ``rng.random()`` value (``chunk`` at a time), as :func:`sample_chunks`."""
     h_next, logits = np.empty_like(h), np.empty(seed.vocab_size, seed.dtype)
     ix, done = np.int64(ix), 0
     while done < n:

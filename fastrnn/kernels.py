@@ -20,7 +20,7 @@ from ._numba import exact, fast
 
 @exact
 def exp_sub_inplace(row, shift):
-    """row (n,) = exp(row - shift), with an exp that vectorises (libm's exp is a scalar call, ~3-4x slower here).
+    """row (n,) = exp(row - shift), with an exp that vectorises (libm's exp is a scalar call).
 
     x = n ln2 + r with n = round(x / ln2) and |r| <= ln2 / 2 (Cody-Waite: ln2 in
     two parts, the high part short enough that n * ln2_hi is exact in float32

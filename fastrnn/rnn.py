@@ -16,6 +16,7 @@ from ._validate import (
     check_count, check_hidden, check_ids, check_params, check_positive, check_sequence_pair, check_top,
     inverse_temperature,
 )
+from .inference import stream_sample_pieces
 from .params import ADAGRAD_EPS, CLIP, Params
 
 
@@ -106,7 +107,7 @@ def sequence_loss(params, inputs, targets, hprev):
     h = check_hidden(hprev, params.hidden_size, params.dtype)
     h_next = np.empty_like(h)
     logits = np.empty(params.vocab_size, params.dtype)
-    loss = stream_kernels.sequence_loss(h, h_next, logits, inputs, targets, *params)
+    loss = stream_kernels.sequence_loss(np.empty(0), h, h_next, logits, inputs, targets, *params)
     return float(loss), h
 
 
@@ -116,8 +117,8 @@ def log_probs(params, inputs, targets, hprev):
     inputs, targets = check_sequence_pair(inputs, targets, params.vocab_size)
     h = check_hidden(hprev, params.hidden_size, params.dtype)
     out = np.empty(inputs.size, np.float64)
-    stream_kernels.sequence_log_probs(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
-                               inputs, targets, *params)
+    stream_kernels.sequence_loss(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
+                                 inputs, targets, *params)
     return out, h
 
 
@@ -229,12 +230,9 @@ def sample(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=False, 
     n = check_count(n, "n")
     inv_temperature = inverse_temperature(temperature, params.dtype)
     top_k, top_p = check_top(top_k, top_p)
-    uniforms = np.random.default_rng(seed).random(n)
-    out = np.empty(n, np.int64)
-    stream_kernels.sample_ids(out, h, np.empty_like(h), np.empty(params.vocab_size, params.dtype),
-                       np.int64(seed_ix), uniforms, *params, inv_temperature, bool(argmax),
-                       top_k, top_p)
-    return out
+    pieces = stream_sample_pieces(params, h, seed_ix, n, np.random.default_rng(seed), inv_temperature, bool(argmax),
+                                  max(n, 1), top_k, top_p)  # one piece: one kernel call
+    return next(pieces, np.empty(0, np.int64))
 
 
 SAMPLE_CHUNK = 1 << 16  # ids per kernel call of sample_chunks: ~1 MB of draws and ids, whatever n is
@@ -256,17 +254,6 @@ def sample_chunks(params, hprev, seed_ix, n, seed=None, temperature=1.0, argmax=
     if chunk < 1:
         raise ValueError("chunk must be positive")
     inv_temperature = inverse_temperature(temperature, params.dtype)
-    top = check_top(top_k, top_p)
-    return _sample_pieces(params, h, np.int64(seed_ix), n, np.random.default_rng(seed),
-                          inv_temperature, bool(argmax), chunk, top)  # arguments checked now
-
-
-def _sample_pieces(params, h, ix, n, rng, inv_temperature, argmax, chunk, top):
-    h_next, logits = np.empty_like(h), np.empty(params.vocab_size, params.dtype)
-    done = 0
-    while done < n:
-        k = min(chunk, n - done)
-        out = np.empty(k, np.int64)
-        stream_kernels.sample_ids(out, h, h_next, logits, ix, rng.random(k), *params, inv_temperature, argmax, *top)
-        ix, done = np.int64(out[-1]), done + k
-        yield out
+    top_k, top_p = check_top(top_k, top_p)
+    return stream_sample_pieces(params, h, seed_ix, n, np.random.default_rng(seed), inv_temperature, bool(argmax),
+                                chunk, top_k, top_p)  # arguments checked now

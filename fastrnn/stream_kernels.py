@@ -112,12 +112,14 @@ def hidden_step(h_out, h_in, ix, Wxh, Whh, bh):
 
 
 @fast
-def sequence_loss(h, h_next, logits, inputs, targets, Wxh, Whh, Why, bh, by):
-    """Summed cross-entropy of a sequence of any length, without storing hidden states.
+def sequence_loss(log_probs, h, h_next, logits, inputs, targets, Wxh, Whh, Why, bh, by):
+    """Summed cross-entropy (float64) of a sequence of any length, without storing hidden states.
 
+    log_probs: (0,) float64, or (T,) float64 to receive each ``log p(targets[t] | inputs[:t+1])``.
     h (H,): hprev on entry, h_last on return; h_next (H,), logits (V,): workspaces.
     """
     T = inputs.shape[0]
+    keep = log_probs.shape[0] > 0
     loss = 0.0
     for t in range(T):
         hidden_step(h_next, h, inputs[t], Wxh, Whh, bh)
@@ -125,21 +127,11 @@ def sequence_loss(h, h_next, logits, inputs, targets, Wxh, Whh, Why, bh, by):
         output_logits(logits, h, Why, by)
         target_logit = logits[targets[t]]
         m, log_sum = softmax_inplace(logits)
-        loss += log_sum - (target_logit - m)
+        log_p = (target_logit - m) - log_sum
+        loss -= log_p
+        if keep:
+            log_probs[t] = log_p
     return loss
-
-
-@fast
-def sequence_log_probs(out, h, h_next, logits, inputs, targets, Wxh, Whh, Why, bh, by):
-    """out (T,) float64 receives log p(targets[t] | inputs[:t+1]); h, h_next, logits as in sequence_loss."""
-    T = inputs.shape[0]
-    for t in range(T):
-        hidden_step(h_next, h, inputs[t], Wxh, Whh, bh)
-        h[:] = h_next
-        output_logits(logits, h, Why, by)
-        target_logit = logits[targets[t]]
-        m, log_sum = softmax_inplace(logits)
-        out[t] = (target_logit - m) - log_sum
 
 
 @fast
