@@ -80,6 +80,8 @@ class Checkpoint:
     corpus_path: str | None  # None: the embedded corpus
     pointers: np.ndarray | None = None  # (B,) stored stream pointers (None in a version-1 file)
     plan: dict | None = None  # the run's plan (:class:`fastrnn.plan.Plan` as a dict); None before plans were kept
+    format_version: int = FORMAT_VERSION
+    written_by: str | None = None  # the fastrnn version that wrote the file; None where it was not recorded
 
     @property
     def model(self) -> CharModel:
@@ -359,8 +361,9 @@ def _load(members: Members) -> Checkpoint:
                       for prefix in prefixes)
     hidden = tuple(np.ascontiguousarray(arrays[HIDDEN_NAMES[s]].reshape(L, B, H)) for s in spec.state_names)
     state = TrainState(params, opt_state, hidden, int(p), int(n), float(smooth_loss), rng_state)
+    written_by = string_member(members, "fastrnn_version")[:MAX_PATH_CHARS] if "fastrnn_version" in members else None
     return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), corpus_path or None, pointers,
-                      _plan(members))
+                      _plan(members), version, written_by)
 
 
 def _plan(members) -> dict | None:

@@ -18,7 +18,8 @@ into the module :mod:`fastrnn.interop` describes.
 
 Both carry the same metadata (:func:`metadata`): strings ``format``
 ("fastrnn-export"), ``cell``, ``num_layers``, ``vocab_size``, ``hidden_size``,
-``dtype`` and ``vocab``, the JSON ``{"codes": [...], "bytes_mode": bool}``
+``dtype``, ``fastrnn_version`` (absent in older files) and ``vocab``, the JSON
+``{"codes": [...], "bytes_mode": bool}``
 (id i is ``chr(codes[i])``, or the byte ``codes[i]``). Files are written
 atomically (a temporary file beside the target, then a rename); a model whose
 weights exceed :data:`EXTERNAL_DATA_BYTES` is written as ``OUT.onnx`` plus its
@@ -60,7 +61,13 @@ def metadata(params, vocab: Vocab) -> dict:
     return {"format": FORMAT, "cell": spec.cell, "num_layers": str(spec.num_layers),
             "vocab_size": str(spec.vocab_size), "hidden_size": str(spec.hidden_size),
             "dtype": str(_model(params).dtype),
-            "vocab": json.dumps({"codes": vocab.codes.tolist(), "bytes_mode": vocab.bytes_mode})}
+            "vocab": json.dumps({"codes": vocab.codes.tolist(), "bytes_mode": vocab.bytes_mode}),
+            "fastrnn_version": _version()}
+
+
+def _version():
+    from . import __version__  # at call time: the package may still be importing this module
+    return __version__
 
 
 def vocab_from_metadata(meta: dict) -> Vocab:

@@ -1,5 +1,5 @@
-"""The ``fastrnn`` command: ``train``, ``sample``, ``eval``, ``prepare``, ``export`` and ``plot``, a thin
-layer over the Python API; one module per command, the grammar in :mod:`~fastrnn.cli.parser`, exit statuses
+"""The ``fastrnn`` command: ``train``, ``sample``, ``eval``, ``prepare``, ``export``, ``plot`` and ``info``,
+a thin layer over the Python API; one module per command, the grammar in :mod:`~fastrnn.cli.parser`, exit statuses
 and signals in :mod:`~fastrnn.cli.exits`.
 
 Bad input (a missing or broken file, an impossible option, a size the machine cannot hold, a checkpoint that
@@ -19,7 +19,7 @@ from ..corpus import CorpusError
 from ..lock import CheckpointBusy
 from ..metrics import MetricsError
 from ..vocab import UnknownSymbolsError
-from . import evaluate, export, plot, prepare, sample, train
+from . import evaluate, export, info, plot, prepare, sample, train
 from .exits import (EXIT_USAGE, StdoutFailures, UsageError, error_line, following_rank, os_error_text,
                     sigterm_as_interrupt)
 from .mpi import single_process
@@ -28,7 +28,8 @@ from .parser import build_parser
 #: command: its function of the parsed arguments; every command but train runs as one process only
 COMMANDS = {"train": train.run_train, "sample": single_process(sample.run_sample),
             "eval": single_process(evaluate.run_eval), "prepare": single_process(prepare.run_prepare),
-            "export": single_process(export.run_export), "plot": single_process(plot.run_plot)}
+            "export": single_process(export.run_export), "plot": single_process(plot.run_plot),
+            "info": single_process(info.run_info)}
 
 
 def main(argv=None) -> int:

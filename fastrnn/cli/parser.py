@@ -271,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true",
                    help="replace OUT (and OUT.data) if it exists; never the checkpoint itself")
 
+    i = sub.add_parser("info", help="what a checkpoint (or a .safetensors export) holds",
+                       description="Print what FILE holds: the model, its vocabulary, how far and how it was "
+                                   "trained, its last and best validation loss (from the metrics log beside "
+                                   "it), the corpus and the fastrnn that wrote it. FILE: a checkpoint, a best "
+                                   "file, or a .safetensors file written by fastrnn export (model and "
+                                   "vocabulary only).")
+    i.add_argument("file", metavar="FILE")
+    i.add_argument("--json", action="store_true", help="print the facts as one JSON object, for scripts")
+
     pl = sub.add_parser("plot", help="plot the training and validation loss of metrics logs (needs fastrnn[plot])",
                         description="Draw train and validation bits/char of one or more NAME.metrics.csv files "
                                     "(written by fastrnn train beside its checkpoint), overlaid, into a PNG.")
