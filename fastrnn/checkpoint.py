@@ -27,6 +27,10 @@ Any version may hold ``plan``: the run's plan (:class:`fastrnn.plan.Plan`: steps
 wall time spent of it, cadences) as JSON, written by ``fastrnn train`` and continued by its ``--resume``;
 a file without it resumes with the fixed defaults of earlier fastrnn.
 
+A best file (``fastrnn train --keep-best``, :func:`best_path`) is a checkpoint with the string
+``best_of``, the path of the run's checkpoint: sampling, scoring, export and ``info`` take it as
+any checkpoint; ``train --resume`` refuses it (resume the run's own checkpoint).
+
 Version 4 (the same arrays) adds the learning-rate schedule to the config:
 ``lr_schedule``, ``warmup_steps``, ``decay_steps``, ``min_lr_fraction``; older
 files load with a constant rate. Version 5 adds ``dropout``; older files load
@@ -82,6 +86,7 @@ class Checkpoint:
     plan: dict | None = None  # the run's plan (:class:`fastrnn.plan.Plan` as a dict); None before plans were kept
     format_version: int = FORMAT_VERSION
     written_by: str | None = None  # the fastrnn version that wrote the file; None where it was not recorded
+    best_of: str | None = None  # a best file: the path of its run's checkpoint (else None)
 
     @property
     def model(self) -> CharModel:
@@ -129,8 +134,15 @@ def _version():
     return __version__
 
 
-def checkpoint_arrays(trainer: Trainer) -> dict:
-    """The arrays a checkpoint of ``trainer`` holds, by name."""
+def best_path(checkpoint) -> Path:
+    """Where ``--keep-best`` saves beside ``checkpoint``: ``x.npz`` -> ``x.best.npz``, ``x`` -> ``x.best.npz``."""
+    path = Path(checkpoint)
+    stem = path.name[:-len(".npz")] if path.name.endswith(".npz") and len(path.name) > 4 else path.name
+    return path.with_name(stem + ".best.npz")
+
+
+def checkpoint_arrays(trainer: Trainer, best_of=None) -> dict:
+    """The arrays a checkpoint of ``trainer`` holds, by name; ``best_of``: a best file's run checkpoint path."""
     corpus = trainer.corpus
     arrays = dict(trainer.params.arrays)
     for state_name, buffers in zip(trainer.optimizer.state_names, trainer.opt_state):
@@ -150,6 +162,8 @@ def checkpoint_arrays(trainer: Trainer) -> dict:
     plan = getattr(trainer, "plan", None)  # set by the command line's run loop
     if plan is not None:
         arrays["plan"] = np.str_(json.dumps(plan))
+    if best_of is not None:
+        arrays["best_of"] = np.str_(str(best_of))
     return arrays
 
 
@@ -163,8 +177,9 @@ def _file_mode(path):
         return 0o666 & ~umask
 
 
-def save_checkpoint(path, trainer: Trainer) -> Path:
-    """Write ``trainer``'s checkpoint to ``path`` atomically; returns the path.
+def save_checkpoint(path, trainer: Trainer, best_of=None) -> Path:
+    """Write ``trainer``'s checkpoint to ``path`` atomically; returns the path. ``best_of``: the file is the
+    best model so far of the run saving to checkpoint ``best_of`` (a best file, not resumable).
 
     The file is written to a temporary file in the same folder, flushed and
     fsynced, then renamed over ``path``: a crash at any moment leaves either the
@@ -175,7 +190,7 @@ def save_checkpoint(path, trainer: Trainer) -> Path:
     path = Path(path)
     if not trainer.is_finite():
         raise CheckpointError("refusing to checkpoint parameters that are not finite")
-    arrays = checkpoint_arrays(trainer)
+    arrays = checkpoint_arrays(trainer, best_of)
     folder = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
@@ -362,8 +377,11 @@ def _load(members: Members) -> Checkpoint:
     hidden = tuple(np.ascontiguousarray(arrays[HIDDEN_NAMES[s]].reshape(L, B, H)) for s in spec.state_names)
     state = TrainState(params, opt_state, hidden, int(p), int(n), float(smooth_loss), rng_state)
     written_by = string_member(members, "fastrnn_version")[:MAX_PATH_CHARS] if "fastrnn_version" in members else None
+    best_of = string_member(members, "best_of") if "best_of" in members else None
+    if best_of is not None and (not best_of or len(best_of) > MAX_PATH_CHARS):
+        raise unusable(path, "bad best_of (the path of its run's checkpoint)")
     return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), corpus_path or None, pointers,
-                      _plan(members), version, written_by)
+                      _plan(members), version, written_by, best_of)
 
 
 def _plan(members) -> dict | None:
@@ -372,19 +390,7 @@ def _plan(members) -> dict | None:
 
     if "plan" not in members:
         return None
-    text = string_member(members, "plan")
     try:
-        plan = Plan.from_dict(json.loads(text))
-        ints = ("steps", "log_every", "eval_every", "sample_every", "checkpoint_every", "sample_length")
-        for name in ints:
-            value = getattr(plan, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} {value!r}")
-        for name in ("time_budget", "elapsed"):
-            value = getattr(plan, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not value >= 0):
-                raise ValueError(f"{name} {value!r}")
+        return Plan.checked(json.loads(string_member(members, "plan"))).to_dict()
     except (ValueError, TypeError, AttributeError) as e:
         raise unusable(members.path, f"bad run plan ({str(e)[:200]})") from None
-    return plan.to_dict()

@@ -15,7 +15,11 @@ per validation:
   empty), both in nats per character;
 - ``learning_rate``: the rate of the row's step (its schedule's, see
   ``--lr-schedule``); ``chars_per_second``: training throughput since the
-  previous row.
+  previous row;
+- ``new_best``: 1 on a row whose validation loss, as written, is below every
+  earlier one of the run (what ``--keep-best`` saves), else empty. Logs written
+  before this column existed have the first seven only; a resumed run goes on
+  appending seven, and the reader gives them ``new_best`` 0.
 
 Older versions named it ``NAME.metrics.csv`` for ``NAME.npz``, ``NAME.ckpt.npz``,
 ``NAME.ckpt`` and ``NAME`` alike (:func:`legacy_metrics_path`); a resumed run whose
@@ -27,7 +31,7 @@ one ``write`` of a whole line on a file opened for appending, so an interrupted
 run keeps its rows and leaves at most one torn last row (no line end), which a
 resume cuts off before it appends. A resume from a checkpoint older than the
 last rows (a crash between saves) appends rows whose steps go back:
-:func:`read_metrics` keeps the later ones. Rows that are not seven numbers
+:func:`read_metrics` keeps the later ones. Rows that are not the header's numbers
 (torn, or garbled by another program) are skipped by the reader, with one
 warning.
 """
@@ -42,9 +46,19 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = ("step", "chars_seen", "wall_seconds", "train_loss", "val_loss", "learning_rate", "chars_per_second")
+COLUMNS = ("step", "chars_seen", "wall_seconds", "train_loss", "val_loss", "learning_rate", "chars_per_second",
+           "new_best")
 HEADER = ",".join(COLUMNS)
-_VAL = COLUMNS.index("val_loss")
+HEADER_7 = ",".join(COLUMNS[:7])  # logs of earlier versions: no new_best
+HEADERS = {HEADER.encode(): len(COLUMNS), HEADER_7.encode(): 7}  # header: columns per row
+_VAL, _BEST = COLUMNS.index("val_loss"), COLUMNS.index("new_best")
+LOSS_FORMAT = ".6g"  # how a row writes val_loss
+
+
+def as_logged(loss: float) -> float:
+    """``loss`` as a row writes it (read back): validations are compared at this precision, so the best of a
+    run is the minimum of its log's ``val_loss`` column, exactly."""
+    return float(f"{loss:{LOSS_FORMAT}}")
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +103,19 @@ def _header(path: Path) -> str | None:
 def is_metrics_file(path) -> bool:
     """Whether ``path`` holds fastrnn's header (or is empty)."""
     header = _header(Path(path))
-    return header in (HEADER, "")
+    return header in (HEADER, HEADER_7, "")
 
 
-def _values(line: bytes) -> list | None:
-    """The seven numbers of a row (``val_loss`` NaN where empty), or None for anything else."""
+def _values(line: bytes, columns: int) -> list | None:
+    """The numbers of a row of ``columns`` fields, as :data:`COLUMNS` (``val_loss`` NaN where empty,
+    ``new_best`` 0 where empty or absent), or None for anything else."""
     fields = line.rstrip(b"\r").split(b",")
-    if len(fields) != len(COLUMNS):
+    if len(fields) != columns:
         return None
     values = []
     for i, text in enumerate(fields):
-        if not text and i == _VAL:
-            values.append(math.nan)
+        if not text and i in (_VAL, _BEST):
+            values.append(math.nan if i == _VAL else 0.0)
             continue
         try:
             value = float(text)
@@ -109,17 +124,18 @@ def _values(line: bytes) -> list | None:
         if not math.isfinite(value) and i != _VAL:
             return None
         values.append(value)
-    return values
+    return values + [0.0] * (len(COLUMNS) - columns)
 
 
 def _rows(path: Path):
     """``(line number, values or None)`` for each row; a last line without its line end is a torn row (None)."""
     try:
         with open(path, "rb") as f:
-            if f.readline().rstrip(b"\r\n") != HEADER.encode():
+            columns = HEADERS.get(f.readline().rstrip(b"\r\n"))
+            if columns is None:
                 raise MetricsError(f"{str(path)!r} is not a fastrnn metrics log (its header is not {HEADER!r})")
             for number, line in enumerate(f, start=2):
-                yield number, _values(line[:-1]) if line.endswith(b"\n") else None
+                yield number, _values(line[:-1], columns) if line.endswith(b"\n") else None
     except OSError as e:
         raise MetricsError(f"cannot read {str(path)!r}: {e.strerror or e}") from None
 
@@ -133,19 +149,21 @@ def _last_seconds(path: Path, step: int) -> float:
     return seconds
 
 
-def _cut_torn_row(fd, path: Path):
+def _cut_torn_row(fd, path: Path) -> int:
     """Truncate the open log ``fd`` after its last line end (a crash mid-row leaves a row without one);
-    a log cut inside its header is emptied. Raises :class:`MetricsError` for a file that is not a log."""
+    a log cut inside its header is emptied. Returns the columns per row of its header (that of
+    :data:`HEADER` for an emptied log); :class:`MetricsError` for a file that is not a log."""
     data = os.pread(fd, os.fstat(fd).st_size, 0)
     first = data.split(b"\n", 1)[0].rstrip(b"\r")
     if b"\n" not in data and HEADER.encode().startswith(data):
         os.ftruncate(fd, 0)
-        return
-    if first != HEADER.encode():
+        return len(COLUMNS)
+    if first not in HEADERS:
         raise MetricsError(f"{str(path)!r} is not a fastrnn metrics log (its first line is not {HEADER!r}); "
                            f"move it away or choose another --checkpoint")
     if not data.endswith(b"\n"):
         os.ftruncate(fd, data.rfind(b"\n") + 1)
+    return HEADERS[first]
 
 
 def _write_new(path: Path):
@@ -178,7 +196,7 @@ class MetricsLog:
         except OSError as e:
             raise MetricsError(f"cannot write the metrics log {str(self.path)!r}: {e.strerror or e}") from None
         try:
-            _cut_torn_row(self._fd, self.path)
+            self._columns = _cut_torn_row(self._fd, self.path)
             if os.fstat(self._fd).st_size == 0:
                 self._write(HEADER)
             self._seconds0 = _last_seconds(self.path, resume_step) if resume_step is not None else 0.0
@@ -206,17 +224,19 @@ class MetricsLog:
         self._clock0 = time.perf_counter()
         self._mark = (trainer.n, trainer.train_seconds)
 
-    def row(self, trainer, val=None):
-        """One row for ``trainer``'s state now; ``val``: the validation :class:`~fastrnn.charmodel.Score` or None."""
+    def row(self, trainer, val=None, new_best=False):
+        """One row for ``trainer``'s state now; ``val``: the validation :class:`~fastrnn.charmodel.Score` or None;
+        ``new_best``: its loss is the run's best so far (marked where the log has the column)."""
         n0, t0 = self._mark if self._mark is not None else (trainer.n, trainer.train_seconds)
         dt = trainer.train_seconds - t0
         cps = (trainer.n - n0) * trainer.chars_per_step / dt if dt > 0 else 0.0
         self._mark = (trainer.n, trainer.train_seconds)
-        val_loss = "" if val is None else f"{val.nats_per_char:.6g}"
+        val_loss = "" if val is None else f"{val.nats_per_char:{LOSS_FORMAT}}"
         seconds = self._seconds0 + time.perf_counter() - self._clock0
         rate = trainer.config.learning_rate_at(max(trainer.n, 1))  # the schedule's rate at this step
+        best = ("," + ("1" if new_best else "")) if self._columns == len(COLUMNS) else ""
         self._write(f"{trainer.n},{trainer.n * trainer.chars_per_step},{seconds:.3f},"
-                    f"{trainer.recent_loss_per_char():.6g},{val_loss},{rate:g},{cps:.0f}")
+                    f"{trainer.recent_loss_per_char():.6g},{val_loss},{rate:g},{cps:.0f}{best}")
 
     def close(self):
         if self._fd is not None:
@@ -236,8 +256,8 @@ def read_metrics(path, warn=None) -> dict:
 
     Where a resumed run's steps go back (it continued an older checkpoint),
     the earlier rows at or after its first step are dropped: what is left is
-    the history of the run that reached the last row. Malformed rows (not seven
-    numbers, or a last row without its line end) are skipped, and ``warn`` is
+    the history of the run that reached the last row. Malformed rows (not seven or
+    eight numbers as the header says, or a last row without its line end) are skipped, and ``warn`` is
     called once with a one-line note naming their lines (default: a warning on
     the ``fastrnn.metrics`` logger, which prints that line on stderr unless
     logging is configured otherwise). :class:`MetricsError` for a file that

@@ -2,7 +2,8 @@
 
 A checkpoint (a ``.npz`` of :mod:`fastrnn.checkpoint`, a best file included) gives the model, its
 vocabulary, how far it trained and with what, the corpus and the fastrnn that wrote it; the validation
-losses come from the metrics log beside it (:mod:`fastrnn.metrics`), up to the checkpoint's step. An
+losses come from its run's metrics log (:mod:`fastrnn.metrics`), up to the checkpoint's step, or where
+there is none the best the run's plan recorded. An
 exported ``.safetensors`` file (:mod:`fastrnn.export`) gives the model and its vocabulary only.
 """
 from __future__ import annotations
@@ -45,8 +46,14 @@ def _checkpoint_info(path) -> dict:
     schedule = {"name": c.lr_schedule, "warmup_steps": c.warmup_steps}
     if c.lr_schedule == "cosine":
         schedule.update(decay_steps=c.decay_steps, min_lr_fraction=c.min_lr_fraction)
+    run = Path(path) if ckpt.best_of is None else Path(path).with_name(Path(ckpt.best_of).name)  # beside it
+    validation = _validation(run, state.n, c.val_fraction)
+    plan = ckpt.plan or {}
+    if validation is None and plan.get("best_step") is not None:
+        validation = {"metrics": None, "last": None, "best": _row(plan["best_step"], plan["best_loss"])}
     return {
-        "file": str(path), "kind": "checkpoint", "format_version": ckpt.format_version,
+        "file": str(path), "kind": "checkpoint" if ckpt.best_of is None else "best file",
+        "best_of": ckpt.best_of, "format_version": ckpt.format_version,
         "fastrnn_version": ckpt.written_by,
         "model": _model(spec.cell, spec.num_layers, spec.vocab_size, spec.hidden_size, c.dtype),
         "vocabulary": _vocabulary(ckpt.vocab),
@@ -55,7 +62,7 @@ def _checkpoint_info(path) -> dict:
                      "seed": c.seed},
         "optimizer": {"name": c.optimizer, "learning_rate": c.learning_rate, "schedule": schedule,
                       "clip": c.clip, "clip_norm": c.clip_norm},
-        "validation": _validation(path, state.n, c.val_fraction),
+        "validation": validation,
         "corpus": {"path": ckpt.corpus_path, "length": ckpt.corpus_fingerprint.length,
                    "sha256": ckpt.corpus_fingerprint.sha256},
     }
@@ -78,11 +85,12 @@ def _validation(path, step, val_fraction) -> dict | None:
     if rows.size == 0:
         return None
     best = rows[np.argmin(losses[rows])]  # the first of equal minima
+    return {"metrics": str(log_path), "last": _row(steps[rows[-1]], losses[rows[-1]]),
+            "best": _row(steps[best], losses[best])}
 
-    def row(i):
-        return {"step": int(steps[i]), "nats_per_char": float(losses[i]), "bits_per_char": float(losses[i] / LN2)}
 
-    return {"metrics": str(log_path), "last": row(rows[-1]), "best": row(best)}
+def _row(step, loss) -> dict:
+    return {"step": int(step), "nats_per_char": float(loss), "bits_per_char": float(loss) / LN2}
 
 
 def _export_info(path) -> dict:
@@ -107,7 +115,7 @@ def _export_info(path) -> dict:
                        meta["dtype"])
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{str(path)!r} has damaged fastrnn metadata ({str(e)[:200]})") from None
-    return {"file": str(path), "kind": "safetensors export", "format_version": None,
+    return {"file": str(path), "kind": "safetensors export", "best_of": None, "format_version": None,
             "fastrnn_version": meta.get("fastrnn_version"), "model": model, "vocabulary": _vocabulary(vocab),
             "training": None, "optimizer": None, "validation": None, "corpus": None}
 
@@ -120,7 +128,8 @@ def format_info(info: dict) -> str:
     """``info`` (from :func:`file_info`) as aligned lines for a terminal."""
     m, v = info["model"], info["vocabulary"]
     written = f"written by fastrnn {info['fastrnn_version']}" if info["fastrnn_version"] else "writer not recorded"
-    kind = info["kind"] + (f", format {info['format_version']}" if info["format_version"] else "")
+    kind = info["kind"] + (f" (the best model of the run saved in {info['best_of']})" if info["best_of"] else "")
+    kind += f", format {info['format_version']}" if info["format_version"] else ""
     lines = [f"{info['file']}: {kind}, {written}",
              ("model", f"{m['num_layers']}-layer {m['cell']}, hidden {m['hidden_size']:,}, "
                        f"{m['parameters']:,} parameters, {m['dtype']}"),
@@ -145,7 +154,9 @@ def format_info(info: dict) -> str:
         if val is None:
             lines.append(("validation", "none recorded"))
         else:
-            lines += [("validation", f"last {_loss(val['last'])}"), ("", f"best {_loss(val['best'])}")]
+            if val["last"] is not None:
+                lines.append(("validation", f"last {_loss(val['last'])}"))
+            lines.append(("" if val["last"] is not None else "validation", f"best {_loss(val['best'])}"))
         c = info["corpus"]
         name = c["path"] if c["path"] is not None else "the embedded corpus"
         lines.append(("corpus", f"{name} ({c['length']:,} bytes, sha256 {c['sha256'][:16]}...)"))

@@ -4,7 +4,11 @@ The plan is what ``fastrnn train`` was asked to do beyond the hyperparameters:
 ``steps`` (the total, counting steps done before a resume), ``time_budget``
 (seconds of wall time over the whole run, every session of it counted), and the
 cadences ``log_every``, ``eval_every``, ``sample_every``, ``checkpoint_every``
-(steps; 0 is off) with ``sample_length``. A checkpoint records it, so
+(steps; 0 is off) with ``sample_length``, and what validations decide:
+``keep_best`` (save every new best model beside the checkpoint) and
+``patience`` (stop after that many validations in a row without a new best).
+It also carries the run's progress against it: ``elapsed`` and the best
+validation so far (``best_loss``, ``best_step``, ``since_best``). A checkpoint records it, so
 ``fastrnn train --resume CKPT`` continues the same run; a flag given on resume
 replaces that one field of the plan (and the new value is recorded).
 
@@ -67,11 +71,36 @@ class Plan:
     checkpoint_every: int | None = None
     sample_length: int = DEFAULT_SAMPLE_LENGTH
     elapsed: float = 0.0  # wall seconds of the run's earlier sessions
+    keep_best: bool = False  # save the model of every validation that sets a new best (NAME.best.npz)
+    patience: int | None = None  # stop after this many validations in a row without a new best; None: never
+    best_loss: float | None = None  # the best validation loss so far, nats/char as the metrics log writes it
+    best_step: int | None = None  # the step of that validation
+    since_best: int = 0  # validations since it
 
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def checked(cls, d: dict) -> "Plan":
+        """:meth:`from_dict` of a recorded plan, each field's type and range checked (ValueError naming it)."""
+        plan = cls.from_dict(d)
+        for name in ("steps", "log_every", "eval_every", "sample_every", "checkpoint_every", "sample_length",
+                     "patience", "best_step", "since_best"):
+            value = getattr(plan, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} {value!r}")
+        for name in ("time_budget", "elapsed", "best_loss"):
+            value = getattr(plan, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not value >= 0):
+                raise ValueError(f"{name} {value!r}")
+        if not isinstance(plan.keep_best, bool) or plan.patience == 0 or (plan.best_loss is None) != (
+                plan.best_step is None):
+            raise ValueError(f"keep_best {plan.keep_best!r}, patience {plan.patience!r}, best at step "
+                             f"{plan.best_step!r}")
+        return plan
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +117,18 @@ class Plan:
         """Every cadence not given, chosen for a run of about ``total_steps`` steps (see :func:`auto_cadences`)."""
         auto = auto_cadences(total_steps, seconds_per_eval, self.time_budget)
         return replace(self, **{name: auto[name] for name in CADENCES if getattr(self, name) is None})
+
+    def after_validation(self, step: int, loss: float) -> tuple["Plan", bool]:
+        """This plan with a validation of ``loss`` at ``step`` counted, and whether it set a new best (a loss
+        below every earlier one; the first validation always does)."""
+        if self.best_loss is None or loss < self.best_loss:
+            return replace(self, best_loss=loss, best_step=step, since_best=0), True
+        return replace(self, since_best=self.since_best + 1), False
+
+    @property
+    def out_of_patience(self) -> bool:
+        """``patience`` validations in a row have not improved on the best."""
+        return self.patience is not None and self.since_best >= self.patience
 
     def remaining_seconds(self) -> float | None:
         """Seconds of the time budget that earlier sessions left (None: no budget)."""

@@ -217,7 +217,7 @@ def overfit_warning(history, epochs) -> str | None:
             f"{RISES_TO_WARN} validations (now {now_val:.3f} at step {now_step:,}) while the training loss fell "
             f"{train_bits:.3f} -> {now_train:.3f}: the model is memorizing the training text ({epochs:,.1f} "
             f"passes over it so far), and more steps will not help; use a longer text, a smaller model, "
-            f"--dropout, or fewer steps")
+            f"--dropout, or fewer steps (--keep-best keeps the best model, --patience stops in time)")
 
 
 class HeldOutWatch:

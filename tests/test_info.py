@@ -11,6 +11,7 @@ from fastrnn.checkpoint import load_checkpoint
 from fastrnn.metrics import metrics_path, read_metrics
 from fastrnn.model_info import file_info
 
+from conftest import rewrite_npz
 from test_cli import fastrnn
 from test_export import _need
 
@@ -65,13 +66,20 @@ def test_validation_counts_only_rows_up_to_the_checkpoint(run, tmp_path):
     assert info["validation"]["last"]["step"] == 20
 
 
-def test_no_metrics_log_no_validation(run, tmp_path):
+def test_without_its_metrics_log_the_plans_best(run, tmp_path):
+    """No log beside the checkpoint: the best validation the run's plan recorded; without a plan, none."""
     folder, name, _ = run
     shutil.copy(folder / name, tmp_path / name)
+    table = read_metrics(metrics_path(folder / name))
+    val = table["val_loss"][~np.isnan(table["val_loss"])]
+    best = file_info(tmp_path / name)["validation"]
+    assert best["last"] is None and best["best"]["nats_per_char"] == val.min()
+    r = fastrnn("info", name, cwd=tmp_path)
+    assert r.returncode == 0 and f"validation  best {val.min():.4f} nats/char" in r.stdout, r.stdout + r.stderr
+    rewrite_npz(tmp_path / name, tmp_path / name, plan=None)
     assert file_info(tmp_path / name)["validation"] is None
     r = fastrnn("info", name, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert "validation  none recorded" in r.stdout
+    assert r.returncode == 0 and "validation  none recorded" in r.stdout
 
 
 def test_text_and_json_output(run, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 from fastrnn.checkpoint import load_checkpoint
 from fastrnn.corpus import load_corpus
-from fastrnn.metrics import COLUMNS, HEADER, MetricsError, metrics_path, read_metrics
+from fastrnn.metrics import COLUMNS, HEADER, HEADER_7, MetricsError, metrics_path, read_metrics
 from fastrnn.trainer import Trainer
 
 from conftest import YORK_TEXT
@@ -84,7 +84,7 @@ def test_an_interrupted_run_keeps_its_rows(tmp_path, corpus_file):
 
 def test_a_new_run_refuses_another_runs_metrics(tmp_path, corpus_file):
     path = tmp_path / "m.npz.metrics.csv"
-    path.write_text(HEADER + "\n1,8,0.1,4.1,,0.1,100\n", encoding="utf-8")
+    path.write_text(HEADER_7 + "\n1,8,0.1,4.1,,0.1,100\n", encoding="utf-8")
     before = path.read_bytes()
     r = run_cli("train", corpus_file, *SMALL, "--steps", 2, "--checkpoint", "m.npz", cwd=tmp_path)
     assert r.returncode == 2 and "'m.npz.metrics.csv' already exists" in r.stderr
@@ -102,7 +102,7 @@ def test_a_new_run_refuses_another_runs_metrics(tmp_path, corpus_file):
 def test_read_metrics_keeps_the_history_of_the_last_run(tmp_path):
     """A resume from an older checkpoint appends steps that go back: the rows it replays are superseded."""
     path = tmp_path / "r.metrics.csv"
-    lines = [HEADER] + [f"{s},{8 * s},{s / 10},{4 - s / 100},,0.1,80" for s in (1, 11, 21, 31)]
+    lines = [HEADER_7] + [f"{s},{8 * s},{s / 10},{4 - s / 100},,0.1,80" for s in (1, 11, 21, 31)]
     lines += [f"{s},{8 * s},{s / 10 + 0.05},{3 - s / 100},{2.5 if s == 30 else ''},0.1,80" for s in (21, 30, 41)]
     path.write_text("\n".join(lines) + "\n")
     m = read_metrics(path)
@@ -197,21 +197,21 @@ DAMAGED = {
 def test_read_metrics_skips_malformed_rows_with_one_warning(tmp_path, damage):
     body, steps, skipped = DAMAGED[damage]
     path = tmp_path / "d.metrics.csv"
-    path.write_bytes((HEADER + "\n" + body).encode())
+    path.write_bytes((HEADER_7 + "\n" + body).encode())
     notes = []
     m = read_metrics(path, warn=notes.append)
     assert m["step"].tolist() == steps
     assert len(notes) == 1 and "\n" not in notes[0], notes
     assert f"skipped {len(skipped)} malformed row" in notes[0] and notes[0].count("line") == 1
     assert all(str(n) in notes[0] for n in skipped)
-    path.write_bytes((HEADER + "\n1,8,0.1,4.1,,0.1,80\n").encode())
+    path.write_bytes((HEADER_7 + "\n1,8,0.1,4.1,,0.1,80\n").encode())
     read_metrics(path, warn=notes.append)
     assert len(notes) == 1  # a whole log: no note
 
 
 def test_cli_plot_of_a_damaged_log_draws_the_rest_and_warns_in_one_line(matplotlib, tmp_path):
     body, _, _ = DAMAGED["glued rows"]
-    (tmp_path / "d.metrics.csv").write_bytes((HEADER + "\n" + body).encode())
+    (tmp_path / "d.metrics.csv").write_bytes((HEADER_7 + "\n" + body).encode())
     r = run_cli("plot", "d.metrics.csv", "-o", "d.png", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert len(r.stderr.splitlines()) == 1 and "skipped 1 malformed row (line 3)" in r.stderr, r.stderr

@@ -6,6 +6,11 @@ or 143; a second one before that stops at once without saving (the last checkpoi
 loss that becomes NaN or infinite, or parameters whose outputs could overflow, stop training, keep the last
 good checkpoint and exit 1. A standard output that fails (its reader went away, a full disk) stops the run
 at the end of its block of steps; it saves and exits 141 (a closed pipe) or 2.
+
+Every validation is counted in the plan (:meth:`fastrnn.plan.Plan.after_validation`, at the precision the
+metrics log writes); one that sets a new best marks its metrics row and, with ``--keep-best``, saves the
+model to the best file beside the checkpoint. With ``--patience N``, N validations in a row without a new
+best end the run like its last step: it saves, says why and exits 0.
 """
 from __future__ import annotations
 
@@ -17,10 +22,10 @@ import time
 
 from .._entry import Terminated, interrupted_status, interruption
 from .._files import OutputWriteError
-from ..checkpoint import save_checkpoint
+from ..checkpoint import best_path, save_checkpoint
 from ..limits import outputs_bounded
 from ..lock import CheckpointChanged, SaveGuard
-from ..metrics import MetricsLog
+from ..metrics import MetricsLog, as_logged
 from ..plan import Plan
 from ..split_check import HeldOutWatch
 from ..train_state import TrainingDiverged
@@ -104,17 +109,30 @@ def train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics: 
             guard.saved()
         saved[0] = trainer.n
 
+    def save_best():
+        """The model of this step to the best file (a checkpoint marked as the best of this run's)."""
+        trainer.collect_state()
+        trainer.plan = plan_record(args)
+        with stop.save():
+            save_checkpoint(best_path(path), trainer, best_of=path)
+
     def kept():
         return (f"the last good checkpoint is {str(path)!r} (step {saved[0]:,})" if saved[0] is not None else
                 "no checkpoint was saved by this run" + (f"; {str(path)!r} is unchanged" if path.exists() else ""))
 
     def validate():
+        """``(score, new_best)`` of a validation now, counted in the plan (a new best saved with --keep-best)."""
         with stop.abandonable():
             score = trainer.validation_loss()
             report.validation(trainer, score)
             for text in held_out.after_validation(trainer, score):
                 report.warn(text)
-        return score
+        if score is None:
+            return None, False
+        args.plan, new_best = args.plan.after_validation(trainer.n, as_logged(score.nats_per_char))
+        if new_best and args.plan.keep_best and outputs_bounded(trainer.params):
+            save_best()
+        return score, new_best
 
     for text in held_out.start(trainer):
         report.warn(text)
@@ -127,7 +145,8 @@ def train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics: 
     try:
         with stop:
             try:
-                while trainer.n < total and not (deadline is not None and time.perf_counter() >= deadline):
+                while (trainer.n < total and not (deadline is not None and time.perf_counter() >= deadline)
+                       and not args.plan.out_of_patience):
                     s, plan = trainer.n, args.plan
                     sample_every, log_every, eval_every, checkpoint_every = (
                         cadence(plan, name) for name in ("sample_every", "log_every", "eval_every",
@@ -146,23 +165,28 @@ def train_loop(trainer: Trainer, args, path, report, guard: SaveGuard, metrics: 
                     probe(report, seconds_per_eval)
                     watch(trainer, report)
                     s = trainer.n
-                    val = None
+                    val, new_best = None, False
                     if eval_every and s % eval_every == 0:
-                        val = validate()
+                        val, new_best = validate()
                         val_done_at = s
                     logged = log_every and (s - 1) % log_every == 0
                     if logged:
                         report.log(trainer)
                     if logged or val is not None:
-                        metrics.row(trainer, val)
+                        metrics.row(trainer, val, new_best)
                     if checkpoint_every and s % checkpoint_every == 0:
                         save()
                     report.progress(trainer)
-                if trainer.n < total:
+                if args.plan.out_of_patience and trainer.n < total:
+                    p = args.plan
+                    report.line(f"stopped early at step {trainer.n:,}: {p.patience} validation"
+                                f"{'s' if p.patience > 1 else ''} in a row without improving on the best, "
+                                f"{p.best_loss:.4f} nats/char at step {p.best_step:,} (--patience {p.patience})")
+                elif trainer.n < total:
                     args.budget_spent = True  # recorded as all used, though the final validation and save remain
                     report.line(f"time budget of {args.plan.time_budget:g} s reached at step {trainer.n:,}")
                 if stop.signum is None and report.output_error is None and val_done_at != trainer.n:
-                    metrics.row(trainer, validate())
+                    metrics.row(trainer, *validate())
             except Abandoned:
                 return interrupted(trainer, path, report, save, stop)
             if stop.signum is not None or report.output_error is not None:  # during the last block, or after it

@@ -22,7 +22,8 @@ from .mpi import mpi_world, threads_per_rank
 from .parser import HYPERPARAMETERS
 from .progress import reporter
 from .run_loop import train_loop
-from .train_checks import check_existing, check_memory, check_train_args, checkpoint_path, resume_config
+from .train_checks import (check_existing, check_memory, check_train_args, check_validations, checkpoint_path,
+                           resume_config)
 
 
 def run_train(args) -> int:
@@ -44,7 +45,8 @@ def run_train(args) -> int:
 def plan_of(args, ckpt) -> Plan:
     """The run's plan: the checkpoint's (a resume), else the defaults, with the flags given replacing fields."""
     given = {name: getattr(args, name) for name in ("steps", "time_budget", "log_every", "eval_every",
-                                                    "sample_every", "checkpoint_every", "sample_length")}
+                                                    "sample_every", "checkpoint_every", "sample_length",
+                                                    "keep_best", "patience")}
     if ckpt is None:
         return Plan().updated(**given)
     if ckpt.plan is not None:
@@ -56,6 +58,9 @@ def plan_of(args, ckpt) -> Plan:
 def train(args, path: Path, metrics_file: Path) -> int:
     world = args.world
     ckpt = load_checkpoint(args.resume) if args.resume else None
+    if ckpt is not None and ckpt.best_of is not None:
+        raise UsageError(f"{args.resume} is the best model of the run saved in {ckpt.best_of!r} (step "
+                         f"{ckpt.state.n:,}), kept for sample, eval, export and info; resume that run's checkpoint")
     plan = plan_of(args, ckpt)
     if ckpt is not None:
         config = resume_config(args, ckpt)
@@ -80,6 +85,7 @@ def train(args, path: Path, metrics_file: Path) -> int:
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
     check_existing(args, path, corpus_path)
+    check_validations(plan, config, path, args.overwrite or ckpt is not None)
     if ckpt is None:
         check_new(metrics_file, args.overwrite)
     guard = SaveGuard(path)  # what is at the path now: the only file a save may replace
@@ -113,6 +119,11 @@ def train(args, path: Path, metrics_file: Path) -> int:
         report.close()
         report.line(f"the run's time budget of {plan.time_budget:g} s is spent ({plan.elapsed:,.0f} s used); "
                     f"nothing to do (pass a larger --time-budget, the whole run's, to train on)")
+        return report.output_status()
+    if plan.out_of_patience:
+        report.close()
+        report.line(f"the run stopped early at step {trainer.n:,}: {plan.since_best} validations without a new "
+                    f"best (--patience {plan.patience}); nothing to do (pass a larger --patience to train on)")
         return report.output_status()
     # The one writer of the metrics log (under MPI: rank 0's, beside the checkpoint it saves).
     metrics = MetricsLog(metrics_file, resume_step=ckpt.state.n if ckpt is not None else None)

@@ -8,7 +8,7 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
-from ..checkpoint import Checkpoint, has_checkpoint_marker
+from ..checkpoint import Checkpoint, best_path, has_checkpoint_marker
 from ..corpus import EMBEDDED_NAME
 from ..limits import SAMPLE_BYTES_PER_CHAR, fits, training_bytes
 from ..plan import Plan
@@ -32,7 +32,7 @@ def non_negative(args, *names):
 
 
 def check_train_args(args):
-    positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length")
+    positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length", "patience")
     non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed", "warmup_steps",
                  "decay_steps")
     f = args.min_lr_fraction
@@ -140,6 +140,25 @@ def check_existing(args, path: Path, corpus_path):
     if why is not None:
         raise UsageError(f"--overwrite replaces only a fastrnn checkpoint, and {str(path)!r} is {why}; "
                          f"choose another --checkpoint")
+
+
+def check_validations(plan: Plan, config: TrainConfig, path: Path, replacing: bool):
+    """``--keep-best`` and ``--patience`` need a held-out split; a run does not replace another run's best
+    file unless ``replacing`` (its own, when resuming; ``--overwrite``), and then only a checkpoint."""
+    asked = [name for name, on in (("--keep-best", plan.keep_best), ("--patience", plan.patience is not None)) if on]
+    if asked and config.val_fraction == 0:
+        raise UsageError(f"{' and '.join(asked)} {'need' if len(asked) > 1 else 'needs'} validations, and "
+                         f"--val-fraction 0 holds no text out for them")
+    best = best_path(path)
+    if not plan.keep_best or not best.exists():
+        return
+    if not replacing:
+        raise UsageError(f"{str(best)!r} (where --keep-best saves) already exists; move it away, choose another "
+                         f"--checkpoint, or pass --overwrite to replace it")
+    why = not_a_checkpoint(best)
+    if why is not None:
+        raise UsageError(f"--keep-best would replace {str(best)!r}, which is {why}; move it away or choose "
+                         f"another --checkpoint")
 
 
 def check_memory(plan: Plan, corpus, config: TrainConfig, report_warning):
