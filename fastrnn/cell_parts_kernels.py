@@ -81,7 +81,7 @@ def pack_backward(panels, Whh, bounds, first_panel):
 
 @parallel
 def rnn_forward_parts(hs, gates, tmp, panels, bounds, first_panel):
-    """:func:`~fastrnn.cell_kernels.rnn_forward` over the parts of ``bounds``; tmp (B, H): part p's product in its flat slice
+    """``cell_kernels.rnn_forward`` over the parts of ``bounds``; tmp (B, H): part p's product in its flat slice
     [B lo, B hi). panels, first_panel: Whh packed by :func:`pack_forward`."""
     B, H = tmp.shape
     T = gates.shape[0] // B
@@ -99,7 +99,7 @@ def rnn_forward_parts(hs, gates, tmp, panels, bounds, first_panel):
 
 @parallel
 def rnn_backward_parts(dgates, dh, tmp, dhs, hs, panels, bounds, first_panel):
-    """:func:`~fastrnn.cell_kernels.rnn_backward` over the parts of ``bounds``; tmp (B, H): workspace (part p's carried dL/dh in
+    """``cell_kernels.rnn_backward`` over the parts of ``bounds``; tmp (B, H): workspace (part p's carried dL/dh in
     its flat slice [B lo, B hi)). panels, first_panel: Whh packed by :func:`pack_backward`."""
     B, H = dh.shape
     T = dgates.shape[0] // B
@@ -125,7 +125,7 @@ def rnn_backward_parts(dgates, dh, tmp, dhs, hs, panels, bounds, first_panel):
 
 @parallel
 def lstm_forward_parts(hs, cs, gates, tmp, panels, bounds, first_panel):
-    """:func:`~fastrnn.cell_kernels.lstm_forward` over the parts of ``bounds``; tmp (B, 4H): part p's product in its flat slice
+    """``cell_kernels.lstm_forward`` over the parts of ``bounds``; tmp (B, 4H): part p's product in its flat slice
     [4B lo, 4B hi). panels, first_panel: Whh (4H, H) packed by :func:`pack_forward`."""
     B = tmp.shape[0]
     H = hs.shape[1]
@@ -143,12 +143,12 @@ def lstm_forward_parts(hs, cs, gates, tmp, panels, bounds, first_panel):
                 gi, gf, gg, go = blocks4(gates[r], H)
                 ui, uf, ug, uo = blocks4(u[b], n)
                 lstm_row(gi[lo:hi], gf[lo:hi], gg[lo:hi], go[lo:hi], ui, uf, ug, uo, cs[r][lo:hi],
-                          cs[r + B][lo:hi], hs[r + B][lo:hi])
+                         cs[r + B][lo:hi], hs[r + B][lo:hi])
 
 
 @parallel
 def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, panels, bounds, first_panel):
-    """:func:`~fastrnn.cell_kernels.lstm_backward` over the parts of ``bounds``; tmp (B, 4H): workspace (part p's carried dL/dh
+    """``cell_kernels.lstm_backward`` over the parts of ``bounds``; tmp (B, 4H): workspace (part p's carried dL/dh
     in its flat slice [B lo, B hi)). panels, first_panel: Whh packed by :func:`pack_backward`."""
     B, H = dh.shape
     T = dgates.shape[0] // B
@@ -167,8 +167,8 @@ def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, panels, bounds,
                 gi, gf, gg, go = blocks4(gates[r], H)
                 di, df, dg, do = blocks4(dgates[r], H)
                 lstm_row_backward(di[lo:hi], df[lo:hi], dg[lo:hi], do[lo:hi], gi[lo:hi], gf[lo:hi], gg[lo:hi],
-                                   go[lo:hi], cs[r + B][lo:hi], cs[r][lo:hi], dhs[r][lo:hi], carry[b],
-                                   dc[b][lo:hi])
+                                  go[lo:hi], cs[r + B][lo:hi], cs[r][lo:hi], dhs[r][lo:hi], carry[b],
+                                  dc[b][lo:hi])
     for p in prange(bounds.shape[0] - 1):
         lo, hi = bounds[p], bounds[p + 1]
         carry = flat[B * lo:B * hi].reshape((B, hi - lo))
@@ -179,7 +179,7 @@ def lstm_backward_parts(dgates, dh, dc, tmp, dhs, hs, cs, gates, panels, bounds,
 
 @parallel
 def gru_forward_parts(hs, gates, hn, tmp, panels, bhn, bounds, first_panel):
-    """:func:`~fastrnn.cell_kernels.gru_forward` over the parts of ``bounds``; tmp (B, 3H): part p's product in its flat slice
+    """``cell_kernels.gru_forward`` over the parts of ``bounds``; tmp (B, 3H): part p's product in its flat slice
     [3B lo, 3B hi). panels, first_panel: Whh (3H, H) packed by :func:`pack_forward`."""
     B = tmp.shape[0]
     H = hs.shape[1]
@@ -197,12 +197,12 @@ def gru_forward_parts(hs, gates, hn, tmp, panels, bhn, bounds, first_panel):
                 gr, gz, gn = blocks3(gates[r], H)
                 ur, uz, un = blocks3(u[b], n)
                 gru_row(gr[lo:hi], gz[lo:hi], gn[lo:hi], ur, uz, un, bhn[lo:hi], hn[r][lo:hi], hs[r][lo:hi],
-                         hs[r + B][lo:hi])
+                        hs[r + B][lo:hi])
 
 
 @parallel
 def gru_backward_parts(dgx, dgh, dh, tmp, dhs, hs, gates, hn, panels, bounds, first_panel):
-    """:func:`~fastrnn.cell_kernels.gru_backward` over the parts of ``bounds``; tmp (B, 3H): workspace (part p's carried dL/dh in
+    """``cell_kernels.gru_backward`` over the parts of ``bounds``; tmp (B, 3H): workspace (part p's carried dL/dh in
     its flat slice [B lo, B hi)). panels, first_panel: Whh packed by :func:`pack_backward`."""
     B, H = dh.shape
     T = dgx.shape[0] // B
@@ -222,7 +222,7 @@ def gru_backward_parts(dgx, dgh, dh, tmp, dhs, hs, gates, hn, panels, bounds, fi
                 dxr, dxz, dxn = blocks3(dgx[r], H)
                 dgr, dgz, dgn = blocks3(dgh[r], H)
                 gru_row_backward(dxr[lo:hi], dxz[lo:hi], dxn[lo:hi], dgr[lo:hi], dgz[lo:hi], dgn[lo:hi], gr[lo:hi],
-                                  gz[lo:hi], gn[lo:hi], hn[r][lo:hi], hs[r][lo:hi], dhs[r][lo:hi], carry[b])
+                                 gz[lo:hi], gn[lo:hi], hn[r][lo:hi], hs[r][lo:hi], dhs[r][lo:hi], carry[b])
     for p in prange(bounds.shape[0] - 1):
         lo, hi = bounds[p], bounds[p + 1]
         n = hi - lo

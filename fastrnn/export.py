@@ -65,11 +65,6 @@ def metadata(params, vocab: Vocab) -> dict:
             "fastrnn_version": _version()}
 
 
-def _version():
-    from . import __version__  # at call time: the package may still be importing this module
-    return __version__
-
-
 def vocab_from_metadata(meta: dict) -> Vocab:
     """The :class:`~fastrnn.Vocab` stored by :func:`metadata`."""
     v = json.loads(meta["vocab"])

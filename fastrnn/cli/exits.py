@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 
 EXIT_DIVERGED = 1
+EXIT_SHORT = 1  # sample --lines drew fewer items than asked within --max-draws (those found are printed)
 EXIT_USAGE = 2
 EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for a program whose reader went away
 

@@ -8,6 +8,7 @@ from dataclasses import fields
 
 from .._entry import silence_stdout
 from ..corpus import EMBEDDED_NAME
+from ..items import DRAWS_PER_ITEM
 from ..limits import INT64_MAX
 from ..model import CELLS
 from ..optim import OPTIMIZERS, SCHEDULES
@@ -241,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prime-file", metavar="FILE", help="continue the text of FILE (instead of --prime)")
     s.add_argument("--num-samples", type=int_flag, metavar="N", default=1,
                    help="draw N samples, each from the primed state, separated by a line '----' (1)")
+    s.add_argument("--lines", type=int_flag, metavar="N",
+                   help="N items, one per line (names, titles, words): each drawn after a newline (or --prime) "
+                        "up to the next newline, at most --length characters")
+    s.add_argument("--novel", action="store_true",
+                   help="with --lines: only items that are not a whole line of the training corpus; a summary "
+                        "line on stderr says how many draws were")
+    s.add_argument("--max-draws", type=int_flag, metavar="N",
+                   help=f"with --lines: give up after N draws (default {DRAWS_PER_ITEM} x --lines); fewer items "
+                        f"than asked: those found, one line on stderr, exit 1")
+    s.add_argument("--cache-dir", metavar="DIR",
+                   help="with --novel: folder for the training corpus's prepared ids, as in fastrnn prepare "
+                        "(default: beside the corpus)")
 
     e = sub.add_parser("eval", help="loss of a text under a checkpoint, in nats and bits per character",
                        description="Score a text under a model: nats/char and bits/char. Without FILE, "

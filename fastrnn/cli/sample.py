@@ -1,16 +1,18 @@
-"""``fastrnn sample``: text drawn from a checkpoint, streamed to standard output."""
+"""``fastrnn sample``: text drawn from a checkpoint, streamed to standard output; or items, one per line."""
 from __future__ import annotations
 
 import math
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from ..checkpoint import load_checkpoint
 from ..corpus import decode_utf8, read_bytes
+from ..items import DRAWS_PER_ITEM, draw_items
 from ..vocab import UnknownSymbolsError
-from .exits import UsageError
+from .exits import EXIT_SHORT, UsageError
 from .train_checks import positive
 
 
@@ -33,6 +35,14 @@ def run_sample(args) -> int:
         raise UsageError(f"--top-p must be a number in (0, 1], got {args.top_p}")
     if args.prime is not None and args.prime_file is not None:
         raise UsageError("--prime and --prime-file exclude each other: give the text one way")
+    positive(args, "lines", "max_draws")
+    if args.lines is None:
+        for name, given in (("--novel", args.novel), ("--max-draws", args.max_draws is not None),
+                            ("--cache-dir", args.cache_dir is not None)):
+            if given:
+                raise UsageError(f"{name} goes with --lines N (items, one per line)")
+    elif args.num_samples != 1:
+        raise UsageError("--lines and --num-samples exclude each other: --lines N draws N items")
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.model
     bytes_mode = ckpt.vocab.bytes_mode
@@ -50,6 +60,11 @@ def run_sample(args) -> int:
     else:
         utf8_stdout()
         out, newline, separator = sys.stdout, "\n", "----\n"
+    if args.lines is not None:
+        try:
+            return run_lines(args, ckpt, model, prime, out, newline)
+        except UnknownSymbolsError as e:
+            raise UsageError(f"{flag} has {e}") from None
     rng = np.random.default_rng(args.seed)  # one stream of draws for all the samples
     for i in range(args.num_samples):
         try:  # streamed: drawn and written a piece at a time, so any --length fits in memory
@@ -64,4 +79,43 @@ def run_sample(args) -> int:
             out.write(piece)
         out.write(newline)
         out.flush()
+    return 0
+
+
+def run_lines(args, ckpt, model, prime, out, newline) -> int:
+    """``--lines N``: N items, one per line; with ``--novel`` only lines the training corpus lacks."""
+    from .corpus import opened_corpus
+
+    vocab = ckpt.vocab
+    code = 10
+    newline_id = int(np.searchsorted(vocab.codes, code))
+    if newline_id >= len(vocab) or vocab.codes[newline_id] != code:
+        raise UsageError(f"{args.checkpoint}'s vocabulary has no newline, so it cannot end an item: --lines "
+                         f"needs a model trained on text with line breaks")
+    max_draws = args.max_draws if args.max_draws is not None else DRAWS_PER_ITEM * args.lines
+    rng = np.random.default_rng(args.seed)
+    options = dict(temperature=args.temperature, argmax=args.argmax, top_k=args.top_k, top_p=args.top_p)
+    if not args.novel:
+        items, draws, copies = draw_items(model, args.lines, max_draws, rng, prime or None, args.length, **options)
+    else:
+        path = ckpt.corpus_path
+        if path is not None and not Path(path).exists():
+            raise UsageError(f"--novel reads the training corpus, and {path!r} is gone")
+        with opened_corpus(path, vocab.bytes_mode, args.cache_dir) as corpus:
+            ckpt.check_corpus(corpus)
+            items, draws, copies = draw_items(model, args.lines, max_draws, rng, prime or None, args.length,
+                                              novel_in=corpus.ids, newline_id=newline_id, **options)
+    for item in items:
+        out.write(prime + item)
+        out.write(newline)
+    out.flush()
+    what = f"{len(items):,} item{'s' if len(items) != 1 else ''} in {draws:,} draws"
+    if args.novel:
+        print(f"fastrnn sample: {what}; {copies:,} draw{'s were lines' if copies != 1 else ' was a line'} of the "
+              f"training corpus, left out", file=sys.stderr)
+    if len(items) < args.lines:
+        print(f"fastrnn sample: error: only {len(items):,} of the {args.lines:,} items asked for within "
+              f"--max-draws {max_draws:,} (an item ends at a newline within --length {args.length:,} symbols"
+              f"{'; --novel leaves out lines of the corpus' if args.novel else ''})", file=sys.stderr)
+        return EXIT_SHORT
     return 0
