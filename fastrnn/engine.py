@@ -131,8 +131,8 @@ def forward(params, ws, inputs, targets, state, dropout=None, weights_packed=Fal
     """Forward pass of B streams; returns the summed loss (float64). state: tuple of (L, B, H), read.
 
     ``dropout``: None, or a :class:`Dropout` for these B streams (training). ``weights_packed``: the
-    workspace's packed recurrent weights are already those of ``params`` (a caller repeating the forward
-    pass over unchanged parameters, as sampling does); by default they are packed here."""
+    workspace's packed recurrent weights and ``WxhT`` are already those of ``params`` (a caller repeating the
+    forward pass over unchanged parameters, as sampling does); by default they are made here."""
     spec = params.spec
     B, T = inputs.shape
     for layer in range(spec.num_layers):
@@ -140,7 +140,8 @@ def forward(params, ws, inputs, targets, state, dropout=None, weights_packed=Fal
         Wxh, Whh, bh, *bhn = params.layer(layer)
         a["hs"][:B] = state[0][layer]
         if layer == 0:
-            stack_kernels.transpose_into(ws.WxhT, Wxh)
+            if not weights_packed:
+                stack_kernels.transpose_into(ws.WxhT, Wxh)
             stack_kernels.embed_ids(a["gates"], ws.WxhT, inputs, bh)
         elif ws.parts > 1:
             stack_kernels.project_inputs_parts(a["gates"], _outputs(ws, layer - 1, B, dropout), Wxh, bh,

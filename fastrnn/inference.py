@@ -6,6 +6,8 @@ One stream of a 1-layer rnn runs its compiled kernels (:mod:`fastrnn.stream_kern
 step with no workspace), every other model the engine's forward pass a chunk of steps at a time."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import kernels, stream_kernels
@@ -19,6 +21,18 @@ from .workspaces import StackWorkspace
 SCORE_CHUNK = 1024  # steps per forward-only kernel call when scoring a long text at batch 1
 STREAM_CHUNK = 1 << 20  # ids per call of the one-stream kernels, which keep no per-step arrays: an 8 MB copy
 SAMPLE_CHUNK = 1 << 16  # ids per piece of a long sample
+
+
+_cached = threading.local()  # each thread's workspace of one step of one stream, reused by every piece drawn
+
+
+def _step_workspace(spec, dtype) -> StackWorkspace:
+    """This thread's workspace of one step of one stream of ``spec``. Sharing it is safe: a piece of a sample
+    runs whole within one call, and each piece packs the weights again at its first step."""
+    ws = getattr(_cached, "workspace", None)
+    if ws is None or ws.spec != spec or ws.dtype != dtype:
+        ws = _cached.workspace = StackWorkspace(spec, 1, 1, dtype)
+    return ws
 
 
 def _stream_params(params: ModelParams):
@@ -161,7 +175,7 @@ def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p
         return
     cut = top_k > 0 or top_p < 1.0
     spec = params.spec
-    ws = StackWorkspace(spec, 1, 1, params.dtype)
+    ws = _step_workspace(spec, params.dtype)
     x = np.array([[ix]], np.int64)
     logits = np.empty(spec.vocab_size, params.dtype)
     done = 0

@@ -86,30 +86,34 @@ def draw_item(model, rng, prime, max_length, **options):
     return None
 
 
-def draw_items(model, count, max_draws, rng, prime=None, max_length=200, novel_in=None, newline_id=None,
+def draw_items(model, count, max_draws, rng, tally, prime=None, max_length=200, novel_in=None, newline_id=None,
                **options):
-    """Up to ``count`` items of ``model``, in the order drawn, and ``(draws, copies)``: the draws it took
-    to find them (at most ``max_draws``) and how many of those draws were lines of ``novel_in`` (a corpus's
-    ids; None: every item is kept), which are left out. ``options``: temperature, argmax, top_k, top_p as
-    :meth:`~fastrnn.CharModel.sample_chunks` takes them. With ``novel_in`` the draws go in batches, each
-    checked in one pass over the corpus; draws past the ``count``-th item are not counted."""
-    kept, draws, copies = [], 0, 0
-    while len(kept) < count and draws < max_draws:
-        want = count - len(kept)
-        batch = min(max_draws - draws, want if novel_in is None else max(2 * want, 16))
-        drawn = [(draws + i + 1, draw_item(model, rng, prime, max_length, **options)) for i in range(batch)]
+    """Yields up to ``count`` items of ``model`` in the order drawn, as they are found; ``tally`` (a dict)
+    receives ``draws``, the draws it took to find them (at most ``max_draws``), and ``copies``, how many of
+    those draws were lines of ``novel_in`` (a corpus's ids; None: every item is kept), which are left out.
+    ``options``: temperature, argmax, top_k, top_p as :meth:`~fastrnn.CharModel.sample_chunks` takes them.
+    With ``novel_in`` the draws go in batches, each checked in one pass over the corpus; draws past the
+    ``count``-th item are not counted."""
+    kept = 0
+    tally.update(draws=0, copies=0)
+    while kept < count and tally["draws"] < max_draws:
+        want = count - kept
+        first = tally["draws"]
+        batch = min(max_draws - first, want if novel_in is None else max(2 * want, 16))
+        drawn = [(first + i + 1, draw_item(model, rng, prime, max_length, **options)) for i in range(batch)]
         items = [(k, item) for k, item in drawn if item is not None]
         found = [False] * len(items)
         if novel_in is not None and items:
             text = [(prime or item[:0]) + item for _, item in items]
             found = lines_found(novel_in, newline_id, [model.encode(t) for t in text]).tolist()
-        draws += batch
+        tally["draws"] = first + batch
         for (k, item), copy in zip(items, found):
             if copy:
-                copies += 1
-            else:
-                kept.append(item)
-            if len(kept) == count:
-                draws = k
+                tally["copies"] += 1
+                continue
+            kept += 1
+            if kept == count:
+                tally["draws"] = k
+            yield item
+            if kept == count:
                 break
-    return kept, draws, copies

@@ -95,27 +95,38 @@ def run_lines(args, ckpt, model, prime, out, newline) -> int:
     max_draws = args.max_draws if args.max_draws is not None else DRAWS_PER_ITEM * args.lines
     rng = np.random.default_rng(args.seed)
     options = dict(temperature=args.temperature, argmax=args.argmax, top_k=args.top_k, top_p=args.top_p)
+    tally, found = {}, 0
     if not args.novel:
-        items, draws, copies = draw_items(model, args.lines, max_draws, rng, prime or None, args.length, **options)
+        found = _write_items(draw_items(model, args.lines, max_draws, rng, tally, prime or None, args.length,
+                                        **options), prime, out, newline)
     else:
         path = ckpt.corpus_path
         if path is not None and not Path(path).exists():
             raise UsageError(f"--novel reads the training corpus, and {path!r} is gone")
         with opened_corpus(path, vocab.bytes_mode, args.cache_dir) as corpus:
             ckpt.check_corpus(corpus)
-            items, draws, copies = draw_items(model, args.lines, max_draws, rng, prime or None, args.length,
-                                              novel_in=corpus.ids, newline_id=newline_id, **options)
-    for item in items:
-        out.write(prime + item)
-        out.write(newline)
-    out.flush()
-    what = f"{len(items):,} item{'s' if len(items) != 1 else ''} in {draws:,} draws"
+            found = _write_items(draw_items(model, args.lines, max_draws, rng, tally, prime or None, args.length,
+                                            novel_in=corpus.ids, newline_id=newline_id, **options),
+                                 prime, out, newline)
+    draws, copies = tally["draws"], tally["copies"]
+    what = f"{found:,} item{'s' if found != 1 else ''} in {draws:,} draws"
     if args.novel:
         print(f"fastrnn sample: {what}; {copies:,} draw{'s were lines' if copies != 1 else ' was a line'} of the "
               f"training corpus, left out", file=sys.stderr)
-    if len(items) < args.lines:
-        print(f"fastrnn sample: error: only {len(items):,} of the {args.lines:,} items asked for within "
+    if found < args.lines:
+        print(f"fastrnn sample: error: only {found:,} of the {args.lines:,} items asked for within "
               f"--max-draws {max_draws:,} (an item ends at a newline within --length {args.length:,} symbols"
               f"{'; --novel leaves out lines of the corpus' if args.novel else ''})", file=sys.stderr)
         return EXIT_SHORT
     return 0
+
+
+def _write_items(items, prime, out, newline) -> int:
+    """Write each item (after the prime) on a line of its own as it comes; how many were written."""
+    count = 0
+    for item in items:
+        out.write(prime + item)
+        out.write(newline)
+        out.flush()
+        count += 1
+    return count
