@@ -147,9 +147,6 @@ class CharModel:
                 _, h = inference.sequence_loss(self.params, ids[:-1], ids[1:])
             first_id = int(ids[-1])
         else:
-            newline = np.searchsorted(self.vocab.codes, 10)
-            if newline < len(self.vocab) and self.vocab.codes[newline] == 10:
-                first_id = int(newline)
-            else:
-                first_id = int(rng.integers(len(self.vocab)))
+            newline = self.vocab.id_of(10)
+            first_id = newline if newline is not None else int(rng.integers(len(self.vocab)))
         return rng, h, first_id, temperature, length

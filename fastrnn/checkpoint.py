@@ -34,7 +34,10 @@ any checkpoint; ``train --resume`` refuses it (resume the run's own checkpoint).
 Version 4 (the same arrays) adds the learning-rate schedule to the config:
 ``lr_schedule``, ``warmup_steps``, ``decay_steps``, ``min_lr_fraction``; older
 files load with a constant rate. Version 5 adds ``dropout``; older files load
-without it (0).
+without it (0). Version 6: a fine-tuned model's ``vocab`` is its parent's
+followed by its own text's new symbols (not sorted overall), and its optional
+``parent`` (JSON: the parent checkpoint's ``path``, ``length``, ``sha256``,
+``step`` and ``corpus``) says where it started (:mod:`fastrnn.fine_tune`).
 """
 from __future__ import annotations
 
@@ -59,8 +62,8 @@ from .trainer import Trainer
 from .vocab import Vocab
 
 FORMAT = "fastrnn-checkpoint"
-FORMAT_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 V1_CONFIG_DEFAULTS = ("batch_size", "threads")  # config fields a version-1 file lacks: take the defaults
 V2_CONFIG_DEFAULTS = ("cell", "num_layers", "optimizer", "alpha", "beta1", "beta2", "eps", "clip_norm")  # v1/v2 lack
 V3_CONFIG_DEFAULTS = ("lr_schedule", "warmup_steps", "decay_steps", "min_lr_fraction")  # v1-v3 lack: constant rate
@@ -87,6 +90,7 @@ class Checkpoint:
     format_version: int = FORMAT_VERSION
     written_by: str | None = None  # the fastrnn version that wrote the file; None where it was not recorded
     best_of: str | None = None  # a best file: the path of its run's checkpoint (else None)
+    parent: dict | None = None  # a fine-tuned model: its parent checkpoint (path, length, sha256, step, corpus)
 
     @property
     def model(self) -> CharModel:
@@ -97,7 +101,8 @@ class Checkpoint:
         return self.corpus_path if self.corpus_path is not None else "the embedded corpus"
 
     def check_corpus(self, corpus: Corpus):
-        """Refuse a corpus other than the one this checkpoint was trained on."""
+        """Refuse a corpus other than the one this checkpoint was trained on (in its own vocabulary, or in
+        this checkpoint's, which a fine-tuned model's extends)."""
         if corpus.vocab.bytes_mode != self.vocab.bytes_mode:
             mode = "raw bytes (--bytes)" if self.vocab.bytes_mode else "characters (no --bytes)"
             raise CheckpointError(f"checkpoint {self.path!r} was trained on {mode}")
@@ -105,7 +110,8 @@ class Checkpoint:
             raise CheckpointError(
                 f"{corpus.name!r} ({corpus.fingerprint}) is not the text checkpoint {self.path!r} was trained "
                 f"on ({self.corpus_name}: {self.corpus_fingerprint})")
-        if corpus.vocab != self.vocab:  # same bytes give the same vocabulary; guards against a damaged file
+        # same bytes give the same vocabulary; guards against a damaged file
+        if corpus.vocab != self.vocab and (self.vocab.ids_of(corpus.vocab.codes) < 0).any():
             raise CheckpointError(f"the vocabulary of {corpus.name!r} differs from checkpoint {self.path!r}")
 
     def trainer(self, corpus: Corpus, threads: int | None = None, world=None) -> Trainer:
@@ -120,9 +126,10 @@ class Checkpoint:
         self.check_corpus(corpus)
         config = self.config if threads is None else replace(self.config, threads=threads)
         try:
-            trainer = Trainer(corpus, config, self.state, world=world)
+            trainer = Trainer(corpus.in_vocab(self.vocab), config, self.state, world=world)
         except ValueError as e:
             raise CheckpointError(f"checkpoint {self.path!r} does not fit its corpus: {e}") from None
+        trainer.parent = self.parent
         if self.pointers is not None and not np.array_equal(self.pointers, trainer.pointers):
             raise CheckpointError(f"checkpoint {self.path!r} does not fit its corpus: its stream pointers "
                                   f"{self.pointers.tolist()} are not those of shards of {trainer.shard_length:,}")
@@ -164,6 +171,8 @@ def checkpoint_arrays(trainer: Trainer, best_of=None) -> dict:
         arrays["plan"] = np.str_(json.dumps(plan))
     if best_of is not None:
         arrays["best_of"] = np.str_(str(best_of))
+    if getattr(trainer, "parent", None) is not None:
+        arrays["parent"] = np.str_(json.dumps(trainer.parent))
     return arrays
 
 
@@ -381,7 +390,24 @@ def _load(members: Members) -> Checkpoint:
     if best_of is not None and (not best_of or len(best_of) > MAX_PATH_CHARS):
         raise unusable(path, "bad best_of (the path of its run's checkpoint)")
     return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), corpus_path or None, pointers,
-                      _plan(members), version, written_by, best_of)
+                      _plan(members), version, written_by, best_of, _parent(members))
+
+
+def _parent(members) -> dict | None:
+    """A fine-tuned model's parent (optional string member ``parent``, JSON), checked; None when absent."""
+    if "parent" not in members:
+        return None
+    try:
+        parent = json.loads(string_member(members, "parent"))
+        fields_ok = (isinstance(parent, dict) and set(parent) == {"path", "length", "sha256", "step", "corpus"}
+                     and all(isinstance(parent[k], str) and len(parent[k]) <= MAX_PATH_CHARS
+                             for k in ("path", "sha256", "corpus"))
+                     and all(type(parent[k]) is int and parent[k] >= 0 for k in ("length", "step")))
+    except json.JSONDecodeError:
+        fields_ok = False
+    if not fields_ok:
+        raise unusable(members.path, "bad parent (the checkpoint it was fine-tuned from)")
+    return parent
 
 
 def _plan(members) -> dict | None:

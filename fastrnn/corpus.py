@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .vocab import Vocab
+from .vocab import Vocab, symbol_repr
 
 EMBEDDED_NAME = "tinyshakespeare.txt"
 
@@ -99,6 +99,12 @@ class Corpus:
         vocab = Vocab.from_text(text) if vocab is None else vocab
         return cls(vocab.encode(text), vocab, Fingerprint.of(bytes(raw)), path)
 
+    def in_vocab(self, vocab: Vocab) -> "Corpus":
+        """This text with its ids in ``vocab`` (a superset of its own, e.g. a fine-tuned model's); itself if equal."""
+        if vocab == self.vocab:
+            return self
+        return Corpus(recoding(self.vocab, vocab)[self.ids], vocab, self.fingerprint, self.path)
+
     def split(self, val_fraction: float):
         """``(train_ids, val_inputs, val_targets)``: the last ``val_fraction`` of the ids are held out.
 
@@ -109,6 +115,18 @@ class Corpus:
         k = held_out_count(len(self), val_fraction)
         n_train = len(self) - k
         return self.ids[:n_train], self.ids[n_train - 1:-1] if k else self.ids[:0], self.ids[n_train:]
+
+
+def recoding(own: Vocab, vocab: Vocab) -> np.ndarray:
+    """(len(own),) int64: the id in ``vocab`` of each id of ``own``; a :class:`CorpusError` if ``vocab`` lacks any."""
+    if own.bytes_mode != vocab.bytes_mode:
+        raise CorpusError("a text of characters cannot be read as bytes, nor the reverse")
+    table = vocab.ids_of(own.codes)
+    if (table < 0).any():
+        missing = own.codes[table < 0][:20]
+        raise CorpusError(f"the text has {int((table < 0).sum())} symbol(s) outside the model's vocabulary: "
+                          + ", ".join(symbol_repr(int(c), own.bytes_mode) for c in missing))
+    return table
 
 
 def held_out_count(length: int, val_fraction: float) -> int:

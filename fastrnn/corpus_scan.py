@@ -211,7 +211,7 @@ def scan_corpus(path: Path, chunk_bytes: int, bytes_mode: bool, name: str, progr
 def encode_corpus(path: Path, out, vocab: Vocab, dtype: np.dtype, chunk_bytes: int, bytes_mode: bool, name: str,
             progress) -> int:
     """Pass 2: write the ids of the corpus to the open file ``out``; the number of ids written."""
-    table = np.zeros(int(vocab.codes[-1]) + 1, dtype)  # code point -> id
+    table = np.zeros(int(vocab.codes.max()) + 1, dtype)  # code point -> id
     table[vocab.codes] = np.arange(len(vocab), dtype=dtype)
     byte_table = np.zeros(256, np.uint8)
     small = vocab.codes[vocab.codes < 256]

@@ -1,9 +1,9 @@
 """What a model file holds, without training or sampling: :func:`file_info` for ``fastrnn info``.
 
 A checkpoint (a ``.npz`` of :mod:`fastrnn.checkpoint`, a best file included) gives the model, its
-vocabulary, how far it trained and with what, the corpus and the fastrnn that wrote it; the validation
-losses come from its run's metrics log (:mod:`fastrnn.metrics`), up to the checkpoint's step, or where
-there is none the best the run's plan recorded. An
+vocabulary, how far it trained and with what, the corpus (and a fine-tuned model's parent) and the
+fastrnn that wrote it; the validation losses come from its run's metrics log (:mod:`fastrnn.metrics`),
+up to the checkpoint's step, or where there is none the best the run's plan recorded. An
 exported ``.safetensors`` file (:mod:`fastrnn.export`) gives the model and its vocabulary only.
 """
 from __future__ import annotations
@@ -65,6 +65,7 @@ def _checkpoint_info(path) -> dict:
         "validation": validation,
         "corpus": {"path": ckpt.corpus_path, "length": ckpt.corpus_fingerprint.length,
                    "sha256": ckpt.corpus_fingerprint.sha256},
+        "parent": ckpt.parent,
     }
 
 
@@ -117,7 +118,7 @@ def _export_info(path) -> dict:
         raise CheckpointError(f"{str(path)!r} has damaged fastrnn metadata ({str(e)[:200]})") from None
     return {"file": str(path), "kind": "safetensors export", "best_of": None, "format_version": None,
             "fastrnn_version": meta.get("fastrnn_version"), "model": model, "vocabulary": _vocabulary(vocab),
-            "training": None, "optimizer": None, "validation": None, "corpus": None}
+            "training": None, "optimizer": None, "validation": None, "corpus": None, "parent": None}
 
 
 def _loss(v) -> str:
@@ -160,6 +161,11 @@ def format_info(info: dict) -> str:
         c = info["corpus"]
         name = c["path"] if c["path"] is not None else "the embedded corpus"
         lines.append(("corpus", f"{name} ({c['length']:,} bytes, sha256 {c['sha256'][:16]}...)"))
+        p = info["parent"]
+        if p is not None:
+            lines.append(("parent", f"fine-tuned from {p['path']} at its step {p['step']:,} ({p['length']:,} "
+                                    f"bytes, sha256 {p['sha256'][:16]}...), trained on "
+                                    f"{p['corpus'] or 'the embedded corpus'}"))
     width = max(len(k) for k, _ in lines[1:]) + 2
     return "\n".join([lines[0]] + [f"  {k:<{width}}{text}" for k, text in lines[1:]])
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .corpus import EMBEDDED_NAME, CorpusError, Fingerprint, held_out_count
+from .corpus import EMBEDDED_NAME, CorpusError, Fingerprint, held_out_count, recoding
 from .corpus_scan import HASH_BLOCK, check_file, encode_corpus, read_chunks, scan_corpus
 from .lock import FileLock
 from .vocab import ID_DTYPE, Vocab
@@ -52,6 +52,7 @@ from .vocab import ID_DTYPE, Vocab
 FORMAT = "fastrnn-ids"
 FORMAT_VERSION = 1
 CACHE_SUFFIX = ".fastrnn-ids"
+RECODE_PIECE = 1 << 24  # ids per piece of PreparedCorpus.in_vocab
 DEFAULT_CHUNK_BYTES = 4 << 20  # stays in cache; chunks of 64 MiB stream through RAM at every step
 _RACY_NS = 2_000_000_000  # an mtime this close to the moment it was recorded proves nothing
 LOCK_NAME = ".prepare.lock"  # in a cache folder: held by the process building into it
@@ -118,6 +119,33 @@ class PreparedCorpus:
     def window(self, start: int, stop: int) -> np.ndarray:
         """Ids ``start:stop`` copied out as a C-contiguous int64 array (the kernels' id dtype)."""
         return np.array(self.ids[start:stop], dtype=ID_DTYPE)
+
+    def in_vocab(self, vocab: Vocab) -> "PreparedCorpus":
+        """This text with its ids in ``vocab`` (a superset of its own: a fine-tuned model's); itself if equal.
+
+        The recoded ids are a second file beside this one's, ``<ids file stem>.as-<vocab hash>.ids``, written
+        once (atomically) a piece at a time and reused while this one's ids stand; a rebuild removes it.
+        """
+        if vocab == self.vocab:
+            return self
+        table = recoding(self.vocab, vocab)
+        dtype = id_dtype_for(len(vocab))
+        digest = hashlib.sha256(f"{vocab.bytes_mode}:{vocab.codes.tolist()}".encode()).hexdigest()[:16]
+        path = self.ids_path.with_name(f"{self.ids_path.stem}.as-{digest}.ids")
+        if not (path.exists() and path.stat().st_size == len(self) * dtype.itemsize):
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                with open(tmp, "wb") as out:
+                    for start in range(0, len(self), RECODE_PIECE):
+                        table[self.ids[start:start + RECODE_PIECE]].astype(dtype).tofile(out)
+                os.replace(tmp, path)
+            except OSError as e:
+                raise CorpusError(f"cannot write ids to {str(path.parent)!r}: {e.strerror or e}") from None
+            finally:
+                tmp.unlink(missing_ok=True)
+        ids = np.memmap(path, dtype=dtype, mode="r", shape=(len(self),))
+        return PreparedCorpus(ids, vocab, self.fingerprint, self.path, path, self.meta_path, self.reused,
+                              self.seconds, getattr(ids, "_mmap", None))
 
     def release_pages(self):
         """Drop this process's mapped pages (they stay in the page cache), so RSS stops growing with reads.
@@ -338,6 +366,8 @@ def _build(path: Path, bytes_mode, folder: Path, meta_path: Path, chunk_bytes, p
     }
     _write_meta(meta_path, meta)  # the commit: readers now see the new ids
     if previous is not None and previous != ids_path:
+        for recoded in previous.parent.glob(f"{previous.stem}.as-*.ids"):  # PreparedCorpus.in_vocab's
+            recoded.unlink(missing_ok=True)
         previous.unlink(missing_ok=True)
     return _open(meta_path, _read_meta(meta_path, bytes_mode), False, time.perf_counter() - start)
 

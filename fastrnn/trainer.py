@@ -65,8 +65,11 @@ class Trainer(StateViews):
     """Trains a :class:`CharModel` on a :class:`Corpus` with the seed's loop.
 
     ``Trainer(corpus, config)`` starts fresh (the seed's init for a 1-layer rnn,
-    PyTorch's for every other model, from ``config.seed``); ``state`` (a
-    :class:`TrainState`, e.g. from a checkpoint) continues a run exactly. Every
+    PyTorch's for every other model, from ``config.seed``), or from ``params``
+    (a :class:`~fastrnn.ModelParams` of the config's model: fine-tuning,
+    :func:`fastrnn.fine_tune.fine_tune`); ``state`` (a :class:`TrainState`,
+    e.g. from a checkpoint) continues a run exactly. ``parent``: what its
+    checkpoints record of the run it was fine-tuned from (None: none). Every
     model and update trains on the engine (:mod:`fastrnn.engine`, :func:`fastrnn.optim.apply`).
 
     Data-parallel training (``world``: one process of a group, e.g. an MPI
@@ -80,7 +83,7 @@ class Trainer(StateViews):
     """
 
     def __init__(self, corpus: Corpus, config: TrainConfig | None = None, state: TrainState | None = None,
-                 world=None):
+                 world=None, params=None):
         config = (config or TrainConfig()).validate().with_seed()
         unit = "bytes" if corpus.vocab.bytes_mode else "characters"
         n_train, n_val = check_split(len(corpus), config, unit)
@@ -103,13 +106,16 @@ class Trainer(StateViews):
         dtype = np.dtype(config.dtype)
         if state is None:
             # the seed's init for a 1-layer rnn, PyTorch's for every other model
-            params = check_model(init_params(V, H, config.cell, config.num_layers, seed=config.seed, dtype=dtype))
+            if params is None:
+                params = init_params(V, H, config.cell, config.num_layers, seed=config.seed, dtype=dtype)
+            params = check_model(params)
             rng = _sampling_rng(config.seed)
             state = TrainState(params, tuple(params.zeros_like() for _ in self.optimizer.state_names),
                                tuple(aligned_zeros((self.spec.num_layers, B, H), dtype)
                                      for _ in self.spec.state_names),
                                0, 0, -math.log(1.0 / V) * T, rng.bit_generator.state)
         self._load_state(state, dtype)
+        self.parent = None
         self.world = world
         share = B // size
         self.streams = slice(0, B) if world is None else slice(world.rank * share, (world.rank + 1) * share)

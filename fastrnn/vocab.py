@@ -3,7 +3,9 @@
 numpy only. The seed builds ``char_to_ix`` from ``list(set(data))``, whose order
 changes from run to run; fastrnn sorts the symbols (by code point, or by byte
 value in bytes mode) so that a vocabulary is reproducible and can be stored as
-one integer array. Encoding never loops over characters in Python: the text
+one integer array. A fine-tuned model's vocabulary (:meth:`Vocab.extended`) is
+its parent's, ids unchanged, followed by the new text's other symbols: sorted
+within each part, not overall. Encoding never loops over characters in Python: the text
 becomes an array of code points (``utf-32-le``, or the bytes themselves) and a
 lookup table maps each code point to its id, so 100 MB encode in seconds.
 """
@@ -44,8 +46,9 @@ def symbol_repr(code, bytes_mode):
 class Vocab:
     """The symbols of a corpus in id order: unicode code points, or byte values in bytes mode.
 
-    ``codes`` (V,) int64, strictly increasing: id i stands for ``chr(codes[i])``
-    (or the byte ``codes[i]``). Build one with :meth:`from_text`.
+    ``codes`` (V,) int64, distinct: id i stands for ``chr(codes[i])`` (or the
+    byte ``codes[i]``). Build one with :meth:`from_text` (sorted codes) or
+    :meth:`extended`.
     """
 
     def __init__(self, codes, bytes_mode=False):
@@ -55,11 +58,13 @@ class Vocab:
         if codes.ndim != 1 or codes.size == 0 or codes.dtype.kind not in "iu":
             raise ValueError("a vocabulary is a non-empty 1-D array of integer code points")
         codes = codes.astype(ID_DTYPE)
-        if codes[0] < 0 or codes[-1] > limit or np.any(np.diff(codes) <= 0):
-            raise ValueError(f"vocabulary code points must be strictly increasing in [0, {limit}]")
+        if codes.min() < 0 or codes.max() > limit:
+            raise ValueError(f"vocabulary code points must be in [0, {limit}]")
+        if np.unique(codes).size != codes.size:
+            raise ValueError("vocabulary code points must be distinct")
         self.codes = codes
         self.bytes_mode = bytes_mode
-        self._table = np.full(int(codes[-1]) + 1, -1, ID_DTYPE)  # code point -> id, -1: unknown
+        self._table = np.full(int(codes.max()) + 1, -1, ID_DTYPE)  # code point -> id, -1: unknown
         self._table[codes] = np.arange(codes.size, dtype=ID_DTYPE)
 
     @classmethod
@@ -74,6 +79,25 @@ class Vocab:
         if codes.size == 0:
             raise ValueError("cannot build a vocabulary from empty text")
         return cls(codes, bytes_mode)
+
+    def extended(self, other: "Vocab") -> "Vocab":
+        """This vocabulary, every id unchanged, followed by ``other``'s symbols that it lacks (in ``other``'s
+        order): the vocabulary of a model fine-tuned from this one on ``other``'s text. Same mode only."""
+        if other.bytes_mode != self.bytes_mode:
+            raise ValueError("a characters vocabulary cannot be extended by a bytes one, nor the reverse")
+        new = other.codes[self.ids_of(other.codes) < 0]
+        return Vocab(np.concatenate([self.codes, new]), self.bytes_mode)
+
+    def ids_of(self, codes) -> np.ndarray:
+        """(n,) int64: the id of each code point of ``codes`` (any integer array-like), -1 where it has none."""
+        codes = np.asarray(codes, dtype=ID_DTYPE)
+        inside = (codes >= 0) & (codes < self._table.size)
+        return np.where(inside, self._table[np.where(inside, codes, 0)], -1)
+
+    def id_of(self, code: int) -> int | None:
+        """The id of one code point (10 for a newline...), or None if it is not in the vocabulary."""
+        ix = int(self.ids_of([code])[0])
+        return ix if ix >= 0 else None
 
     def __len__(self):
         return int(self.codes.size)

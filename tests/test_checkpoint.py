@@ -182,7 +182,7 @@ def test_load_other_format_version(good, tmp_path):
     (dict(bh=np.full(10, np.nan)), "bh holds NaN"),
     (dict(config=np.str_("{not json")), "damaged JSON"),
     (dict(config=np.str_('{"hidden_size": 10}')), "hyperparameters are incomplete"),
-    (dict(vocab=np.array([5, 3])), "bad vocabulary"),
+    (dict(vocab=np.array([5, 3, 5])), "bad vocabulary"),
     (dict(rng_state=np.str_('{"bit_generator": "MT19937"}')), "random generator state"),
     (dict(p=np.int64(3)), "bad data pointer"),
     (dict(corpus_sha256=np.str_("abc")), "corpus fingerprint"),

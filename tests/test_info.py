@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from fastrnn.checkpoint import load_checkpoint
+from fastrnn.checkpoint import FORMAT_VERSION, load_checkpoint
 from fastrnn.metrics import metrics_path, read_metrics
 from fastrnn.model_info import file_info
 
@@ -37,7 +37,7 @@ def test_checkpoint_facts_are_the_files(run):
     info = file_info(folder / name)
     ckpt = load_checkpoint(folder / name)
     c, spec = ckpt.config, ckpt.config.spec(len(ckpt.vocab))
-    assert info["kind"] == "checkpoint" and info["format_version"] == 5 and info["fastrnn_version"]
+    assert info["kind"] == "checkpoint" and info["format_version"] == FORMAT_VERSION and info["fastrnn_version"]
     assert info["model"] == {"cell": spec.cell, "num_layers": spec.num_layers, "hidden_size": spec.hidden_size,
                              "parameters": sum(a.size for a in ckpt.state.params.arrays.values()), "dtype": c.dtype}
     assert info["vocabulary"]["size"] == len(ckpt.vocab) and info["vocabulary"]["unit"] == "characters"
@@ -87,7 +87,7 @@ def test_text_and_json_output(run, monkeypatch):
     r = fastrnn("info", name, cwd=folder)
     assert r.returncode == 0 and r.stderr == ""
     lines = r.stdout.splitlines()
-    assert lines[0].startswith(f"{name}: checkpoint, format 5, written by fastrnn ")
+    assert lines[0].startswith(f"{name}: checkpoint, format {FORMAT_VERSION}, written by fastrnn ")
     assert [line.split()[0] for line in lines[1:]] == ["model", "vocabulary", "training", "optimizer", "validation",
                                                        "best", "corpus"]
     assert lines[5].split()[1] == "last" and lines[6].index("best") == lines[5].index("last")

@@ -70,7 +70,8 @@ def test_bytes_mode():
 
 def test_vocab_validation_and_equality():
     with pytest.raises(ValueError):
-        Vocab([3, 2])
+        Vocab([3, 2, 3])
+    assert Vocab([3, 2]).encode("\x02\x03").tolist() == [1, 0]  # any order (a fine-tuned model's)
     with pytest.raises(ValueError):
         Vocab([1, 300], bytes_mode=True)
     with pytest.raises(ValueError):

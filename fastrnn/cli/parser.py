@@ -53,7 +53,7 @@ OTHER_TRAINERS_FLAGS = {
     "--epochs": "--steps or --time-budget", "--max_iters": "--steps", "--max-iters": "--steps",
     "--iters": "--steps", "--grad_clip": "--clip", "--max_norm": "--clip-norm", "--eval_every": "--eval-every",
     "--eval_interval": "--eval-every", "--print_every": "--log-every", "--log_interval": "--log-every",
-    "--checkpoint_every": "--checkpoint-every", "--init_from": "--resume", "--data_dir": "CORPUS",
+    "--checkpoint_every": "--checkpoint-every", "--data_dir": "CORPUS",
     "--input": "CORPUS", "--input_h5": "CORPUS", "--seed_text": "--prime", "--start": "--prime",
     "--primetext": "--prime", "--sample_length": "--sample-length", "--num_samples": "--num-samples",
     "--max_new_tokens": "--length",
@@ -127,6 +127,7 @@ TRAIN_EXAMPLES = """examples:
   fastrnn train                                            min-char-rnn exactly, on tiny shakespeare
   fastrnn train --resume input.ckpt.npz                    continue a run as it was planned
   fastrnn train --resume input.ckpt.npz --steps 20000      ... to another total number of steps
+  fastrnn train new.txt --init-from input.ckpt.npz --time-budget 60   fine-tune on another text
 
 A flag not given takes the recipe's value with --model lstm|gru (2 layers of 128, batch 32,
 seq-length 64, float32, adam 3e-2, clip-norm 5, warmup 20, cosine decay; with --time-budget 90 or
@@ -225,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=int_flag, metavar="N",
                    help="save every N steps, 0: only at the end (default: about 10 over the run, at most 10,000)")
     g.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint, as it was planned")
+    g.add_argument("--init-from", metavar="CKPT",
+                   help="a new run on CORPUS whose weights start from this checkpoint's (fine-tuning): its cell, "
+                        "layers, hidden size and vocabulary, the corpus's new symbols appended; a fresh optimizer "
+                        "and schedule")
     g.add_argument("--overwrite", action="store_true", help="let a new run replace an existing checkpoint file")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 

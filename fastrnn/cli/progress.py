@@ -108,6 +108,11 @@ class Lines(Quiet):
                  f"(val-fraction {c.val_fraction})" if trainer.val_targets.size else "training on all of it")
         self.line(f"corpus {corpus.name}: {len(corpus):,} {unit}, {len(trainer.vocab):,} distinct; {split}")
         start = f"resuming {ckpt.path} at step {trainer.n:,}" if ckpt else "new model"
+        if ckpt is None and trainer.parent is not None:
+            p = trainer.parent
+            added = len(trainer.vocab) - len(self.args.parent.vocab)
+            start = (f"fine-tuning {p['path']} (step {p['step']:,}; {added:,} new symbol{'s' if added != 1 else ''} "
+                     f"appended to its {len(self.args.parent.vocab):,})")
         split = getattr(trainer.workspace, "split", "streams")
         batch = (f", batch-size {c.batch_size} (shards of {trainer.shard_length:,} {unit}), {c.threads} "
                  f"thread{'s' if c.threads > 1 else ''}" + (" (split by hidden units)" if split == "columns" else "")

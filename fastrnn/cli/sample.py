@@ -87,9 +87,8 @@ def run_lines(args, ckpt, model, prime, out, newline) -> int:
     from .corpus import opened_corpus
 
     vocab = ckpt.vocab
-    code = 10
-    newline_id = int(np.searchsorted(vocab.codes, code))
-    if newline_id >= len(vocab) or vocab.codes[newline_id] != code:
+    newline_id = vocab.id_of(10)
+    if newline_id is None:
         raise UsageError(f"{args.checkpoint}'s vocabulary has no newline, so it cannot end an item: --lines "
                          f"needs a model trained on text with line breaks")
     max_draws = args.max_draws if args.max_draws is not None else DRAWS_PER_ITEM * args.lines
@@ -106,7 +105,8 @@ def run_lines(args, ckpt, model, prime, out, newline) -> int:
         with opened_corpus(path, vocab.bytes_mode, args.cache_dir) as corpus:
             ckpt.check_corpus(corpus)
             found = _write_items(draw_items(model, args.lines, max_draws, rng, tally, prime or None, args.length,
-                                            novel_in=corpus.ids, newline_id=newline_id, **options),
+                                            novel_in=corpus.in_vocab(vocab).ids, newline_id=newline_id,
+                                            **options),
                                  prime, out, newline)
     draws, copies = tally["draws"], tally["copies"]
     what = f"{found:,} item{'s' if found != 1 else ''} in {draws:,} draws"

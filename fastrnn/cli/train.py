@@ -7,10 +7,12 @@ by ``--resume``.
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
+from ..fine_tune import architecture_clashes, fine_tune, fine_tune_config, parent_record
 from ..lock import CheckpointLock, SaveGuard
 from ..metrics import MetricsLog, check_new, run_metrics_path
 from ..plan import Plan
@@ -19,7 +21,7 @@ from ..trainer import Trainer
 from .corpus import opened_corpus
 from .exits import UsageError, warn
 from .mpi import mpi_world, threads_per_rank
-from .parser import HYPERPARAMETERS
+from .parser import HYPERPARAMETERS, flag
 from .progress import reporter
 from .run_loop import train_loop
 from .train_checks import (check_existing, check_memory, check_train_args, check_validations, checkpoint_path,
@@ -55,6 +57,23 @@ def plan_of(args, ckpt) -> Plan:
     return Plan(log_every=1_000, eval_every=10_000, sample_every=10_000, checkpoint_every=10_000).updated(**given)
 
 
+def fine_tune_config_of(args, given: dict, plan: Plan) -> TrainConfig:
+    """``--init-from``'s config: the parent's architecture (a flag that contradicts it is an error) and
+    kind of text, the recipe and flags for the rest."""
+    parent = args.parent
+    if args.bytes != parent.vocab.bytes_mode:
+        raise UsageError(f"--init-from {args.init_from} models "
+                         f"{'raw bytes: pass --bytes' if parent.vocab.bytes_mode else 'characters: drop --bytes'} "
+                         f"to fine-tune it (a model keeps its kind of symbols)")
+    clashes = architecture_clashes(parent.config, given)
+    if clashes:
+        one = len(clashes) == 1
+        raise UsageError(f"--init-from {args.init_from}: " + "; ".join(
+            f"{flag(name)} {value} (checkpoint: {was})" for name, value, was in clashes)
+            + f" contradict{'s' if one else ''} the model it starts from; drop {'it' if one else 'them'}")
+    return fine_tune_config(parent.config, time_budget=plan.time_budget, **given)
+
+
 def train(args, path: Path, metrics_file: Path) -> int:
     world = args.world
     ckpt = load_checkpoint(args.resume) if args.resume else None
@@ -73,7 +92,10 @@ def train(args, path: Path, metrics_file: Path) -> int:
                  if getattr(args, name) is not None or (name == "clip" and getattr(args, "clip_off", False))}
         if world is not None and args.threads is None:
             given["threads"] = threads_per_rank()
-        config = recipe_config(time_budget=plan.time_budget, **given).validate()
+        if args.parent is not None:
+            config = fine_tune_config_of(args, given, plan)
+        else:
+            config = recipe_config(time_budget=plan.time_budget, **given).validate()
         if world is not None:
             config = config.with_seed()  # drawn once, here, for every rank
         bytes_mode, corpus_path = args.bytes, args.corpus
@@ -85,6 +107,9 @@ def train(args, path: Path, metrics_file: Path) -> int:
     if ckpt is not None and total < ckpt.state.n:
         raise UsageError(f"--steps {total:,} is fewer than the {ckpt.state.n:,} steps the checkpoint has done")
     check_existing(args, path, corpus_path)
+    if args.init_from and path.exists() and os.path.samefile(path, args.init_from):
+        raise UsageError(f"the checkpoint path {str(path)!r} is the --init-from file itself; choose another "
+                         f"--checkpoint")
     check_validations(plan, config, path, args.overwrite or ckpt is not None)
     if ckpt is None:
         check_new(metrics_file, args.overwrite)
@@ -92,6 +117,7 @@ def train(args, path: Path, metrics_file: Path) -> int:
     with opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
         check_memory(plan, corpus, config, warn)
         trainer = (ckpt.trainer(corpus, threads=config.threads, world=world) if ckpt is not None
+                   else fine_tune(args.parent, corpus, config, world=world) if args.parent is not None
                    else Trainer(corpus, config, world=world))
     if trainer.config.lr_schedule == "cosine" and trainer.config.decay_steps is None and plan.time_budget is None:
         # else sized to the time budget once the speed is measured (train_loop); the build below tells the others
@@ -103,7 +129,8 @@ def train(args, path: Path, metrics_file: Path) -> int:
         world.announce("build", dict(config=trainer.config.to_dict(), corpus_path=corpus_path,
                                      fingerprint=corpus.fingerprint, bytes_mode=bytes_mode,
                                      cache_dir=args.cache_dir, resume=args.resume,
-                                     decay_steps=trainer.config.decay_steps))
+                                     decay_steps=trainer.config.decay_steps, init_from=args.init_from,
+                                     parent=trainer.parent if ckpt is None else None))
         errors = [e for e in world.gather(None) if e is not None]
         if errors:
             raise UsageError(errors[0])
@@ -147,6 +174,13 @@ def follower_trainer(world):
                                  f"same text")
             if setup["resume"]:
                 trainer = load_checkpoint(setup["resume"]).trainer(corpus, threads=config.threads, world=world)
+            elif setup["init_from"]:
+                parent = load_checkpoint(setup["init_from"])
+                if parent_record(parent)["sha256"] != setup["parent"]["sha256"]:
+                    raise UsageError(f"its --init-from {setup['init_from']!r} is not rank 0's file (sha256 "
+                                     f"{setup['parent']['sha256'][:12]}); every rank must start from the same "
+                                     f"checkpoint")
+                trainer = fine_tune(parent, corpus, config, world=world)
             else:
                 trainer = Trainer(corpus, config, world=world)
         if setup["decay_steps"] is not None and trainer.config.decay_steps is None:  # as rank 0 fixed it

@@ -8,7 +8,7 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
-from ..checkpoint import Checkpoint, best_path, has_checkpoint_marker
+from ..checkpoint import Checkpoint, best_path, has_checkpoint_marker, load_checkpoint
 from ..corpus import EMBEDDED_NAME
 from ..limits import SAMPLE_BYTES_PER_CHAR, fits, training_bytes
 from ..plan import Plan
@@ -32,6 +32,12 @@ def non_negative(args, *names):
 
 
 def check_train_args(args):
+    args.parent = None  # --init-from's checkpoint, loaded here
+    if args.init_from:
+        if args.resume:
+            raise UsageError("--init-from starts a new run from a checkpoint's weights, --resume continues a run: "
+                             "give one of them")
+        args.parent = load_checkpoint(args.init_from)
     positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length", "patience")
     non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed", "warmup_steps",
                  "decay_steps")
@@ -57,6 +63,8 @@ def check_train_args(args):
             raise UsageError(f"{flag(name)} must be in [0, 1), got {value}")
     if not args.resume:  # a resumed run's flags are checked against the checkpoint's (resume_config)
         chosen = {name: getattr(args, name) for name in ("cell", "optimizer") if getattr(args, name) is not None}
+        if args.parent is not None and args.cell is None:
+            chosen["cell"] = args.parent.config.cell
         optimizer = recipe_config(time_budget=args.time_budget, **chosen).optimizer
         for name in unused_options(optimizer):
             if getattr(args, name) is not None:
