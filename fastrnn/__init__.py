@@ -22,6 +22,7 @@ _EXPORTS = {
     "config": ("ConfigError", "TrainConfig", "recipe_config"),
     "trainer": ("Trainer", "TrainingDiverged"),
     "checkpoint": ("Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint"),
+    "fine_tuning": ("fine_tune",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -31,7 +32,7 @@ __all__ = [
     "train_steps", "sample", "sequence_loss", "log_probs", "reference",
     "Vocab", "Corpus", "CorpusError", "load_corpus",
     "TrainConfig", "Trainer", "CharModel", "Score", "ConfigError", "TrainingDiverged", "recipe_config",
-    "Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint",
+    "Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint", "fine_tune",
 ]
 
 

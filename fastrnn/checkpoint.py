@@ -37,7 +37,7 @@ files load with a constant rate. Version 5 adds ``dropout``; older files load
 without it (0). Version 6: a fine-tuned model's ``vocab`` is its parent's
 followed by its own text's new symbols (not sorted overall), and its optional
 ``parent`` (JSON: the parent checkpoint's ``path``, ``length``, ``sha256``,
-``step`` and ``corpus``) says where it started (:mod:`fastrnn.fine_tune`).
+``step`` and ``corpus``) says where it started (:mod:`fastrnn.fine_tuning`).
 """
 from __future__ import annotations
 
@@ -51,8 +51,9 @@ import numpy as np
 
 from ._files import OutputWriteError
 from .charmodel import CharModel
-from .checkpoint_file import (MAX_NAMED, MAX_PATH_CHARS, MAX_VOCAB, CheckpointError, Members, open_npz,
-                              scalar_member, size_text, string_member, unusable)
+from .checkpoint_file import (MAX_NAMED, MAX_PATH_CHARS, MAX_VOCAB, CheckpointError, Members, best_of_member,
+                              open_npz, parent_member, plan_member, scalar_member, size_text, string_member,
+                              unusable)
 from .config import ConfigError, TrainConfig, unused_options
 from .corpus import Corpus, Fingerprint
 from .limits import fits, parameter_count
@@ -386,37 +387,6 @@ def _load(members: Members) -> Checkpoint:
     hidden = tuple(np.ascontiguousarray(arrays[HIDDEN_NAMES[s]].reshape(L, B, H)) for s in spec.state_names)
     state = TrainState(params, opt_state, hidden, int(p), int(n), float(smooth_loss), rng_state)
     written_by = string_member(members, "fastrnn_version")[:MAX_PATH_CHARS] if "fastrnn_version" in members else None
-    best_of = string_member(members, "best_of") if "best_of" in members else None
-    if best_of is not None and (not best_of or len(best_of) > MAX_PATH_CHARS):
-        raise unusable(path, "bad best_of (the path of its run's checkpoint)")
     return Checkpoint(path, config, vocab, state, Fingerprint(int(length), sha), corpus_path or None, pointers,
-                      _plan(members), version, written_by, best_of, _parent(members))
-
-
-def _parent(members) -> dict | None:
-    """A fine-tuned model's parent (optional string member ``parent``, JSON), checked; None when absent."""
-    if "parent" not in members:
-        return None
-    try:
-        parent = json.loads(string_member(members, "parent"))
-        fields_ok = (isinstance(parent, dict) and set(parent) == {"path", "length", "sha256", "step", "corpus"}
-                     and all(isinstance(parent[k], str) and len(parent[k]) <= MAX_PATH_CHARS
-                             for k in ("path", "sha256", "corpus"))
-                     and all(type(parent[k]) is int and parent[k] >= 0 for k in ("length", "step")))
-    except json.JSONDecodeError:
-        fields_ok = False
-    if not fields_ok:
-        raise unusable(members.path, "bad parent (the checkpoint it was fine-tuned from)")
-    return parent
-
-
-def _plan(members) -> dict | None:
-    """The run's plan (optional string member ``plan``, JSON), checked field by field; None when absent."""
-    from .plan import Plan
-
-    if "plan" not in members:
-        return None
-    try:
-        return Plan.checked(json.loads(string_member(members, "plan"))).to_dict()
-    except (ValueError, TypeError, AttributeError) as e:
-        raise unusable(members.path, f"bad run plan ({str(e)[:200]})") from None
+                      plan_member(members), version, written_by, best_of_member(members),
+                      parent_member(members))

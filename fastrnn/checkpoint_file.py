@@ -1,8 +1,10 @@
 """Reading a checkpoint's ``.npz`` without trusting it: members by name, each header checked against the
-bytes the file holds before any array is read or allocated, and one-line errors that never echo a file
-whole (:class:`CheckpointError`)."""
+bytes the file holds before any array is read or allocated, the optional members (a run's plan, a best
+file's ``best_of``, a fine-tuned model's ``parent``) checked field by field, and one-line errors that never
+echo a file whole (:class:`CheckpointError`)."""
 from __future__ import annotations
 
+import json
 import math
 import zipfile
 import zlib
@@ -145,3 +147,42 @@ def string_member(members, name) -> str:
     if chars > MAX_STRING_CHARS:
         raise unusable(members.path, f"{name} is a string of {chars:,} characters, more than {MAX_STRING_CHARS:,}")
     return str(members.read(name))
+
+
+def plan_member(members) -> dict | None:
+    """The run's plan (optional string member ``plan``, JSON), checked field by field; None when absent."""
+    from .plan import Plan  # at call time: plan.py is the trainer's, which this module's users import
+
+    if "plan" not in members:
+        return None
+    try:
+        return Plan.checked(json.loads(string_member(members, "plan"))).to_dict()
+    except (ValueError, TypeError, AttributeError) as e:
+        raise unusable(members.path, f"bad run plan ({str(e)[:200]})") from None
+
+
+def best_of_member(members) -> str | None:
+    """A best file's ``best_of`` (the path of its run's checkpoint), checked; None when absent."""
+    if "best_of" not in members:
+        return None
+    best_of = string_member(members, "best_of")
+    if not best_of or len(best_of) > MAX_PATH_CHARS:
+        raise unusable(members.path, "bad best_of (the path of its run's checkpoint)")
+    return best_of
+
+
+def parent_member(members) -> dict | None:
+    """A fine-tuned model's parent (optional string member ``parent``, JSON), checked; None when absent."""
+    if "parent" not in members:
+        return None
+    try:
+        parent = json.loads(string_member(members, "parent"))
+        fields_ok = (isinstance(parent, dict) and set(parent) == {"path", "length", "sha256", "step", "corpus"}
+                     and all(isinstance(parent[k], str) and len(parent[k]) <= MAX_PATH_CHARS
+                             for k in ("path", "sha256", "corpus"))
+                     and all(type(parent[k]) is int and parent[k] >= 0 for k in ("length", "step")))
+    except json.JSONDecodeError:
+        fields_ok = False
+    if not fields_ok:
+        raise unusable(members.path, "bad parent (the checkpoint it was fine-tuned from)")
+    return parent

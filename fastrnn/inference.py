@@ -114,6 +114,44 @@ def log_probs(params: ModelParams, inputs, targets, state=None, chunk=SCORE_CHUN
     return out, state
 
 
+def trace(params: ModelParams, ids, top_k=5, chunk=SCORE_CHUNK):
+    """What one stream of the model does over ``ids`` (N,), from a zero state: its states and predictions.
+
+    Returns ``(states, top_ids, top_probs)``: ``states`` a dict ``{"h_l0": (N, H), "c_l0": (N, H) (an
+    LSTM's), "h_l1": ..., ...}`` of each layer's state after each id, in the parameters' dtype;
+    ``top_ids`` (N, k) int64 and ``top_probs`` (N, k) float64, the ``k = min(top_k, V)`` likeliest next ids
+    after each id, likeliest first, and their probabilities. Any model, through the engine.
+    """
+    params = check_model(params)
+    spec = params.spec
+    ids = check_ids(np.asarray(ids), spec.vocab_size, "ids")
+    if ids.ndim != 1 or ids.size == 0:
+        raise ValueError(f"ids must be a non-empty 1-D sequence, got shape {ids.shape}")
+    n, k = ids.size, min(int(top_k), spec.vocab_size)
+    names = [f"{s}_l{layer}" for layer in range(spec.num_layers) for s in spec.state_names]
+    states = {name: np.empty((n, spec.hidden_size), params.dtype) for name in names}
+    top_ids, top_probs = np.empty((n, k), np.int64), np.empty((n, k), np.float64)
+    state = check_state(None, spec, 1, params.dtype)
+    ws = None
+    with blas_threads(1):  # as in sequence_loss
+        for s in range(0, n, chunk):
+            x = ids[s:s + chunk][None, :]
+            T = x.shape[1]
+            if ws is None or ws.seq_length != T:
+                ws = StackWorkspace(spec, T, 1, params.dtype)
+            forward(params, ws, x, x, state)
+            last_state(ws, spec, 1, T, state)
+            for layer, a in enumerate(ws.layers):
+                states[f"h_l{layer}"][s:s + T] = a["hs"][1:]
+                if spec.cell == "lstm":
+                    states[f"c_l{layer}"][s:s + T] = a["cs"][1:]
+            probs = ws.probs[:T]
+            order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+            top_ids[s:s + T] = order
+            top_probs[s:s + T] = np.take_along_axis(probs, order, axis=1)
+    return states, top_ids, top_probs
+
+
 def logits(params, inputs, state=None):
     """The output head's logits (B, T, V) of the parameters' dtype, and the last state, of B streams.
 

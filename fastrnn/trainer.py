@@ -67,7 +67,7 @@ class Trainer(StateViews):
     ``Trainer(corpus, config)`` starts fresh (the seed's init for a 1-layer rnn,
     PyTorch's for every other model, from ``config.seed``), or from ``params``
     (a :class:`~fastrnn.ModelParams` of the config's model: fine-tuning,
-    :func:`fastrnn.fine_tune.fine_tune`); ``state`` (a :class:`TrainState`,
+    :func:`fastrnn.fine_tune`); ``state`` (a :class:`TrainState`,
     e.g. from a checkpoint) continues a run exactly. ``parent``: what its
     checkpoints record of the run it was fine-tuned from (None: none). Every
     model and update trains on the engine (:mod:`fastrnn.engine`, :func:`fastrnn.optim.apply`).

@@ -1,4 +1,4 @@
-"""Fine-tuning (``fastrnn train NEW --init-from CKPT``, :func:`fastrnn.fine_tune.fine_tune`): the parent's ids and
+"""Fine-tuning (``fastrnn train NEW --init-from CKPT``, :func:`fastrnn.fine_tune`): the parent's ids and
 weights kept, new symbols appended as a fresh model's, a fresh run that resumes exactly, under MPI too, and
 one line and exit 2 for what cannot be fine-tuned."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastrnn._validate import check_model
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.config import ConfigError, TrainConfig
 from fastrnn.corpus import load_corpus
-from fastrnn.fine_tune import fine_tune, grafted
+from fastrnn.fine_tuning import fine_tune, grafted
 from fastrnn.model import init_params
 from fastrnn.prepared import file_sha256, prepare_corpus
 from fastrnn.trainer import Trainer

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "on a CPU; sample, score and export them.",
                     epilog="Run fastrnn COMMAND --help for a command's options. Start with: "
                            "fastrnn train input.txt --model lstm --time-budget 600")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,prepare,export,plot}",
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,info,visualize,prepare,export,plot}",
                                 parser_class=Parser)
 
     t = sub.add_parser("train", help="train a model on a text file (default: the embedded tiny shakespeare)",
@@ -302,6 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "vocabulary only).")
     i.add_argument("file", metavar="FILE")
     i.add_argument("--json", action="store_true", help="print the facts as one JSON object, for scripts")
+
+    v = sub.add_parser("visualize", help="a self-contained HTML page of the model's probabilities and neurons on a text",
+                       description="Write one HTML file (no network access needed) that shows a text coloured by "
+                                   "the probability the model gave each character, the top 5 predictions at each "
+                                   "point, any unit's activations, and the units that best track simple features "
+                                   "of the text (quotes, brackets, position in the line...).")
+    v.add_argument("checkpoint", metavar="CHECKPOINT")
+    v.add_argument("file", nargs="?", metavar="FILE",
+                   help="text to show, - for standard input (default: the held-out split of the training corpus)")
+    v.add_argument("-o", "--output", metavar="OUT.html", required=True, help="the page to write (replaced if it exists)")
+    v.add_argument("--length", type=int_flag, default=2_000, metavar="N",
+                   help="show the first N characters of the text (default 2,000)")
+    v.add_argument("--cache-dir", metavar="DIR",
+                   help="folder for the training corpus's prepared ids, for its held-out split (default: beside it)")
 
     pl = sub.add_parser("plot", help="plot the training and validation loss of metrics logs (needs fastrnn[plot])",
                         description="Draw train and validation bits/char of one or more NAME.metrics.csv files "

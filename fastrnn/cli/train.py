@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
-from ..fine_tune import architecture_clashes, fine_tune, fine_tune_config, parent_record
+from ..fine_tuning import architecture_clashes, fine_tune, fine_tune_config, parent_record
 from ..lock import CheckpointLock, SaveGuard
 from ..metrics import MetricsLog, check_new, run_metrics_path
 from ..plan import Plan
