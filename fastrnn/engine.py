@@ -79,7 +79,7 @@ def _outputs(ws, layer, B, dropout):
 
 # --- forward and backward of the stack (arrays already validated) -------------------
 
-def _recurrence_forward(cell, ws, a, Whh, bhn=None, weights_packed=False):
+def recurrence_forward(cell, ws, a, Whh, bhn=None, weights_packed=False):
     """One layer's recurrence over the workspace's T steps, its input projection already in a["gates"].
 
     Packs Whh into a["forward_panels"] first (once for the T steps), unless ``weights_packed`` says the
@@ -150,7 +150,7 @@ def forward(params, ws, inputs, targets, state, dropout=None, weights_packed=Fal
             stack_kernels.project_inputs(a["gates"], _outputs(ws, layer - 1, B, dropout), Wxh, bh)
         if spec.cell == "lstm":
             a["cs"][:B] = state[1][layer]
-        _recurrence_forward(spec.cell, ws, a, Whh, *bhn, weights_packed=weights_packed)
+        recurrence_forward(spec.cell, ws, a, Whh, *bhn, weights_packed=weights_packed)
         if dropout is not None:
             _apply_dropout(a, dropout, layer, spec, B, T, params.dtype)
     top = _outputs(ws, spec.num_layers - 1, B, dropout)

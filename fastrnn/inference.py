@@ -6,8 +6,6 @@ One stream of a 1-layer rnn runs its compiled kernels (:mod:`fastrnn.stream_kern
 step with no workspace), every other model the engine's forward pass a chunk of steps at a time."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from . import kernels, stream_kernels
@@ -15,24 +13,13 @@ from ._threads import blas_threads
 from ._validate import check_batch_ids, check_count, check_ids, check_model, check_state, check_top, inverse_temperature
 from .engine import forward, last_state
 from .model import ModelParams
+from .streams import Stepper
 from .workspaces import StackWorkspace
 
 
 SCORE_CHUNK = 1024  # steps per forward-only kernel call when scoring a long text at batch 1
 STREAM_CHUNK = 1 << 20  # ids per call of the one-stream kernels, which keep no per-step arrays: an 8 MB copy
 SAMPLE_CHUNK = 1 << 16  # ids per piece of a long sample
-
-
-_cached = threading.local()  # each thread's workspace of one step of one stream, reused by every piece drawn
-
-
-def _step_workspace(spec, dtype) -> StackWorkspace:
-    """This thread's workspace of one step of one stream of ``spec``. Sharing it is safe: a piece of a sample
-    runs whole within one call, and each piece packs the weights again at its first step."""
-    ws = getattr(_cached, "workspace", None)
-    if ws is None or ws.spec != spec or ws.dtype != dtype:
-        ws = _cached.workspace = StackWorkspace(spec, 1, 1, dtype)
-    return ws
 
 
 def _stream_params(params: ModelParams):
@@ -211,30 +198,21 @@ def _sample_pieces(params, state, ix, n, rng, inv_t, argmax, chunk, top_k, top_p
     if seed is not None:
         yield from stream_sample_pieces(seed, state[0][0, 0], ix, n, rng, inv_t, argmax, chunk, top_k, top_p)
         return
-    cut = top_k > 0 or top_p < 1.0
-    spec = params.spec
-    ws = _step_workspace(spec, params.dtype)
-    x = np.array([[ix]], np.int64)
-    logits = np.empty(spec.vocab_size, params.dtype)
+    # One row of fastrnn.streams' batched step: a stream draws here what it draws in a batch of fastrnn serve.
+    logits = np.empty((1, params.spec.vocab_size), params.dtype)
+    x = np.array([ix], np.int64)
+    u = np.empty(1)
+    options = (np.full(1, inv_t, params.dtype), np.array([argmax]), np.array([top_k], np.int64),
+               np.array([top_p], np.float64))
     done = 0
     while done < n:
+        stepper = Stepper(params)  # weights packed once a piece: the caller may change params between pieces
         out = np.empty(min(chunk, n - done), np.int64)
-        with blas_threads(1):  # one stream, one character a product: as in sequence_loss
-            for t in range(out.size):
-                # Weights packed once a piece: the caller may change params between pieces, not within one.
-                forward(params, ws, x, x, state, weights_packed=t > 0)
-                last_state(ws, spec, 1, 1, state)
-                u = rng.random()
-                kernels.output_logits(logits, ws.layers[-1]["hs"][1], params["Why"], params["by"])
-                if argmax:
-                    ix = int(np.argmax(logits))
-                else:
-                    kernels.temper_inplace(logits, inv_t)
-                    kernels.softmax_inplace(logits)
-                    if cut:
-                        kernels.keep_top(logits, top_k, top_p)
-                    ix = int(kernels.pick_id(logits, u))
-                out[t] = x[0, 0] = ix
+        for t in range(out.size):
+            stepper.step(logits, x, state)
+            u[0] = rng.random()
+            kernels.draw_rows(x, logits, u, *options)
+            out[t] = x[0]
         done += out.size
         yield out
 

@@ -178,3 +178,20 @@ def keep_top(probs, top_k, top_p):
         k = kept
     for r in range(k, V):
         probs[order[r]] = 0
+
+
+@fast
+def draw_rows(out_ids, logits, uniforms, inv_temperature, argmax, top_k, top_p):
+    """One draw per row of logits (B, V), overwritten: out_ids (B,) int64; row b's draw uses uniforms[b],
+    inv_temperature[b], argmax[b], top_k[b] and top_p[b] as one stream's sampler does (the argmax, or
+    :func:`temper_inplace`, :func:`softmax_inplace`, :func:`keep_top` when on, :func:`pick_id`)."""
+    for b in range(logits.shape[0]):
+        row = logits[b]
+        if argmax[b]:
+            out_ids[b] = np.argmax(row)
+            continue
+        temper_inplace(row, inv_temperature[b])
+        softmax_inplace(row)
+        if top_k[b] > 0 or top_p[b] < 1.0:
+            keep_top(row, top_k[b], top_p[b])
+        out_ids[b] = pick_id(row, uniforms[b])

@@ -107,6 +107,13 @@ def project_inputs(x_proj, X, Wxh, bh):
 
 
 @fast
+def add_rows(rows, bias):
+    """rows (M, N) += bias (N,), row by row."""
+    for r in range(rows.shape[0]):
+        add_into(rows[r], bias)
+
+
+@fast
 def head_forward(probs, Htop, targets, Why, by):
     """Output layer and softmax of every row; returns the summed cross-entropy (float64, nats).
 

@@ -159,3 +159,13 @@ def sample_ids(out_ids, h, h_next, logits, seed_ix, uniforms, Wxh, Whh, Why, bh,
                 keep_top(logits, top_k, top_p)
             ix = pick_id(logits, uniforms[t])
         out_ids[t] = ix
+
+
+@fast
+def step_rows(logits, h, h_next, ids, Wxh, Whh, Why, bh, by):
+    """One step of B streams, each as :func:`sample_ids` steps one: h (B, H) updated in place (h_next (B, H):
+    workspace), ids (B,) the inputs, logits (B, V) receives each stream's output logits."""
+    for b in range(ids.shape[0]):
+        hidden_step(h_next[b], h[b], ids[b], Wxh, Whh, bh)
+        h[b] = h_next[b]
+        output_logits(logits[b], h[b], Why, by)
