@@ -127,12 +127,15 @@ class CharModel:
                       top_k=None, top_p=None):
         """:meth:`sample` as pieces of at most ``chunk`` symbols, drawn as they are consumed (bounded memory);
         joined, they are exactly the text :meth:`sample` returns for the same arguments."""
-        rng, h, first_id, temperature, length = self._sample_start(length, prime, temperature, seed)  # errors now
+        rng, h, first_id, temperature, length = self.sample_start(length, prime, temperature, seed)  # errors now
         chunks = inference.sample_chunks(self.params, h, first_id, length, seed=rng, temperature=temperature,
                                          argmax=argmax, chunk=chunk, top_k=top_k, top_p=top_p)
         return (self.vocab.decode(out) for out in chunks)
 
-    def _sample_start(self, length, prime, temperature, seed):
+    def sample_start(self, length, prime, temperature, seed):
+        """Where :meth:`sample_chunks` starts: ``(rng, state, first_id, temperature, length)``, the arguments
+        checked, ``state`` after the prime but its last symbol (a tuple of (L, 1, H), or None: zeros),
+        ``first_id`` the prime's last symbol (else a newline, else one drawn from ``rng``)."""
         temperature = float(temperature)
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a positive number, got {temperature}")

@@ -1,8 +1,8 @@
 """A page that shows what a model does on a text: each character coloured by the probability the model gave
 it, the top predictions at each point, any unit's activations, and the units that track simple features.
 
-numpy only; the page is one self-contained HTML file (:data:`TEMPLATE`: its style and script inline, no
-network access) whose data is the JSON of :func:`page_data` in ``<script type="application/json"
+numpy only; the page is one self-contained HTML file (``web/visualize.html`` with the view's style and
+script, ``web/visualize.css`` and ``web/visualize.js``, inline: no network access) whose data is the JSON of :func:`page_data` in ``<script type="application/json"
 id="fastrnn-data">``:
 
 - ``text`` (str, N characters; in bytes mode each byte as the character of the same number), ``symbols``
@@ -31,8 +31,8 @@ from . import inference
 from .charmodel import LN2, CharModel
 from .features import FEATURES, rank_units, text_features
 
-TEMPLATE = Path(__file__).resolve().parent / "web" / "visualize.html"
-DATA_MARK = "/*FASTRNN-DATA*/"
+WEB = Path(__file__).resolve().parent / "web"  # the page (visualize.html) and its view (visualize.css, .js)
+DATA_MARK, STYLE_MARK, SCRIPT_MARK = "/*FASTRNN-DATA*/", "/*FASTRNN-STYLE*/", "/*FASTRNN-SCRIPT*/"
 TITLE_MARK = "FASTRNN-TITLE"
 TOP_K = 5
 
@@ -81,11 +81,18 @@ def page_data(model: CharModel, text, title: str, source: str) -> dict:
     }
 
 
+def inline_assets(html: str) -> str:
+    """``html`` with the view's style and script (``web/visualize.css``, ``web/visualize.js``) in place of its
+    ``/*FASTRNN-STYLE*/`` and ``/*FASTRNN-SCRIPT*/`` marks."""
+    return (html.replace(STYLE_MARK, (WEB / "visualize.css").read_text(encoding="utf-8"), 1)
+            .replace(SCRIPT_MARK, (WEB / "visualize.js").read_text(encoding="utf-8"), 1))
+
+
 def page_html(data: dict) -> str:
     """The self-contained page of :func:`page_data`'s ``data``."""
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    payload = payload.replace("</", "<\\/").replace("<!--", "<\\!--")  # stays inside its <script> element
-    html = TEMPLATE.read_text(encoding="utf-8")
+    payload = payload.replace("<", "\\u003c")  # no "</script>" nor "<!--" in it: it stays inside its element
+    head, tail = (WEB / "visualize.html").read_text(encoding="utf-8").split(DATA_MARK)
     title = data["title"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return html.replace(TITLE_MARK, title, 1).replace(DATA_MARK, payload, 1)
-
+    head = inline_assets(head.replace(TITLE_MARK, title))
+    return head + payload + inline_assets(tail)

@@ -1,5 +1,5 @@
-"""The ``fastrnn`` command: ``train``, ``sample``, ``eval``, ``prepare``, ``export``, ``plot``, ``info`` and
-``visualize``, a thin layer over the Python API; one module per command, the grammar in
+"""The ``fastrnn`` command: ``train``, ``sample``, ``eval``, ``prepare``, ``export``, ``plot``, ``info``,
+``visualize`` and ``serve``, a thin layer over the Python API; one module per command, the grammar in
 :mod:`~fastrnn.cli.parser`, exit statuses and signals in :mod:`~fastrnn.cli.exits`.
 
 Bad input (a missing or broken file, an impossible option, a size the machine cannot hold, a checkpoint that
@@ -19,7 +19,7 @@ from ..corpus import CorpusError
 from ..lock import CheckpointBusy
 from ..metrics import MetricsError
 from ..vocab import UnknownSymbolsError
-from . import evaluate, export, info, plot, prepare, sample, train, visualize
+from . import evaluate, export, info, plot, prepare, sample, serve, train, visualize
 from .exits import (EXIT_USAGE, StdoutFailures, UsageError, error_line, following_rank, os_error_text,
                     sigterm_as_interrupt)
 from .mpi import single_process
@@ -29,7 +29,8 @@ from .parser import build_parser
 COMMANDS = {"train": train.run_train, "sample": single_process(sample.run_sample),
             "eval": single_process(evaluate.run_eval), "prepare": single_process(prepare.run_prepare),
             "export": single_process(export.run_export), "plot": single_process(plot.run_plot),
-            "info": single_process(info.run_info), "visualize": single_process(visualize.run_visualize)}
+            "info": single_process(info.run_info), "visualize": single_process(visualize.run_visualize),
+            "serve": single_process(serve.run_serve)}
 
 
 def main(argv=None) -> int:

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "on a CPU; sample, score and export them.",
                     epilog="Run fastrnn COMMAND --help for a command's options. Start with: "
                            "fastrnn train input.txt --model lstm --time-budget 600")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,info,visualize,prepare,export,plot}",
+    sub = parser.add_subparsers(dest="command", metavar="{train,sample,eval,info,visualize,serve,prepare,export,plot}",
                                 parser_class=Parser)
 
     t = sub.add_parser("train", help="train a model on a text file (default: the embedded tiny shakespeare)",
@@ -316,6 +316,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show the first N characters of the text (default 2,000)")
     v.add_argument("--cache-dir", metavar="DIR",
                    help="folder for the training corpus's prepared ids, for its held-out split (default: beside it)")
+
+    sv = sub.add_parser("serve", help="serve a checkpoint's model over HTTP: sampling (streamed, batched), "
+                                      "scoring, a page (needs fastrnn[serve])",
+                        description="Keep the model of CHECKPOINT loaded behind an HTTP server: POST /v1/sample, "
+                                    "/v1/score, /v1/visualize; GET /v1/model, /healthz, and an interactive page at "
+                                    "/. Requests in flight are sampled together, one batched step per character. "
+                                    "Ctrl-C or SIGTERM stops it (exit 130 or 143).")
+    sv.add_argument("checkpoint", metavar="CHECKPOINT")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: one the system picks)")
+    sv.add_argument("--max-length", type=int, default=10_000, metavar="N",
+                    help="the most characters a request may sample, and the longest prime (default 10,000)")
+    sv.add_argument("--max-batch", type=int, default=64, metavar="N",
+                    help="requests sampled together at most; more wait their turn (default 64)")
 
     pl = sub.add_parser("plot", help="plot the training and validation loss of metrics logs (needs fastrnn[plot])",
                         description="Draw train and validation bits/char of one or more NAME.metrics.csv files "
