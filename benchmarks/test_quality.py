@@ -28,7 +28,8 @@ def test_quality_harness_trains_scores_and_writes(tmp_path):
     run = json.loads((out / "quality.json").read_text())
     assert {r["system"] for r in run["results"]} == {"fastrnn", "pytorch"}
     for r in run["results"]:
-        assert 0 < r["val_nats"] < 5 and r["steps"] > 0 and r["wall_s"] >= 10
+        # the budget used: fastrnn stops in time for its final validation and save, so a little under it
+        assert 0 < r["val_nats"] < 5 and r["steps"] > 0 and r["wall_s"] >= 8
     fastrnn_row = next(r for r in run["results"] if r["system"] == "fastrnn")
     assert fastrnn_row["decay_steps"] is not None  # the recipe's cosine was sized to the budget
     assert run["machine"]["cpu"] and run["machine"]["blas"]
