@@ -37,7 +37,8 @@ PAGE = Path(__file__).resolve().parent / "web" / "serve.html"
 MAX_BODY_BYTES = 8 << 20
 MAX_SCORE_CHARS = 1_000_000
 MAX_VISUALIZE_CHARS = 20_000
-DISCONNECT_POLL_S = 0.5
+DISCONNECT_POLL_S = 0.5  # how often a JSON request checks that its client is still there
+STREAM_INTERVAL_S = 0.02  # a stream's events at most this often: the characters drawn meanwhile come in one
 
 
 def error(message, status=400) -> JSONResponse:
@@ -67,6 +68,7 @@ def create_app(model: CharModel, info: dict, max_length=10_000, max_batch=64) ->
         job = await run_in_threadpool(decoder.job, req)  # the prime's forward pass, off the event loop
         loop, news = asyncio.get_running_loop(), asyncio.Event()
         job.notify = lambda: loop.call_soon_threadsafe(news.set)
+        job.streamed = req.stream  # a JSON answer wakes this coroutine once, at the end
         decoder.submit(job)
         text = TextDecoder(model.vocab)
 
@@ -88,6 +90,7 @@ def create_app(model: CharModel, info: dict, max_length=10_000, max_batch=64) ->
                         ids, done = await next_ids()
                         if ids:
                             yield f"data: {json.dumps({'text': text(ids, final=done)})}\n\n"
+                            await asyncio.sleep(STREAM_INTERVAL_S)  # the next event gathers what comes meanwhile
                     if job.error:
                         yield f"event: error\ndata: {json.dumps({'error': job.error})}\n\n"
                     else:

@@ -126,7 +126,7 @@ class Job:
     """One sampling request in the decoder: what it draws with, and what it has drawn but not yet taken.
 
     ``notify`` (given by the consumer; called from the decoder thread) is called once after :meth:`take`
-    found nothing new, when something new or the end comes.
+    found nothing new, when something new comes (with ``streamed``; else only when the end comes).
     """
 
     rng: np.random.Generator
@@ -137,6 +137,7 @@ class Job:
     top_k: int
     top_p: float
     notify: object = None
+    streamed: bool = True  # the consumer takes the ids as they come (else only at the end)
     drawn: list = field(default_factory=list)  # ids not yet taken
     count: int = 0  # ids drawn so far
     done: bool = False
@@ -163,7 +164,8 @@ class Job:
             self.count += len(ids)
             self.done = self.done or done
             self.error = self.error or error
-            wake, self.waiting = self.waiting, False
+            wake = self.waiting and (self.streamed or self.done)
+            self.waiting = self.waiting and not wake
         if wake and self.notify is not None:
             self.notify()
 
