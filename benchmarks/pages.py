@@ -12,7 +12,8 @@ Chromium renders it, for 20,000 characters of a 2x512 LSTM; and the README's scr
 
 ``python -m benchmarks.pages`` writes ``bench_results/pages.json`` and ``pages.md`` (with the CPU, its ISA
 flags and the BLAS kernel), the README's table between its markers, and
-``bench_results/visualize-probabilities.png`` and ``visualize-neuron.png``.
+``bench_results/visualize-probabilities.png``, ``visualize-neuron.png`` and ``serve-page.png`` (``fastrnn
+serve``'s page of that model, a sample drawn and a text shown).
 """
 from __future__ import annotations
 
@@ -70,6 +71,24 @@ def loaded_ms(page: Path) -> int:
     return int(found.group(1))
 
 
+def serve_screenshot(folder: Path, checkpoint: str, text: str, out: Path):
+    """``fastrnn serve``'s page with a sample drawn (prime ROMEO:, seed 1) and ``text`` shown."""
+    from urllib.parse import quote
+
+    proc = subprocess.Popen([sys.executable, "-m", "fastrnn", "serve", checkpoint, "--port", "0"], cwd=folder,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"on (http://\S+/)", proc.stdout.readline()).group(1)
+        r = subprocess.run([*chromium_command(), f"--screenshot={out}", "--window-size=1200,1100",
+                            f"{url}#prime=ROMEO:&length=400&seed=1&temperature=0.8&stream=0&sample&text={quote(text)}"],
+                           capture_output=True, text=True)
+        if r.returncode or not out.exists():
+            raise RuntimeError(f"chromium failed: {r.stderr[-500:]}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=BENCH_RESULTS)
@@ -96,6 +115,7 @@ def main(argv=None) -> int:
         screenshot(tmp / "small.html", args.out / "visualize-probabilities.png")
         screenshot(tmp / "small.html", args.out / "visualize-neuron.png",
                    fragment=f"#state={first['state']}&unit={first['unit']}")
+        serve_screenshot(tmp, "small.npz", data["text"][:300], args.out / "serve-page.png")
     run = dict(date=time.strftime("%Y-%m-%d"), machine=machine(), characters=20_000, model="2x512 lstm",
                visualize_s=visualize, page_bytes=size, chromium_screenshot_s=shots, page_loaded_ms=loads,
                chromium_empty_page_s=empty, neuron_shown=first)

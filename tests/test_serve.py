@@ -251,12 +251,17 @@ def test_a_client_that_leaves_mid_stream_frees_its_place(server):
 
 
 def test_the_page_samples_and_shows_a_text_in_headless_chromium(server, tmp_path):
+    from html import unescape
     from urllib.parse import quote
-    r = browse_url(f"{server.url}/#text={quote(TEXT)}", "--dump-dom")
+    fragment = f"#prime=ROMEO:&length=80&seed=3&temperature=0.8&stream=0&sample&text={quote(TEXT)}"
+    r = browse_url(f"{server.url}/{fragment}", "--dump-dom")
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'data-shown="1"' in r.stdout, r.stdout[-3000:]
     spans = re.findall(r'<span data-i="(\d+)"', r.stdout)
-    assert [int(i) for i in spans] == list(range(len(TEXT)))
+    assert [int(i) for i in spans] == list(range(len(TEXT)))  # the view: one element per character
+    drawn = re.search(r'<div id="sample-out">(.*?)</div>', r.stdout, re.S).group(1)
+    want = post(server, "/v1/sample", {"prime": "ROMEO:", "length": 80, "seed": 3, "temperature": 0.8}).json()["text"]
+    assert unescape(re.sub(r"<[^>]+>", "", drawn)) == want  # the page's sample is the API's
     shot = tmp_path / "page.png"
     r = browse_url(f"{server.url}/#text={quote(TEXT)}", f"--screenshot={shot}", "--window-size=1000,800")
     assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]

@@ -205,3 +205,16 @@ def test_the_page_renders_in_headless_chromium(trained):
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[:2] == (700, 1000)
     assert np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0).shape[0] > 20  # not blank: text and colours
+
+
+def test_a_text_with_markup_stays_inside_the_pages_data():
+    from fastrnn.charmodel import CharModel
+    from fastrnn.visualize import page_data, page_html
+    from fastrnn.vocab import Vocab
+
+    text = 'a</script><script>alert(1)</script><!-- "/*FASTRNN-DATA*/"'
+    model = CharModel(big_model("lstm", 1, V=len(set(text))), Vocab.from_text(text))
+    html = page_html(page_data(model, text, title="<b>t</b> & co", source="test"))
+    assert html.count("</script>") == 2  # the data's element and the script's: the text closes nothing
+    data = json.loads(re.search(r'id="fastrnn-data">(.*?)</script>', html, re.S).group(1))
+    assert data["text"] == text and "&lt;b&gt;t&lt;/b&gt; &amp; co" in html
