@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .quality import BENCH_RESULTS, ROOT, machine
-from .report.readme import replace_between
+from .quality import BENCH_RESULTS, ROOT, machine, machine_text
+from .report.readme import publish
 
 README_START = "<!-- fine-tune-summary:start (written by python -m benchmarks.fine_tune; do not edit) -->"
 README_END = "<!-- fine-tune-summary:end -->"
@@ -71,12 +71,11 @@ def table(run: dict) -> str:
         med_b = statistics.median(b["val_nats"] for _, b in pairs)
         rows.append(f"| {rate}: median | | **{med_a:.4f}** | | **{med_b:.4f}** | |")
     m = run["machine"]
-    blas = ", ".join(f"{b['internal_api']} {b['architecture']}" for b in m["blas"]) or "none found"
     return ("\n".join(rows) + f"\n\nParent: tiny shakespeare, `--model lstm --time-budget {run['parent_s']}` "
             f"({run['parent']['steps']:,} steps, val {run['parent']['val_nats']:.4f} nats/char on its own text); "
             f"each child `--time-budget {run['child_s']}` on {run['text_chars']:,} characters of the Python "
             f"language reference ({run['new_symbols']} symbols tiny shakespeare lacks), held-out last 5 %. "
-            f"{m['cpu']}, {m['cores']} cores, BLAS {blas}; {run['date']}.\n")
+            f"{machine_text(m)}; {run['date']}.\n")
 
 
 def main(argv=None) -> int:
@@ -116,10 +115,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fine_tune.json").write_text(json.dumps(run, indent=1) + "\n")
     md = table(run)
-    (args.out / "fine_tune.md").write_text("# Fine-tuning against training from scratch\n\n" + md)
-    if args.out == BENCH_RESULTS and not replace_between(ROOT / "README.md", README_START, README_END, md):
-        print("README.md has no fine-tune markers; not updated", file=sys.stderr)
-    print(md)
+    publish(args.out, "fine_tune", "Fine-tuning against training from scratch", md, README_START, README_END, BENCH_RESULTS)
     return 0
 
 

@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .quality import BENCH_RESULTS, ROOT, machine
-from .report.readme import replace_between
+from .quality import BENCH_RESULTS, ROOT, machine, machine_text
+from .report.readme import publish
 
 ROUNDS = 3
 README_START = "<!-- pages-summary:start (written by python -m benchmarks.pages; do not edit) -->"
@@ -121,7 +121,6 @@ def main(argv=None) -> int:
                chromium_empty_page_s=empty, neuron_shown=first)
     (args.out / "pages.json").write_text(json.dumps(run, indent=1) + "\n")
     m = run["machine"]
-    blas = ", ".join(f"{b['internal_api']} {b['architecture']}" for b in m["blas"]) or "none found"
     md = (f"| 20,000 characters, 2x512 LSTM | median of {ROUNDS} | runs |\n|---|---:|---|\n"
           f"| `fastrnn visualize` (whole process) | {statistics.median(visualize):.2f} s | "
           f"{', '.join(f'{x:.2f}' for x in visualize)} |\n"
@@ -132,12 +131,9 @@ def main(argv=None) -> int:
           f"{statistics.median(shots):.2f} s | {', '.join(f'{x:.2f}' for x in shots)} |\n"
           f"| the same for an empty page (Chromium's own start) | {statistics.median(empty):.2f} s | "
           f"{', '.join(f'{x:.2f}' for x in empty)} |\n\n"
-          f"{m['cpu']}, {m['cores']} cores, BLAS {blas}; {run['date']}. "
+          f"{machine_text(m)}; {run['date']}. "
           f"Written by `python -m benchmarks.pages`.\n")
-    (args.out / "pages.md").write_text("# The visualisation page\n\n" + md)
-    if args.out == BENCH_RESULTS and not replace_between(ROOT / "README.md", README_START, README_END, md):
-        print("README.md has no pages markers; not updated", file=sys.stderr)
-    print(md)
+    publish(args.out, "pages", "The visualisation page", md, README_START, README_END, BENCH_RESULTS)
     return 0
 
 

@@ -115,6 +115,13 @@ def machine() -> dict:
                               if k in os.environ})
 
 
+def machine_text(m: dict) -> str:
+    """:func:`machine`'s facts in one line: the CPU, its cores, the BLAS kernels, the OpenBLAS variables."""
+    blas = ", ".join(f"{b['internal_api']} {b['architecture']}" for b in m["blas"]) or "none found"
+    env = "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset" if not m["openblas_env"] else f"with {m['openblas_env']}"
+    return f"{m['cpu']}, {m['cores']} cores, BLAS {blas}, {env}"
+
+
 # --- one fastrnn run ---------------------------------------------------------------------
 
 SIZES = ("hidden_size", "batch_size", "seq_length")  # the recipe's, unless overridden (for the smoke test)

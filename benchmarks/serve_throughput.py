@@ -22,8 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-from .quality import BENCH_RESULTS, ROOT, machine
-from .report.readme import replace_between
+from .quality import BENCH_RESULTS, ROOT, machine, machine_text
+from .report.readme import publish
 
 README_START = "<!-- serve-summary:start (written by python -m benchmarks.serve_throughput; do not edit) -->"
 README_END = "<!-- serve-summary:end -->"
@@ -119,7 +119,6 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve.json").write_text(json.dumps(run, indent=1) + "\n")
     m = run["machine"]
-    blas = ", ".join(f"{b['internal_api']} {b['architecture']}" for b in m["blas"]) or "none found"
     seq, con = statistics.median(sequential), statistics.median(concurrent)
     lines = ["| concurrent requests | characters/s (median) | runs |", "|---:|---:|---|"]
     for n, v in rates.items():
@@ -129,11 +128,8 @@ def main(argv=None) -> int:
           f"(medians of {ROUNDS}, alternated): **{con / seq:.2f}x** the time. "
           f"First streamed character: {statistics.median(latency[1]) * 1000:.0f} ms alone, "
           f"{statistics.median(latency[16]) * 1000:.0f} ms with 16 at once (medians). "
-          f"A 2x256 LSTM, float32; {m['cpu']}, {m['cores']} cores, BLAS {blas}; {run['date']}.\n")
-    (args.out / "serve.md").write_text("# fastrnn serve: batched decoding\n\n" + md)
-    if args.out == BENCH_RESULTS and not replace_between(ROOT / "README.md", README_START, README_END, md):
-        print("README.md has no serve markers; not updated", file=sys.stderr)
-    print(md)
+          f"A 2x256 LSTM, float32; {machine_text(m)}; {run['date']}.\n")
+    publish(args.out, "serve", "fastrnn serve: batched decoding", md, README_START, README_END, BENCH_RESULTS)
     return 0
 
 

@@ -73,3 +73,14 @@ def replace_between(path: Path, start: str, end: str, body: str) -> bool:
 def update_readme(run, path=README_PATH):
     """Replace the README's text between the summary markers; False if the markers are not there."""
     return replace_between(path, README_START, README_END, readme_summary(run))
+
+
+def publish(out_dir: Path, name: str, title: str, md: str, start: str, end: str, default_out: Path) -> None:
+    """Write ``md`` to ``out_dir/name.md`` under ``title``; into the README between ``start`` and ``end`` too
+    when ``out_dir`` is ``default_out`` (the published results, not a trial run elsewhere); print it."""
+    import sys
+
+    (out_dir / f"{name}.md").write_text(f"# {title}\n\n" + md)
+    if Path(out_dir).resolve() == Path(default_out).resolve() and not replace_between(README_PATH, start, end, md):
+        print(f"README.md has no {name} markers; not updated", file=sys.stderr)
+    print(md)

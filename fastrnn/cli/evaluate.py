@@ -25,6 +25,20 @@ def held_out(ckpt: Checkpoint, cache_dir=None):
     return f"held-out split of {corpus.name}", trainer
 
 
+def text_argument(file, ckpt: Checkpoint, what: str) -> tuple:
+    """``(name, text)`` of a command's FILE argument (``-``: standard input) for ``ckpt``'s model: str, or
+    bytes for a bytes model; an empty input or one that is not UTF-8 is a UsageError (``what``: to do)."""
+    if file == "-":
+        name, data = "standard input", sys.stdin.buffer.read()
+        if not data:
+            raise UsageError(f"standard input is empty: nothing to {what}")
+    else:
+        name, data = file, read_bytes(file, "file")
+    text = data if ckpt.vocab.bytes_mode else decode_utf8(
+        data, "standard input" if file == "-" else f"file {file!r}", "this model reads UTF-8 text")
+    return name, text
+
+
 def run_eval(args) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     model = ckpt.model
@@ -32,14 +46,7 @@ def run_eval(args) -> int:
         name, trainer = held_out(ckpt, args.cache_dir)
         score, targets = trainer.validation_loss(per_char=args.per_char), trainer.val_targets
     else:
-        if args.file == "-":
-            name, data = "standard input", sys.stdin.buffer.read()
-            if not data:
-                raise UsageError("standard input is empty: nothing to score")
-        else:
-            name, data = args.file, read_bytes(args.file, "file")
-        text = data if ckpt.vocab.bytes_mode else decode_utf8(
-            data, "standard input" if args.file == "-" else f"file {args.file!r}", "this model reads UTF-8 text")
+        name, text = text_argument(args.file, ckpt, "score")
         try:
             ids = model.encode(text)
         except UnknownSymbolsError as e:

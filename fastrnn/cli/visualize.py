@@ -6,10 +6,9 @@ from pathlib import Path
 
 from .._files import atomic_write
 from ..checkpoint import load_checkpoint
-from ..corpus import decode_utf8, read_bytes
 from ..visualize import page_data, page_html
 from ..vocab import UnknownSymbolsError
-from .evaluate import held_out
+from .evaluate import held_out, text_argument
 from .exits import UsageError
 from .outputs import output_path, refuse_input
 
@@ -31,14 +30,7 @@ def run_visualize(args) -> int:
         text = model.vocab.decode(ids)
         source = f"the first {len(ids):,} of the {name}"
     else:
-        if args.file == "-":
-            name, data = "standard input", sys.stdin.buffer.read()
-            if not data:
-                raise UsageError("standard input is empty: nothing to show")
-        else:
-            name, data = args.file, read_bytes(args.file, "file")
-        text = data if ckpt.vocab.bytes_mode else decode_utf8(
-            data, "standard input" if args.file == "-" else f"file {args.file!r}", "this model reads UTF-8 text")
+        name, text = text_argument(args.file, ckpt, "show")
         if len(text) > args.length:
             text = text[:args.length]
             name = f"the first {args.length:,} of {name}"
