@@ -85,6 +85,8 @@ class Trainer(StateViews):
     def __init__(self, corpus: Corpus, config: TrainConfig | None = None, state: TrainState | None = None,
                  world=None, params=None):
         config = (config or TrainConfig()).validate().with_seed()
+        if state is not None and params is not None:
+            raise ValueError("give a state to continue a run, or params to start one from, not both")
         unit = "bytes" if corpus.vocab.bytes_mode else "characters"
         n_train, n_val = check_split(len(corpus), config, unit)
         size = 1 if world is None else int(world.size)
