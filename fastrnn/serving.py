@@ -240,9 +240,14 @@ class Decoder:
                 self.largest_batch = max(self.largest_batch, len(active))
             if not active:
                 continue
-            stepper.step(logits, ids, state)
-            uniforms = np.array([job.rng.random() for job in active])
-            kernels.draw_rows(ids, logits, uniforms, *options)
+            try:
+                stepper.step(logits, ids, state)
+                uniforms = np.array([job.rng.random() for job in active])
+                kernels.draw_rows(ids, logits, uniforms, *options)
+            except Exception as e:  # a bug: end these requests with it rather than leave them waiting forever
+                for job in active:
+                    job._news(done=True, error=f"internal error: {type(e).__name__}: {e}")
+                continue
             self.steps += 1
             for job, ix in zip(active, ids.tolist()):
                 job._news((ix,), done=job.count + 1 >= job.length)
