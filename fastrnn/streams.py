@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import cell_parts_kernels, stack_kernels, stream_kernels
-from ._threads import blas_threads
 from ._validate import check_model
 from .engine import recurrence_forward
 from .microkernel import empty_panels, matmul_packed, pack_panels_of_transpose
@@ -72,23 +71,22 @@ class Stepper:
             return
         params, spec = self.params, self.spec
         ws = self._workspace(B)
-        with blas_threads(1):
-            below = None
-            for layer in range(spec.num_layers):
-                a = ws.layers[layer]
-                Wxh, Whh, bh, *bhn = params.layer(layer)
-                a["hs"][:B] = state[0][layer]
-                if spec.cell == "lstm":
-                    a["cs"][:B] = state[1][layer]
-                if layer == 0:
-                    stack_kernels.embed_ids(a["gates"], self.WxhT, ids[:, None], bh)
-                else:
-                    matmul_packed(below, self.inputs_packed[layer], Wxh.shape[0], a["gates"], False)
-                    stack_kernels.add_rows(a["gates"], bh)
-                recurrence_forward(spec.cell, ws, a, Whh, *bhn, weights_packed=True)
-                state[0][layer] = a["hs"][B:]
-                if spec.cell == "lstm":
-                    state[1][layer] = a["cs"][B:]
-                below = a["hs"][B:]
-            matmul_packed(below, self.head_packed, spec.vocab_size, logits, False)
-            stack_kernels.add_rows(logits, params["by"])
+        below = None
+        for layer in range(spec.num_layers):
+            a = ws.layers[layer]
+            Wxh, Whh, bh, *bhn = params.layer(layer)
+            a["hs"][:B] = state[0][layer]
+            if spec.cell == "lstm":
+                a["cs"][:B] = state[1][layer]
+            if layer == 0:
+                stack_kernels.embed_ids(a["gates"], self.WxhT, ids[:, None], bh)
+            else:
+                matmul_packed(below, self.inputs_packed[layer], Wxh.shape[0], a["gates"], False)
+                stack_kernels.add_rows(a["gates"], bh)
+            recurrence_forward(spec.cell, ws, a, Whh, *bhn, weights_packed=True)
+            state[0][layer] = a["hs"][B:]
+            if spec.cell == "lstm":
+                state[1][layer] = a["cs"][B:]
+            below = a["hs"][B:]
+        matmul_packed(below, self.head_packed, spec.vocab_size, logits, False)
+        stack_kernels.add_rows(logits, params["by"])
