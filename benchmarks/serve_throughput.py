@@ -3,8 +3,8 @@ requests at once against the same 16 one after another, and the latency of the f
 
 The model: a 2x256 LSTM in float32 (the recipe's other settings; 3 training steps, since the speed does not
 depend on the weights), served with ``--max-batch 64`` on this machine's cores. Each request asks for 2,000
-characters (``POST /v1/sample``, a seed each, no prime). A client thread per request (httpx), all started
-together. Sides compared are alternated, ``ROUNDS`` rounds; medians are quoted.
+characters (``POST /v1/sample``, a seed each, no prime). A client thread per request, all started together,
+through one httpx client whose pool keeps the connections open (the client shares the machine's cores). Sides compared are alternated, ``ROUNDS`` rounds; medians are quoted.
 
 ``python -m benchmarks.serve_throughput`` writes ``bench_results/serve.json`` and ``serve.md`` (with the CPU,
 its ISA flags and the BLAS kernel) and the README's table between its markers.
@@ -32,9 +32,16 @@ LENGTH = 2000
 SHAKESPEARE = ROOT / "fastrnn" / "data" / "tinyshakespeare.txt"
 
 
+_client = None
+
+
 def post(url, body):
-    import httpx
-    return httpx.post(url + "/v1/sample", content=json.dumps(body), timeout=600)
+    """One request through a shared client (its pool keeps up to 64 connections open, as a real client would)."""
+    global _client
+    if _client is None:
+        import httpx
+        _client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+    return _client.post(url + "/v1/sample", content=json.dumps(body))
 
 
 def together(url, n, seed0=0) -> float:
@@ -68,13 +75,13 @@ def one_after_another(url, n, seed0=0) -> float:
 
 def first_character_s(url, n) -> list:
     """Seconds to the first drawn character of each of ``n`` streamed requests sent at once."""
-    import httpx
+    post(url, {"length": 1})  # the shared client made
     out = [None] * n
 
     def call(i):
         start = time.perf_counter()
-        with httpx.stream("POST", url + "/v1/sample", content=json.dumps({"length": LENGTH, "seed": i, "stream": True}),
-                          timeout=600) as r:
+        with _client.stream("POST", url + "/v1/sample",
+                            content=json.dumps({"length": LENGTH, "seed": i, "stream": True})) as r:
             for line in r.iter_lines():
                 if line.startswith("data:") and out[i] is None and json.loads(line[5:]).get("text"):
                     out[i] = time.perf_counter() - start
