@@ -115,7 +115,8 @@ def train(args, path: Path, metrics_file: Path) -> int:
         check_new(metrics_file, args.overwrite)
     guard = SaveGuard(path)  # what is at the path now: the only file a save may replace
     with opened_corpus(corpus_path, bytes_mode, args.cache_dir) as corpus:
-        check_memory(plan, corpus, config, warn)
+        check_memory(plan, corpus, config, warn,
+                     len(args.parent.vocab.extended(corpus.vocab)) if args.parent is not None else None)
         trainer = (ckpt.trainer(corpus, threads=config.threads, world=world) if ckpt is not None
                    else fine_tune(args.parent, corpus, config, world=world) if args.parent is not None
                    else Trainer(corpus, config, world=world))

@@ -169,15 +169,16 @@ def check_validations(plan: Plan, config: TrainConfig, path: Path, replacing: bo
                          f"another --checkpoint")
 
 
-def check_memory(plan: Plan, corpus, config: TrainConfig, report_warning):
-    """One line naming the flag, before anything is allocated, for sizes this machine cannot hold."""
+def check_memory(plan: Plan, corpus, config: TrainConfig, report_warning, vocab_size=None):
+    """One line naming the flag, before anything is allocated, for sizes this machine cannot hold.
+    ``vocab_size``: the model's, where it is not the corpus's (a fine-tuned model's)."""
     unit = "bytes" if corpus.vocab.bytes_mode else "characters"
     check_split(len(corpus), config, unit)  # its errors first: a --seq-length longer than the text
     H, T, B = config.hidden_size, config.seq_length, config.batch_size
     threads = config.threads or os.cpu_count() or 1
 
     def need(threads):
-        return training_bytes(len(corpus.vocab), H, T, B, threads, config.dtype, cell=config.cell,
+        return training_bytes(vocab_size or len(corpus.vocab), H, T, B, threads, config.dtype, cell=config.cell,
                               num_layers=config.num_layers,
                               optimizer_buffers=len(config.optimizer_settings.state_names))
 
