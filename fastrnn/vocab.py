@@ -5,9 +5,9 @@ changes from run to run; fastrnn sorts the symbols (by code point, or by byte
 value in bytes mode) so that a vocabulary is reproducible and can be stored as
 one integer array. A fine-tuned model's vocabulary (:meth:`Vocab.extended`) is
 its parent's, ids unchanged, followed by the new text's other symbols: sorted
-within each part, not overall. Encoding never loops over characters in Python: the text
-becomes an array of code points (``utf-32-le``, or the bytes themselves) and a
-lookup table maps each code point to its id, so 100 MB encode in seconds.
+within each part, not overall. Encoding never loops over characters in Python:
+the text becomes an array of code points (``utf-32-le``, or the bytes
+themselves) and a lookup table maps each code point to its id.
 """
 from __future__ import annotations
 
