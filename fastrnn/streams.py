@@ -20,6 +20,9 @@ from .model import ModelParams
 from .workspaces import StackWorkspace
 
 
+BACKWARD_ARRAYS = ("backward_panels", "dgx", "dgh", "dhs", "dh", "dc", "xd", "mask")  # what a step never reads
+
+
 class Stepper:
     """Steps any number B of streams of ``params`` (B may change from step to step) one id each.
 
@@ -31,7 +34,8 @@ class Stepper:
         self.params = params = check_model(params)
         self.spec = spec = params.spec
         self.seed = params.as_seed() if spec.is_seed else None
-        self._workspaces = {}  # B -> StackWorkspace whose panels hold each layer's Whh
+        self._workspaces = {}  # B -> StackWorkspace of one step, its forward panels this Stepper's
+        self._panels = None  # each layer's Whh packed for the recurrence (shared by the workspaces)
         if self.seed is None:
             self.inputs_packed = [None] + [self._packed(params.layer(layer)[0]) for layer in range(1, spec.num_layers)]
             self.head_packed = self._packed(params["Why"])
@@ -45,12 +49,21 @@ class Stepper:
         return panels
 
     def _workspace(self, B) -> StackWorkspace:
+        """The workspace of one step of B streams: its forward-pass arrays only (a server keeps one per batch
+        size it has seen), the recurrence's packed weights shared."""
         ws = self._workspaces.get(B)
         if ws is None:
             ws = self._workspaces[B] = StackWorkspace(self.spec, 1, B, self.params.dtype)
-            for layer, a in enumerate(ws.layers):
-                cell_parts_kernels.pack_forward(a["forward_panels"], self.params.layer(layer)[1], ws.unit_bounds,
-                                                ws.first_forward_panel)
+            ws.grads = ws.dWxhT = ws.WxhT = None  # a step never reads them (the input weights: self.WxhT)
+            if self._panels is None:
+                self._panels = [a["forward_panels"] for a in ws.layers]
+                for layer, panels in enumerate(self._panels):
+                    cell_parts_kernels.pack_forward(panels, self.params.layer(layer)[1], ws.unit_bounds,
+                                                    ws.first_forward_panel)
+            for a, panels in zip(ws.layers, self._panels):
+                a["forward_panels"] = panels
+                for name in BACKWARD_ARRAYS:
+                    a.pop(name, None)
         return ws
 
     def zero_state(self, B) -> tuple:
