@@ -46,6 +46,11 @@ def error(message, status=400) -> JSONResponse:
 
 
 async def json_body(request: Request):
+    """The request's JSON body; a :class:`RequestError` for one too large (said by its header before it is read,
+    or once read) or not JSON."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise RequestError(f"the body has {int(declared):,} bytes, over the {MAX_BODY_BYTES:,} this server takes", 413)
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise RequestError(f"the body has {len(body):,} bytes, over the {MAX_BODY_BYTES:,} this server takes", 413)
@@ -53,6 +58,8 @@ async def json_body(request: Request):
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RequestError(f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply") from None
 
 
 def create_app(model: CharModel, info: dict, max_length=10_000, max_batch=64) -> Starlette:

@@ -208,6 +208,8 @@ BAD = [
     ("/v1/sample", b"{\"length\": 5", 400, "malformed JSON"),
     ("/v1/sample", b"\xff\xfe", 400, "malformed JSON"),
     ("/v1/sample", [1, 2], 400, "must be a JSON object"),
+    ("/v1/sample", b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    ("/v1/score", b" " * (8 << 20) + b"{}", 413, "over the 8,388,608"),
     ("/v1/sample", {"length": 5, "colour": "red"}, 400, "unknown field 'colour'"),
     ("/v1/sample", {"prime": "ROMEO 日本", "length": 5}, 400, "not in the model's vocabulary"),
     ("/v1/sample", {"length": MAX_LENGTH + 1}, 413, "over this server's --max-length"),
