@@ -110,12 +110,13 @@ def main(argv=None) -> int:
                 print(f"seed {seed}, rate {rate}: fine-tuned {tuned[-1]}, from scratch {scratch[-1]}",
                       file=sys.stderr)
     run = dict(date=time.strftime("%Y-%m-%d"), machine=machine(), parent_s=args.parent_seconds,
-               child_s=args.child_seconds, seeds=seeds, learning_rates=rates, parent=parent, fine_tuned=tuned, scratch=scratch,
-               text_chars=len(chars), new_symbols=new)
+               child_s=args.child_seconds, seeds=seeds, learning_rates=rates, parent=parent, fine_tuned=tuned,
+               scratch=scratch, text_chars=len(chars), new_symbols=new)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fine_tune.json").write_text(json.dumps(run, indent=1) + "\n")
     md = table(run)
-    publish(args.out, "fine_tune", "Fine-tuning against training from scratch", md, README_START, README_END, BENCH_RESULTS)
+    publish(args.out, "fine_tune", "Fine-tuning against training from scratch", md, README_START, README_END,
+            BENCH_RESULTS)
     return 0
 
 

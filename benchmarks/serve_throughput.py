@@ -4,7 +4,8 @@ requests at once against the same 16 one after another, and the latency of the f
 The model: a 2x256 LSTM in float32 (the recipe's other settings; 3 training steps, since the speed does not
 depend on the weights), served with ``--max-batch 64`` on this machine's cores. Each request asks for 2,000
 characters (``POST /v1/sample``, a seed each, no prime). A client thread per request, all started together,
-through one httpx client whose pool keeps the connections open (the client shares the machine's cores). Sides compared are alternated, ``ROUNDS`` rounds; medians are quoted.
+through one httpx client whose pool keeps the connections open (the client shares the machine's cores).
+Sides compared are alternated, ``ROUNDS`` rounds; medians are quoted.
 
 ``python -m benchmarks.serve_throughput`` writes ``bench_results/serve.json`` and ``serve.md`` (with the CPU,
 its ISA flags and the BLAS kernel) and the README's table between its markers.
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
             proc.wait(30)
     run = dict(date=time.strftime("%Y-%m-%d"), machine=machine(), model="2x256 lstm float32", length=LENGTH,
                sequential_16_s=sequential, concurrent_16_s=concurrent,
-               chars_per_s={str(n): v for n, v in rates.items()}, first_character_s={str(n): v for n, v in latency.items()})
+               chars_per_s={str(n): v for n, v in rates.items()},
+               first_character_s={str(n): v for n, v in latency.items()})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve.json").write_text(json.dumps(run, indent=1) + "\n")
     m = run["machine"]

@@ -229,7 +229,8 @@ class Decoder:
             keep = [i for i, job in enumerate(active) if not (job.cancelled or job.done)]
             if joining or len(keep) < len(active):  # the batch changes: gather its rows again
                 starts = [job.state if job.state is not None else stepper.zero_state(1) for job in joining]
-                state = tuple(np.ascontiguousarray(np.concatenate([s[:, keep]] + [start[k] for start in starts], axis=1))
+                state = tuple(np.ascontiguousarray(np.concatenate([s[:, keep]] + [start[k] for start in starts],
+                                                                  axis=1))
                               for k, s in enumerate(state))
                 ids = np.concatenate([ids[keep], np.array([job.first_id for job in joining], np.int64)])
                 active = self._active = [active[i] for i in keep] + joining

@@ -2,8 +2,8 @@
 it, the top predictions at each point, any unit's activations, and the units that track simple features.
 
 numpy only; the page is one self-contained HTML file (``web/visualize.html`` with the view's style and
-script, ``web/visualize.css`` and ``web/visualize.js``, inline: no network access) whose data is the JSON of :func:`page_data` in ``<script type="application/json"
-id="fastrnn-data">``:
+script, ``web/visualize.css`` and ``web/visualize.js``, inline: no network access) whose data is the JSON
+of :func:`page_data` in ``<script type="application/json" id="fastrnn-data">``:
 
 - ``text`` (str, N characters; in bytes mode each byte as the character of the same number), ``symbols``
   (each id's symbol, as text shows it);

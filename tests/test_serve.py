@@ -129,7 +129,8 @@ def events(response) -> list:
     for block in response.text.split("\n\n"):
         if block.strip():
             name = re.search(r"^event: (.*)$", block, re.M)
-            out.append((name.group(1) if name else "message", json.loads(re.search(r"^data: (.*)$", block, re.M).group(1))))
+            data = json.loads(re.search(r"^data: (.*)$", block, re.M).group(1))
+            out.append((name.group(1) if name else "message", data))
     return out
 
 

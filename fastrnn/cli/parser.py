@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file", metavar="FILE")
     i.add_argument("--json", action="store_true", help="print the facts as one JSON object, for scripts")
 
-    v = sub.add_parser("visualize", help="a self-contained HTML page of the model's probabilities and neurons on a text",
+    v = sub.add_parser("visualize", help="a self-contained HTML page of the model's probabilities and neurons on "
+                                          "a text",
                        description="Write one HTML file (no network access needed) that shows a text coloured by "
                                    "the probability the model gave each character, the top 5 predictions at each "
                                    "point, any unit's activations, and the units that best track simple features "
@@ -311,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("checkpoint", metavar="CHECKPOINT")
     v.add_argument("file", nargs="?", metavar="FILE",
                    help="text to show, - for standard input (default: the held-out split of the training corpus)")
-    v.add_argument("-o", "--output", metavar="OUT.html", required=True, help="the page to write (replaced if it exists)")
+    v.add_argument("-o", "--output", metavar="OUT.html", required=True,
+                   help="the page to write (replaced if it exists)")
     v.add_argument("--length", type=int_flag, default=2_000, metavar="N",
                    help="show the first N characters of the text (default 2,000)")
     v.add_argument("--cache-dir", metavar="DIR",

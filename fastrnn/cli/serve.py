@@ -39,7 +39,8 @@ def run_serve(args) -> int:
         import uvicorn
         from ..server import create_app
     except ImportError as e:
-        raise UsageError(f"fastrnn serve needs the serve extra ({e.name} is missing): pip install 'fastrnn[serve]'") from None
+        raise UsageError(f"fastrnn serve needs the serve extra ({e.name} is missing): "
+                         f"pip install 'fastrnn[serve]'") from None
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in [0, 65535], got {args.port}")
     for name in ("max_length", "max_batch"):
