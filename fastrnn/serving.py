@@ -179,7 +179,6 @@ class Decoder:
         self.stepper = Stepper(model.params)
         self._waiting, self._active, self._cond = [], [], threading.Condition()
         self._stop = False
-        self.steps = 0  # batched steps taken
         self.largest_batch = 0
         self.thread = threading.Thread(target=self._run, name="fastrnn-decoder", daemon=True)
         self.thread.start()
@@ -249,7 +248,6 @@ class Decoder:
                 for job in active:
                     job._news(done=True, error=f"internal error: {type(e).__name__}: {e}")
                 continue
-            self.steps += 1
             for job, ix in zip(active, ids.tolist()):
                 job._news((ix,), done=job.count + 1 >= job.length)
         for job in self._active + self._waiting:

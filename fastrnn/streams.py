@@ -34,12 +34,13 @@ class Stepper:
         self.params = params = check_model(params)
         self.spec = spec = params.spec
         self.seed = params.as_seed() if spec.is_seed else None
-        self._workspaces = {}  # B -> StackWorkspace of one step, its forward panels this Stepper's
+        self._workspaces = {}  # B -> StackWorkspace of one step (the seed's rnn: B -> its (B, H) h_next)
         self._panels = None  # each layer's Whh packed for the recurrence (shared by the workspaces)
+        self._layers = [params.layer(layer) for layer in range(spec.num_layers)]  # (Wxh, Whh, bh[, bhn]) each
         if self.seed is None:
-            self.inputs_packed = [None] + [self._packed(params.layer(layer)[0]) for layer in range(1, spec.num_layers)]
+            self.inputs_packed = [None] + [self._packed(Wxh) for Wxh, *_ in self._layers[1:]]
             self.head_packed = self._packed(params["Why"])
-            self.WxhT = np.ascontiguousarray(params.layer(0)[0].T)
+            self.WxhT = np.ascontiguousarray(self._layers[0][0].T)
 
     @staticmethod
     def _packed(W):
@@ -58,7 +59,7 @@ class Stepper:
             if self._panels is None:
                 self._panels = [a["forward_panels"] for a in ws.layers]
                 for layer, panels in enumerate(self._panels):
-                    cell_parts_kernels.pack_forward(panels, self.params.layer(layer)[1], ws.unit_bounds,
+                    cell_parts_kernels.pack_forward(panels, self._layers[layer][1], ws.unit_bounds,
                                                     ws.first_forward_panel)
             for a, panels in zip(ws.layers, self._panels):
                 a["forward_panels"] = panels
@@ -79,15 +80,18 @@ class Stepper:
             return
         if self.seed is not None:
             h = state[0][0]
+            h_next = self._workspaces.get(B)
+            if h_next is None:
+                h_next = self._workspaces[B] = np.empty_like(h)
             s = self.seed
-            stream_kernels.step_rows(logits, h, np.empty_like(h), ids, s.Wxh, s.Whh, s.Why, s.bh, s.by)
+            stream_kernels.step_rows(logits, h, h_next, ids, s.Wxh, s.Whh, s.Why, s.bh, s.by)
             return
         params, spec = self.params, self.spec
         ws = self._workspace(B)
         below = None
         for layer in range(spec.num_layers):
             a = ws.layers[layer]
-            Wxh, Whh, bh, *bhn = params.layer(layer)
+            Wxh, Whh, bh, *bhn = self._layers[layer]
             a["hs"][:B] = state[0][layer]
             if spec.cell == "lstm":
                 a["cs"][:B] = state[1][layer]

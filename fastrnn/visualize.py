@@ -14,8 +14,7 @@ of :func:`page_data` in ``<script type="application/json" id="fastrnn-data">``:
 - ``activations``: for each state (``h_l0``, ``c_l0`` for an LSTM, ``h_l1``, ...) the (N, H) array of that
   state after each character, as ``{"shape": [N, H], "scale": s, "int8": BASE64}``: row-major int8 values
   ``q`` with ``value = q * s`` (``s`` = the state's largest magnitude / 127, so within ``s / 2`` of the
-  engine's values). JSON numbers would take about 5 bytes per value: 200 MB for 20,000 characters of a
-  2x512 LSTM, against 55 MB;
+  engine's values): a byte per value where JSON numbers take several;
 - ``ranking``: the units whose activations track a feature of the text best (:func:`fastrnn.features
   .rank_units`), ``features``: each feature's description; ``model``: the model's summary.
 """
@@ -57,6 +56,8 @@ def page_data(model: CharModel, text, title: str, source: str) -> dict:
     ids = model.encode(text)
     if ids.size < 2:
         raise ValueError("the text needs at least 2 characters")
+    # Two forward passes: the scoring one is eval --per-char's own (the seed's rnn scores on its one-stream
+    # kernels), so the page's figures are its figures; the trace keeps every state.
     score = model.score_ids(ids[:-1], ids[1:], per_char=True)
     states, top_ids, top_probs = inference.trace(model.params, ids, top_k=TOP_K)
     bytes_mode = model.vocab.bytes_mode

@@ -28,15 +28,13 @@ def run_visualize(args) -> int:
         if len(ids) < 2:
             raise UsageError(f"the {name} is too short to show: it needs at least 2 characters")
         text = model.vocab.decode(ids)
-        source = f"the first {len(ids):,} of the {name}"
+        source = f"the start of the {name}"
     else:
         name, text = text_argument(args.file, ckpt, "show")
-        if len(text) > args.length:
-            text = text[:args.length]
-            name = f"the first {args.length:,} of {name}"
         if len(text) < 2:
             raise UsageError(f"{name} is too short to show: it needs at least 2 characters")
-        source = name
+        source = name if len(text) <= args.length else f"the start of {name}"
+        text = text[:args.length]
     try:
         page = page_data(model, text, title=f"fastrnn: {Path(args.checkpoint).name}", source=source)
     except UnknownSymbolsError as e:
@@ -44,6 +42,6 @@ def run_visualize(args) -> int:
     html = page_html(page)
     atomic_write(out, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
     unit = "bytes" if ckpt.vocab.bytes_mode else "characters"
-    print(f"wrote {out}: {len(page['text']):,} {unit} of {source}, {page['nats_per_char']:.4f} nats/char; "
+    print(f"wrote {out}: {source}, {len(page['text']):,} {unit}, {page['nats_per_char']:.4f} nats/char; "
           f"{len(html.encode('utf-8')) / 1e6:.1f} MB", file=sys.stderr)
     return 0
