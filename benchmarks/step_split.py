@@ -30,7 +30,7 @@ PHASES = {
                                              "lstm_forward_parts", "gru_forward_parts"),
     "recurrence backward (product + gates)": ("rnn_backward", "lstm_backward", "gru_backward",
                                               "rnn_backward_parts", "lstm_backward_parts", "gru_backward_parts"),
-    "packing Whh": ("pack_forward", "pack_backward"),
+    "packing Whh": ("pack_forward", "pack_backward", "pack_parts"),
     "products over T*B rows": ("project_inputs", "project_inputs_parts", "recurrent_grads", "gram_parts",
                                "input_grads", "input_grads_parts", "sum_parts", "embed_ids", "embedding_grads",
                                "sum_rows", "transpose_into"),

@@ -1,4 +1,4 @@
-"""How the kernels share the cores: Numba's threading layer, its lock, and the BLAS thread count.
+"""How the kernels share the cores: Numba's threading layer, its thread count and the BLAS thread count.
 
 Threading layer: OpenMP first. A step of a small model is short and enters
 two parallel regions; OpenMP's workers spin briefly before sleeping, while the
@@ -8,6 +8,7 @@ import, before any parallel kernel runs; a user's NUMBA_THREADING_LAYER wins.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -16,9 +17,6 @@ import numba
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "default"
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-
-#: The workqueue layer (the fallback) must not be entered by two Python threads at once.
-parallel_lock = threading.Lock()
 
 _blas_lock = threading.Lock()
 _blas_controller = None
@@ -39,3 +37,18 @@ def blas_controller():
 def blas_threads(threads):
     """A context holding BLAS (numpy's and the one Numba's ``np.dot`` calls) to ``threads`` threads."""
     return blas_controller().limit(limits=int(threads), user_api="blas")
+
+
+@contextlib.contextmanager
+def numba_threads(n):
+    """Numba's thread count at least ``n`` (within NUMBA_NUM_THREADS) inside the context."""
+    previous = numba.get_num_threads()
+    wanted = min(max(int(n), previous), numba.config.NUMBA_NUM_THREADS)
+    if wanted == previous:
+        yield
+        return
+    numba.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)

@@ -48,27 +48,33 @@ def panel_bounds(bounds, columns_per_unit, columns):
 
 
 @exact
-def pack_forward(panels, Whh, bounds, first_panel):
-    """panels (P, H, NR): part p's panels (from ``first_panel`` (parts + 1,)) hold the transpose of Whh's rows
-    of its units [lo, hi) in every gate block, (H, G * n) with column ``g * n + j`` = row ``g * H + lo + j``,
-    zero past G * n. One part (bounds [0, H]): the panels of Whh.T. Whh (G*H, H)."""
+def pack_forward_part(panels, Whh, lo, hi):
+    """panels (P, H, NR) = the transpose of Whh's rows of units [lo, hi) in every gate block, (H, G * n) with
+    column ``g * n + j`` = row ``g * H + lo + j`` (n = hi - lo), in P >= ceil(G * n / NR) panels, zero past
+    G * n. Whh (G*H, H). Written a row of a panel at a time (NR rows of Whh read at once)."""
     H = Whh.shape[1]
     G = Whh.shape[0] // H
+    n = hi - lo
     NR = panels.shape[2]
+    rows = np.empty(NR, np.int64)
+    for q in range(panels.shape[0]):
+        for j in range(NR):
+            c = q * NR + j
+            rows[j] = (c // n) * H + lo + c % n if c < G * n else -1
+        panel = panels[q]
+        for k in range(H):
+            out = panel[k]
+            for j in range(NR):
+                r = rows[j]
+                out[j] = Whh[r, k] if r >= 0 else 0
+
+
+@exact
+def pack_forward(panels, Whh, bounds, first_panel):
+    """panels (P, H, NR): part p's panels (from ``first_panel`` (parts + 1,)) are :func:`pack_forward_part`'s
+    of its units [lo, hi) of ``bounds``. One part (bounds [0, H]): the panels of Whh.T. Whh (G*H, H)."""
     for p in range(bounds.shape[0] - 1):
-        lo, hi = bounds[p], bounds[p + 1]
-        n = hi - lo
-        for q in range(first_panel[p], first_panel[p + 1]):
-            panel = panels[q]
-            for jj in range(NR):
-                c = (q - first_panel[p]) * NR + jj
-                if c < G * n:
-                    src = Whh[(c // n) * H + lo + c % n]
-                    for k in range(H):
-                        panel[k, jj] = src[k]
-                else:
-                    for k in range(H):
-                        panel[k, jj] = 0
+        pack_forward_part(panels[first_panel[p]:first_panel[p + 1]], Whh, bounds[p], bounds[p + 1])
 
 
 @exact
@@ -77,6 +83,19 @@ def pack_backward(panels, Whh, bounds, first_panel):
     :func:`fastrnn.microkernel.pack_panels` packs it, zero past n. One part: the panels of Whh. Whh (G*H, H)."""
     for p in range(bounds.shape[0] - 1):
         pack_panels(Whh[:, bounds[p]:bounds[p + 1]], panels[first_panel[p]:first_panel[p + 1]])
+
+
+@parallel
+def pack_parts(panels, Whh, bounds, first_panel, forward):
+    """:func:`pack_forward` (``forward`` True) or :func:`pack_backward` of the parts at once, each on one of
+    Numba's threads: the same values."""
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        own = panels[first_panel[p]:first_panel[p + 1]]
+        if forward:
+            pack_forward_part(own, Whh, lo, hi)
+        else:
+            pack_panels(Whh[:, lo:hi], own)
 
 
 @parallel

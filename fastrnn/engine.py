@@ -79,6 +79,17 @@ def _outputs(ws, layer, B, dropout):
 
 # --- forward and backward of the stack (arrays already validated) -------------------
 
+def _pack(ws, panels, Whh, first_panel, forward):
+    """Whh into the micro-kernel's panels for the recurrence forward (or backward): by a
+    :class:`StackWorkspace` with parts, its parts at once on Numba's threads."""
+    if ws.parts > 1:
+        cell_parts_kernels.pack_parts(panels, Whh, ws.unit_bounds, first_panel, forward)
+    elif forward:
+        cell_parts_kernels.pack_forward(panels, Whh, ws.unit_bounds, first_panel)
+    else:
+        cell_parts_kernels.pack_backward(panels, Whh, ws.unit_bounds, first_panel)
+
+
 def recurrence_forward(cell, ws, a, Whh, bhn=None, weights_packed=False):
     """One layer's recurrence over the workspace's T steps, its input projection already in a["gates"].
 
@@ -88,7 +99,7 @@ def recurrence_forward(cell, ws, a, Whh, bhn=None, weights_packed=False):
     bounds, first = ws.unit_bounds, ws.first_forward_panel
     panels = a["forward_panels"]
     if not weights_packed:
-        cell_parts_kernels.pack_forward(panels, Whh, bounds, first)
+        _pack(ws, panels, Whh, first, True)
     if ws.parts == 1:
         if cell == "rnn":
             cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], panels)
@@ -109,7 +120,7 @@ def _recurrence_backward(cell, ws, a, Whh):
     into a["dgx"] (and a GRU's a["dgh"]) and dL/dh_0 (and dL/dc_0) into a["dh"] (a["dc"])."""
     bounds, first = ws.unit_bounds, ws.first_backward_panel
     panels = a["backward_panels"]
-    cell_parts_kernels.pack_backward(panels, Whh, bounds, first)
+    _pack(ws, panels, Whh, first, False)
     if ws.parts == 1:
         if cell == "rnn":
             cell_kernels.rnn_backward(a["dgx"], a["dh"], a["dhs"], a["hs"], panels)

@@ -14,12 +14,12 @@ entry to [-clip, clip]) or by global norm (``clip_norm``: as
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import optim_kernels
+from ._threads import numba_threads
 
 OPTIMIZERS = ("adagrad", "rmsprop", "adam")
 DEFAULT_LEARNING_RATE = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3}
@@ -109,28 +109,20 @@ def scheduled_rate(learning_rate, step, schedule="constant", warmup_steps=0, dec
 
 #: Fewest entries per thread before :func:`apply` runs its update in pieces on several threads.
 PIECE_MIN = 1 << 20
-_pools: dict = {}
-_pools_lock = threading.Lock()
 
 
-def _in_pieces(kernel, arrays, scalars, threads):
-    """``kernel(*arrays, *scalars)``, the 1-D ``arrays`` cut into up to ``threads`` contiguous pieces run at
-    once (the kernels release the GIL and are element-wise: the same bits as one call)."""
+def _in_pieces(kernel, pieces_kernel, arrays, scalars, threads):
+    """``kernel(*arrays, *scalars)``, or, from ``PIECE_MIN`` entries a thread on, its ``pieces_kernel``: the 1-D
+    ``arrays`` cut into up to ``threads`` contiguous pieces run at once on Numba's threads (element-wise: the
+    same bits as one call)."""
     n = arrays[0].shape[0]
     pieces = min(int(threads), n // PIECE_MIN)
     if pieces < 2:
         kernel(*arrays, *scalars)
         return
-    with _pools_lock:
-        if pieces not in _pools:
-            from concurrent.futures import ThreadPoolExecutor
-            _pools[pieces] = ThreadPoolExecutor(pieces - 1, thread_name_prefix="fastrnn-update")
-    bounds = [p * n // pieces for p in range(pieces + 1)]
-    futures = [_pools[pieces].submit(kernel, *(a[lo:hi] for a in arrays), *scalars)
-               for lo, hi in zip(bounds[1:-1], bounds[2:])]
-    kernel(*(a[:bounds[1]] for a in arrays), *scalars)
-    for f in futures:
-        f.result()
+    bounds = np.array([p * n // pieces for p in range(pieces + 1)], np.int64)
+    with numba_threads(pieces):
+        pieces_kernel(bounds, *arrays, *scalars)
 
 
 def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_norm=None, learning_rate=None,
@@ -152,11 +144,11 @@ def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_no
     lr = float(opt.learning_rate if learning_rate is None else learning_rate)
     if opt.name == "adagrad":
         (memory,) = states
-        _in_pieces(optim_kernels.adagrad_update, (param_flat, grad_flat, memory), (t(lr), t(opt.eps), limit, scale),
-                   threads)
+        _in_pieces(optim_kernels.adagrad_update, optim_kernels.adagrad_pieces, (param_flat, grad_flat, memory),
+                   (t(lr), t(opt.eps), limit, scale), threads)
     elif opt.name == "rmsprop":
         (square_avg,) = states
-        _in_pieces(optim_kernels.rmsprop_update, (param_flat, grad_flat, square_avg),
+        _in_pieces(optim_kernels.rmsprop_update, optim_kernels.rmsprop_pieces, (param_flat, grad_flat, square_avg),
                    (t(lr), t(opt.alpha), t(1.0 - opt.alpha), t(opt.eps), limit, scale), threads)
     else:
         exp_avg, exp_avg_sq = states
@@ -165,6 +157,6 @@ def apply(opt: Optimizer, param_flat, grad_flat, states, step, clip=5.0, clip_no
             raise ValueError(f"step must be >= 1, got {step}")
         bias_correction1 = 1.0 - opt.beta1 ** step
         bias_correction2 = 1.0 - opt.beta2 ** step
-        _in_pieces(optim_kernels.adam_update, (param_flat, grad_flat, exp_avg, exp_avg_sq),
+        _in_pieces(optim_kernels.adam_update, optim_kernels.adam_pieces, (param_flat, grad_flat, exp_avg, exp_avg_sq),
                    (t(-lr / bias_correction1), t(1.0 - opt.beta1), t(opt.beta2), t(1.0 - opt.beta2),
                     t(math.sqrt(bias_correction2)), t(opt.eps), limit, scale), threads)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba import exact
+from numba import prange
+
+from ._numba import exact, parallel
 
 
 @exact
@@ -76,6 +78,33 @@ def adam_update(param, grad, exp_avg, exp_avg_sq, neg_step_size, one_minus_beta1
         exp_avg[k] = m
         exp_avg_sq[k] = v
         param[k] += neg_step_size * m / (np.sqrt(v) / bias_correction2_sqrt + eps)
+
+
+# --- the updates in pieces: contiguous ranges ``bounds[p]:bounds[p + 1]`` at once on Numba's threads; the
+# updates are element-wise, so the pieces give the bits of one call.
+
+@parallel
+def adagrad_pieces(bounds, param, grad, memory, learning_rate, eps, clip, scale):
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        adagrad_update(param[lo:hi], grad[lo:hi], memory[lo:hi], learning_rate, eps, clip, scale)
+
+
+@parallel
+def rmsprop_pieces(bounds, param, grad, square_avg, learning_rate, alpha, one_minus_alpha, eps, clip, scale):
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        rmsprop_update(param[lo:hi], grad[lo:hi], square_avg[lo:hi], learning_rate, alpha, one_minus_alpha, eps,
+                       clip, scale)
+
+
+@parallel
+def adam_pieces(bounds, param, grad, exp_avg, exp_avg_sq, neg_step_size, one_minus_beta1, beta2, one_minus_beta2,
+                bias_correction2_sqrt, eps, clip, scale):
+    for p in prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        adam_update(param[lo:hi], grad[lo:hi], exp_avg[lo:hi], exp_avg_sq[lo:hi], neg_step_size, one_minus_beta1,
+                    beta2, one_minus_beta2, bias_correction2_sqrt, eps, clip, scale)
 
 
 @exact

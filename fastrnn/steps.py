@@ -10,30 +10,14 @@ from __future__ import annotations
 
 import contextlib
 
-import numba
 import numpy as np
 
 from . import optim, stream_kernels
-from ._threads import blas_threads
+from ._threads import blas_threads, numba_threads
 from .engine import Dropout, chunked_loss_and_grads
 from .model import ModelSpec
 from .params import CLIP
 from .workspaces import ParallelWorkspace, StackWorkspace
-
-
-@contextlib.contextmanager
-def _numba_threads(parts):
-    """Numba's thread count at least ``parts`` (within NUMBA_NUM_THREADS) while a split step runs."""
-    previous = numba.get_num_threads()
-    wanted = min(max(parts, previous), numba.config.NUMBA_NUM_THREADS)
-    if wanted == previous:
-        yield
-        return
-    numba.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 @contextlib.contextmanager
@@ -42,7 +26,7 @@ def step_threads(ws: ParallelWorkspace, threads):
     are the step's only parallelism), else at one (chunks and parts run on threads of their own); Numba's
     at least the parts."""
     blas = threads if ws.split == "streams" and ws.n_chunks == 1 else 1
-    with blas_threads(blas), _numba_threads(ws.chunks[0].parts):
+    with blas_threads(blas), numba_threads(ws.chunks[0].parts):
         yield
 
 

@@ -224,9 +224,10 @@ def test_mismatched_shapes_are_refused(case):
 @pytest.mark.parametrize("G", [1, 3, 4])
 @pytest.mark.parametrize("H, parts", [(5, 1), (5, 3), (40, 2), (70, 3)])
 def test_the_recurrence_packed_by_part_gives_the_whole_products_bits(dtype, G, H, parts):
-    """pack_forward / pack_backward on one part are the panels of Whh.T / Whh; on several, each part's product
-    is bit for bit its columns of the whole one (the parts kernels run the same sums as the whole-layer ones)."""
-    from fastrnn.cell_parts_kernels import pack_backward, pack_forward, panel_bounds, unit_bounds
+    """pack_forward / pack_backward on one part are the panels of Whh.T / Whh, and pack_parts (the parts at
+    once) writes the same; on several parts, each part's product is bit for bit its columns of the whole one
+    (the parts kernels run the same sums as the whole-layer ones)."""
+    from fastrnn.cell_parts_kernels import pack_backward, pack_forward, pack_parts, panel_bounds, unit_bounds
 
     rng = np.random.default_rng(H * parts + G)
     Whh = rng.standard_normal((G * H, H)).astype(dtype)
@@ -239,6 +240,9 @@ def test_the_recurrence_packed_by_part_gives_the_whole_products_bits(dtype, G, H
             first = panel_bounds(b, per_unit, NR)
             panels = np.full((first[-1], K, NR), np.nan, dtype)  # every entry, padding too, must be written
             pack(panels, Whh, b, first)
+            at_once = np.full_like(panels, np.nan)
+            pack_parts(at_once, Whh, b, first, name == "forward")
+            assert np.array_equal(at_once, panels)
             packed[name, len(b)] = panels, first
     assert np.array_equal(packed["forward", 2][0], _pack(np.ascontiguousarray(Whh.T), "W", NR))
     assert np.array_equal(packed["backward", 2][0], _pack(Whh, "W", NR))
