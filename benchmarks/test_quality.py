@@ -23,17 +23,17 @@ def test_quality_harness_trains_scores_and_writes(tmp_path):
     corpus = tmp_path / "york.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     out = tmp_path / "out"
-    assert quality.main(["--budgets", "10", "--corpora", str(corpus), "--out-dir", str(out), "--threads", "1",
+    assert quality.main(["--budgets", "6", "--corpora", str(corpus), "--out-dir", str(out), "--threads", "1",
                          "--hidden-size", "32", "--batch-size", "4", "--seq-length", "16", "--no-readme"]) == 0
     run = json.loads((out / "quality.json").read_text())
     assert {r["system"] for r in run["results"]} == {"fastrnn", "pytorch"}
     for r in run["results"]:
         # the budget used: fastrnn stops in time for its final validation and save, so a little under it
-        assert 0 < r["val_nats"] < 5 and r["steps"] > 0 and r["wall_s"] >= 8
+        assert 0 < r["val_nats"] < 5 and r["steps"] > 0 and r["wall_s"] >= 4.8
     fastrnn_row = next(r for r in run["results"] if r["system"] == "fastrnn")
     assert fastrnn_row["decay_steps"] is not None  # the recipe's cosine was sized to the budget
     assert run["machine"]["cpu"] and run["machine"]["blas"]
-    assert "| york.txt | fastrnn | 10 |" in (out / "quality.md").read_text()
+    assert "| york.txt | fastrnn | 6 |" in (out / "quality.md").read_text()
     assert (out / "quality.png").stat().st_size > 10_000
 
 

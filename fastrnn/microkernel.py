@@ -110,13 +110,14 @@ def pack_panels(W, out):
     P, Kp, NR = out.shape
     if Kp != K or P * NR < N:
         raise ValueError("pack_panels: out must be (>= ceil(N / NR), K, NR)")
-    for p in range(P):
-        j0 = p * NR
-        n = min(NR, max(N - j0, 0))
-        for k in range(K):
+    for k in range(K):  # W read once, row after row (panel after panel swept W's rows P times)
+        src = W[k]
+        for p in range(P):
+            j0 = p * NR
+            n = min(NR, max(N - j0, 0))
             row = out[p, k]
             for j in range(n):
-                row[j] = W[k, j0 + j]
+                row[j] = src[j0 + j]
             for j in range(n, NR):
                 row[j] = 0
 

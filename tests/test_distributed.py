@@ -314,7 +314,7 @@ def test_mpiexec_time_budget_sizes_the_schedule_on_every_rank(mpiexec, corpus, t
     """The lstm recipe under a time budget: rank 0 sizes the cosine decay from its speed and tells the other
     rank within the warmup; the run equals one process trained with that decay from its start."""
     r = run_mpi(mpiexec, 2, "train", *SMALL, "--model", "lstm", "--threads", 1, "--steps", 10**6,
-                "--time-budget", 6, "--checkpoint", "t.npz", cwd=tmp_path)
+                "--time-budget", 3, "--checkpoint", "t.npz", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     import re
     sized = re.search(r"cosine decay to 0.1x by step ([\d,]+) \(fixed at step ([\d,]+):", r.stdout)
