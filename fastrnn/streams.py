@@ -34,7 +34,8 @@ class Stepper:
         self.params = params = check_model(params)
         self.spec = spec = params.spec
         self.seed = params.as_seed() if spec.is_seed else None
-        self._workspaces = {}  # B -> StackWorkspace of one step (the seed's rnn: B -> its (B, H) h_next)
+        self._workspaces = {}  # B -> StackWorkspace of one step
+        self._h_next = {}  # the seed's rnn: B -> its (B, H) next state
         self._panels = None  # each layer's Whh packed for the recurrence (shared by the workspaces)
         self._layers = [params.layer(layer) for layer in range(spec.num_layers)]  # (Wxh, Whh, bh[, bhn]) each
         if self.seed is None:
@@ -80,9 +81,9 @@ class Stepper:
             return
         if self.seed is not None:
             h = state[0][0]
-            h_next = self._workspaces.get(B)
+            h_next = self._h_next.get(B)
             if h_next is None:
-                h_next = self._workspaces[B] = np.empty_like(h)
+                h_next = self._h_next[B] = np.empty_like(h)
             s = self.seed
             stream_kernels.step_rows(logits, h, h_next, ids, s.Wxh, s.Whh, s.Why, s.bh, s.by)
             return
