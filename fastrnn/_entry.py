@@ -4,7 +4,11 @@ Importing the command line loads numpy and Numba's kernels, a second or more.
 Before that, SIGTERM is made to raise :class:`Terminated` (a KeyboardInterrupt,
 as Ctrl-C raises), and an interruption anywhere up to the command's own handling
 exits 130 (Ctrl-C) or 143 (SIGTERM) with one line instead of a traceback or a
-death by signal. Standard library only, so that it loads in milliseconds.
+death by signal. Both handlers also record the signal: an interruption raised
+inside a C callback (Numba's compiler calls back into Python while it compiles)
+is printed and dropped there, and :func:`raise_dropped_interruption` raises it
+again where the command can act on it. Standard library only, so that it loads
+in milliseconds.
 
 Standard output: a file descriptor 0, 1 or 2 closed at the start (``>&-``) is
 held open on the null device, so that no file the command opens takes its
@@ -31,14 +35,35 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so the same cleanup runs (exit 143)."""
 
 
-def raise_terminated(signum, frame):
-    """A SIGTERM handler: raise :class:`Terminated` where the main thread is."""
-    raise Terminated()
+_raised = []  # the signals whose interruption raise_interruption raised, in order
 
 
 def interruption(signum) -> KeyboardInterrupt:
     """What signal ``signum`` (SIGINT or SIGTERM) raises."""
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def raise_interruption(signum, frame):
+    """The command's SIGINT and SIGTERM handler until training installs its own: record the signal, and
+    raise its :func:`interruption` where the main thread is."""
+    _raised.append(signum)
+    raise interruption(signum)
+
+
+def raise_dropped_interruption():
+    """Raise again the interruption of a signal that :func:`raise_interruption` raised, if any.
+
+    Call it where reaching the line means no interruption reached the command's handling: such an
+    exception was printed and dropped by a C callback (as Numba's compiler's object-cache callback
+    does), and the command would otherwise run on as if no signal had come.
+    """
+    if _raised:
+        raise interruption(_raised[0])
+
+
+def forget_interruptions():
+    """Forget the signals recorded so far (a command run in-process has ended, handled or not)."""
+    _raised.clear()
 
 
 def interrupted_status(e: KeyboardInterrupt) -> int:
@@ -93,9 +118,11 @@ def main(argv=None) -> int:
     command = next((f" {a}" for a in args[:1] if a in COMMANDS), "")
     if argv is None:
         _hold_closed_descriptors()
-    if (threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN):
-        signal.signal(signal.SIGTERM, raise_terminated)
+    forget_interruptions()
+    if threading.current_thread() is threading.main_thread():
+        for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(signum) is default:
+                signal.signal(signum, raise_interruption)
     try:
         if os.environ.get(ANNOUNCE_ENV):
             print("fastrnn: importing", file=sys.stderr, flush=True)

@@ -244,6 +244,39 @@ def test_a_signal_while_importing_exits_128_plus_it_without_a_traceback(tmp_path
     assert not lock_path(tmp_path / "i.npz").exists()
 
 
+# Numba's compiler calls back into Python (llvmlite's object-cache callback, through ctypes); a Ctrl-C that lands
+# there raises inside the callback, which prints the exception and drops it. Here the kernels' warm-up first runs
+# such a callback while the signal arrives.
+_DROPPED_IN_A_CALLBACK = """
+import ctypes, os, signal, sys
+from fastrnn import _entry
+from fastrnn.trainer import Trainer
+
+warm_up = Trainer.warm_up
+
+def warm_up_with_a_signal_in_a_callback(self):
+    def callback():
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # Python runs the handler here, inside the callback
+            pass
+    ctypes.CFUNCTYPE(None)(callback)()
+    warm_up(self)
+
+Trainer.warm_up = warm_up_with_a_signal_in_a_callback
+sys.exit(_entry.main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_dropped_by_a_callback_while_compiling_still_interrupts(tmp_path, corpus_file):
+    proc = subprocess.run([sys.executable, "-c", _DROPPED_IN_A_CALLBACK, "train", str(corpus_file), *SMALL,
+                           "--steps", "3", "--quiet", "--checkpoint", "d.npz"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "Exception ignored on calling ctypes callback" in proc.stderr  # the signal's exception was dropped
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.endswith("fastrnn train: interrupted\n"), proc.stderr
+    assert not (tmp_path / "d.npz").exists() and not lock_path(tmp_path / "d.npz").exists()
+
+
 # --- 4. huge values: one line, exit 2 -----------------------------------------------------------------
 
 @pytest.fixture

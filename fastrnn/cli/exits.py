@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from .._entry import interruption, raise_terminated
+from .._entry import forget_interruptions, interruption, raise_interruption
 
 if TYPE_CHECKING:
     from ..trainer import Trainer
@@ -123,11 +123,12 @@ def sigterm_as_interrupt():
         yield
         return
 
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_interruption)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        forget_interruptions()
 
 
 class Abandoned(BaseException):

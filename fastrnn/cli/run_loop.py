@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from .._entry import Terminated, interrupted_status, interruption
+from .._entry import Terminated, interrupted_status, interruption, raise_dropped_interruption
 from .._files import OutputWriteError
 from ..checkpoint import best_path, save_checkpoint
 from ..limits import outputs_bounded
@@ -82,6 +82,7 @@ def warm_up(trainer: Trainer, report) -> None:
         trainer.warm_up()
     finally:
         note.cancel()
+    raise_dropped_interruption()  # a signal while Numba compiled may have been printed and dropped in its callback
     if time.perf_counter() - start >= COMPILE_NOTE_AFTER_S:
         report.line(f"kernels ready after {time.perf_counter() - start:.0f} s")
 
