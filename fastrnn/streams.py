@@ -20,9 +20,6 @@ from .model import ModelParams
 from .workspaces import StackWorkspace
 
 
-BACKWARD_ARRAYS = ("backward_panels", "dgx", "dgh", "dhs", "dh", "dc", "xd", "mask")  # what a step never reads
-
-
 class Stepper:
     """Steps any number B of streams of ``params`` (B may change from step to step) one id each.
 
@@ -55,8 +52,7 @@ class Stepper:
         size it has seen), the recurrence's packed weights shared."""
         ws = self._workspaces.get(B)
         if ws is None:
-            ws = self._workspaces[B] = StackWorkspace(self.spec, 1, B, self.params.dtype)
-            ws.grads = ws.dWxhT = ws.WxhT = None  # a step never reads them (the input weights: self.WxhT)
+            ws = self._workspaces[B] = StackWorkspace(self.spec, 1, B, self.params.dtype, backward=False)
             if self._panels is None:
                 self._panels = [a["forward_panels"] for a in ws.layers]
                 for layer, panels in enumerate(self._panels):
@@ -64,8 +60,6 @@ class Stepper:
                                                     ws.first_forward_panel)
             for a, panels in zip(ws.layers, self._panels):
                 a["forward_panels"] = panels
-                for name in BACKWARD_ARRAYS:
-                    a.pop(name, None)
         return ws
 
     def zero_state(self, B) -> tuple:

@@ -28,9 +28,12 @@ class StackWorkspace:
     and the products over all T * B rows cut into as many row ranges
     (``row_bounds``; the weight gradients' shares in partials (parts,
     max(G*H, V) * H), then summed), all with BLAS at one thread.
+
+    ``backward=False``: the arrays of a forward pass of one step only (hs, cs, gates, tmp, hn,
+    forward_panels), as a sampler or a server steps streams one id at a time.
     """
 
-    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, parts=1):
+    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, parts=1, backward=True):
         T, B = int(seq_length), int(batch_size)
         if T < 1 or B < 1:
             raise ValueError(f"seq_length and batch_size must be positive, got {T} and {B}")
@@ -45,25 +48,26 @@ class StackWorkspace:
         z = lambda *shape: aligned_zeros(shape, dtype)  # noqa: E731
         self.layers = []
         for _ in range(spec.num_layers):
-            a = dict(hs=z((T + 1) * B, H), gates=z(T * B, G * H), dgx=z(T * B, G * H), dhs=z(T * B, H),
-                     tmp=z(B, G * H), dh=z(B, H), dc=z(B, H), xd=z(T * B, H), mask=z(T * B, H),
-                     forward_panels=z(self.first_forward_panel[-1], H, columns),
-                     backward_panels=z(self.first_backward_panel[-1], G * H, columns))
+            a = dict(hs=z((T + 1) * B, H), gates=z(T * B, G * H), tmp=z(B, G * H),
+                     forward_panels=z(self.first_forward_panel[-1], H, columns))
             if spec.cell == "lstm":
                 a["cs"] = z((T + 1) * B, H)
             if spec.cell == "gru":
-                a.update(hn=z(T * B, H), dgh=z(T * B, G * H))
-            else:
-                a["dgh"] = a["dgx"]
+                a["hn"] = z(T * B, H)
+            if backward:
+                a.update(dgx=z(T * B, G * H), dhs=z(T * B, H), dh=z(B, H), dc=z(B, H), xd=z(T * B, H),
+                         mask=z(T * B, H), backward_panels=z(self.first_backward_panel[-1], G * H, columns))
+                a["dgh"] = z(T * B, G * H) if spec.cell == "gru" else a["dgx"]
             self.layers.append(a)
         if self.parts > 1:  # the products over all T * B rows, cut into as many row parts
             self.row_bounds = stack_kernels.row_bounds(T * B, self.parts)
-            self.partials = z(self.parts, max(G * H, V) * H)
-        self.probs = z(T * B, V)
-        self.WxhT, self.dWxhT = z(V, G * H), z(V, G * H)
-        self.inputs = np.zeros((B, T), np.int64)
-        self.targets = np.zeros((B, T), np.int64)
-        self.grads = ModelParams(spec, dtype, is_gradient=True)
+            self.partials = z(self.parts, max(G * H, V) * H) if backward else None
+        if backward:
+            self.probs = z(T * B, V)
+            self.WxhT, self.dWxhT = z(V, G * H), z(V, G * H)
+            self.inputs = np.zeros((B, T), np.int64)
+            self.targets = np.zeros((B, T), np.int64)
+            self.grads = ModelParams(spec, dtype, is_gradient=True)
 
     def fits(self, params: ModelParams, batch_size, length) -> bool:
         return (params.spec == self.spec and params.dtype == self.dtype and batch_size == self.batch_size
