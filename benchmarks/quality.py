@@ -23,8 +23,9 @@ a zero state, one stream, and reports nats/char; the process's wall time
 ``python -m benchmarks.quality --budgets 25 100`` writes ``bench_results/quality.json``
 (with the CPU, its ISA flags and the BLAS kernel that ran), a table
 (``quality.md``), a plot of val nats/char against seconds, one line per
-system and corpus (``quality.png``), and the README's time-to-quality section.
-``--corpus code`` trains on a megabyte of this Python's own standard library
+system and corpus (``quality.png``), and the README's time-to-quality section
+(one section per ``--out-dir``: :func:`readme_markers`).
+``--corpora code`` trains on a megabyte of this Python's own standard library
 sources instead of tiny shakespeare. The default test suite runs a 10-second
 version of both systems on a small model and text (``benchmarks/test_quality.py``).
 """
@@ -47,8 +48,6 @@ from .report.readme import replace_between
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_RESULTS = ROOT / "bench_results"
-README_START = "<!-- quality-summary:start (written by python -m benchmarks.quality; do not edit) -->"
-README_END = "<!-- quality-summary:end -->"
 CODE_BYTES = 1 << 20
 VALIDATION = re.compile(r"validation ([0-9.]+) nats/char")
 
@@ -273,7 +272,20 @@ def table(run: dict) -> str:
     return "\n".join(lines)
 
 
-def summary(run: dict) -> str:
+def readme_markers(out_dir: Path) -> tuple:
+    """The README's start and end markers of the summary of a run written to ``out_dir``: one section per folder
+    (``quality-summary`` for bench_results itself, ``quality-summary-NAME`` for bench_results/NAME)."""
+    key = "quality-summary" if out_dir.resolve() == BENCH_RESULTS.resolve() else f"quality-summary-{out_dir.name}"
+    return (f"<!-- {key}:start (written by python -m benchmarks.quality; do not edit) -->", f"<!-- {key}:end -->")
+
+
+def plot_link(out_dir: Path) -> str:
+    """The plot's path as the README and quality.md link it: from the repository's root when under it."""
+    path = out_dir.resolve() / "quality.png"
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def summary(run: dict, out_dir: Path = BENCH_RESULTS) -> str:
     m = run["machine"]
     kernels = ", ".join(sorted({str(b.get("architecture")) for b in m["blas"]})) or "unknown"
     env = ("OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset" if not m["openblas_env"]
@@ -281,7 +293,7 @@ def summary(run: dict) -> str:
     return (f"Held-out loss after a wall-clock budget, whole process (imports, warm kernel cache, the final "
             f"validation), val-fraction {run['val_fraction']}, {run['threads']} threads; {m['cpu']} "
             f"({m['cores']} cores), BLAS kernel {kernels}, {env}; run on {run['date']}.\n\n"
-            + table(run) + "\n\n![val nats/char against seconds](bench_results/quality.png)")
+            + table(run) + f"\n\n![val nats/char against seconds]({plot_link(out_dir)})")
 
 
 def plot(run: dict, path: Path) -> None:
@@ -306,9 +318,10 @@ def plot(run: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def update_readme(run: dict, path=ROOT / "README.md") -> bool:
-    """The README's time-to-quality table from ``run``; False if its markers are not there."""
-    return replace_between(path, README_START, README_END, summary(run))
+def update_readme(run: dict, out_dir: Path = BENCH_RESULTS, path=ROOT / "README.md") -> bool:
+    """The README's section for ``out_dir`` (:func:`readme_markers`) from ``run``; False if its markers are
+    not there."""
+    return replace_between(path, *readme_markers(out_dir), summary(run, out_dir))
 
 
 def main(argv=None) -> int:
@@ -344,10 +357,10 @@ def main(argv=None) -> int:
     run = dict(date=time.strftime("%Y-%m-%d"), machine=machine(), val_fraction=args.val_fraction,
                threads=args.threads, sizes=sizes, results=results)
     (args.out_dir / "quality.json").write_text(json.dumps(run, indent=1) + "\n")
-    (args.out_dir / "quality.md").write_text("# Time to quality\n\n" + summary(run) + "\n")
+    (args.out_dir / "quality.md").write_text("# Time to quality\n\n" + summary(run, args.out_dir) + "\n")
     plot(run, args.out_dir / "quality.png")
-    if not args.no_readme and args.out_dir.resolve() == BENCH_RESULTS.resolve():
-        update_readme(run)
+    if not args.no_readme and not update_readme(run, args.out_dir):
+        print(f"README.md has no {readme_markers(args.out_dir)[0]} section: not updated", file=sys.stderr)
     return 0
 
 

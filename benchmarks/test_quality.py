@@ -66,3 +66,22 @@ def test_the_pytorch_model_drops_every_layers_outputs_in_training_only():
         dropped.eval()
         assert torch.equal(dropped(ids)[0], plain(ids)[0])
     assert dropped.rnn.dropout == 0.5 and dropped.drop.p == 0.5
+
+
+@pytest.mark.parametrize("folder", [None, "quality-10min"])
+def test_each_out_dir_writes_its_own_readme_section_linking_its_own_plot(tmp_path, folder):
+    out_dir = quality.BENCH_RESULTS if folder is None else quality.BENCH_RESULTS / folder
+    run = dict(date="2026-01-01", val_fraction=0.05, threads=2, results=[
+        dict(corpus="york.txt", system="fastrnn", budget_s=600, wall_s=599.5, steps=1234, val_nats=1.25)],
+        machine=dict(cpu="a CPU", cores=2, blas=[dict(architecture="Zen")], openblas_env={}))
+    start, end = quality.readme_markers(out_dir)
+    other = quality.readme_markers(quality.BENCH_RESULTS / "elsewhere")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{start}\nold\n{end}\nb\n{other[0]}\nkept\n{other[1]}\n")
+    assert quality.update_readme(run, out_dir, readme)
+    text = readme.read_text()
+    section = text[text.index(start) + len(start):text.index(end)]
+    assert "| york.txt | fastrnn | 600 | 599.5 | 1234 | 1.2500 |" in section and "old" not in section
+    assert f"]({'bench_results' if folder is None else 'bench_results/' + folder}/quality.png)" in section
+    assert f"{other[0]}\nkept\n{other[1]}" in text  # another folder's section is left alone
+    assert not quality.update_readme(run, quality.BENCH_RESULTS / "nowhere", readme)
