@@ -131,8 +131,8 @@ TRAIN_EXAMPLES = """examples:
 
 A flag not given takes the recipe's value with --model lstm|gru (2 layers of 128, batch 32,
 seq-length 64, float32, adam 3e-2, clip-norm 5, warmup 20, cosine decay; with --time-budget 90 or
-more: 2 layers of 192, warmup 100; with --time-budget 600 or more: 2 layers of 256, adam 1e-2,
-dropout 0.2), else min-char-rnn's. When resuming, the checkpoint's hyperparameters and plan (steps, time budget,
+more: 2 layers of 192, warmup 100; with --time-budget 600 or more: 2 layers of 384, adam 2e-2,
+warmup 100, dropout 0.4), else min-char-rnn's. When resuming, the checkpoint's hyperparameters and plan (steps, time budget,
 cadences) apply; a flag given replaces that part of the plan, and a hyperparameter flag that
 contradicts the checkpoint is an error."""
 
