@@ -4,10 +4,11 @@ Importing the command line loads numpy and Numba's kernels, a second or more.
 Before that, SIGTERM is made to raise :class:`Terminated` (a KeyboardInterrupt,
 as Ctrl-C raises), and an interruption anywhere up to the command's own handling
 exits 130 (Ctrl-C) or 143 (SIGTERM) with one line instead of a traceback or a
-death by signal. Both handlers also record the signal: an interruption raised
-inside a C callback (Numba's compiler calls back into Python while it compiles)
-is printed and dropped there, and :func:`raise_dropped_interruption` raises it
-again where the command can act on it. Standard library only, so that it loads
+death by signal. Ctrl-C is handled the same way, by the same handler
+(:func:`raise_interruption`), which also records the signal: an interruption
+raised inside a C callback (Numba's compiler calls back into Python while it
+compiles) is printed and dropped there, and :func:`raise_dropped_interruption`
+raises it again where the command can act on it. Standard library only, so that it loads
 in milliseconds.
 
 Standard output: a file descriptor 0, 1 or 2 closed at the start (``>&-``) is
