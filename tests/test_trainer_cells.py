@@ -261,8 +261,8 @@ def test_the_recipe_and_its_longer_budget_forms():
     for budget in (MEDIUM_BUDGET_SECONDS, LONG_BUDGET_SECONDS - 1):
         assert recipe_config(cell="lstm", time_budget=budget) == replace(short, hidden_size=192, warmup_steps=100)
     long = recipe_config(cell="lstm", time_budget=LONG_BUDGET_SECONDS)
-    assert (long.hidden_size, long.learning_rate, long.dropout) == (256, 1e-2, 0.2)
-    assert replace(long, hidden_size=128, learning_rate=3e-2, dropout=0.0) == short  # the rest is the same
+    assert (long.hidden_size, long.learning_rate, long.dropout, long.warmup_steps) == (384, 2e-2, 0.4, 100)
+    assert replace(long, hidden_size=128, learning_rate=3e-2, dropout=0.0, warmup_steps=20) == short  # the rest
     given = recipe_config(cell="lstm", time_budget=3600, hidden_size=512, dropout=0.5)
-    assert (given.hidden_size, given.dropout, given.learning_rate) == (512, 0.5, 1e-2)
+    assert (given.hidden_size, given.dropout, given.learning_rate) == (512, 0.5, 2e-2)
     assert recipe_config(time_budget=3600) == TrainConfig()  # --model rnn keeps the seed's defaults
