@@ -52,14 +52,13 @@ class Stepper:
         size it has seen), the recurrence's packed weights shared."""
         ws = self._workspaces.get(B)
         if ws is None:
-            ws = self._workspaces[B] = StackWorkspace(self.spec, 1, B, self.params.dtype, backward=False)
+            ws = self._workspaces[B] = StackWorkspace(self.spec, 1, B, self.params.dtype, backward=False,
+                                                      forward_panels=self._panels)
             if self._panels is None:
                 self._panels = [a["forward_panels"] for a in ws.layers]
                 for layer, panels in enumerate(self._panels):
                     cell_parts_kernels.pack_forward(panels, self._layers[layer][1], ws.unit_bounds,
                                                     ws.first_forward_panel)
-            for a, panels in zip(ws.layers, self._panels):
-                a["forward_panels"] = panels
         return ws
 
     def zero_state(self, B) -> tuple:

@@ -30,10 +30,12 @@ class StackWorkspace:
     max(G*H, V) * H), then summed), all with BLAS at one thread.
 
     ``backward=False``: the arrays of a forward pass of one step only (hs, cs, gates, tmp, hn,
-    forward_panels), as a sampler or a server steps streams one id at a time.
+    forward_panels), as a sampler or a server steps streams one id at a time. ``forward_panels``: each
+    layer's panels, shared with another workspace of the same model, dtype and parts, in place of new ones.
     """
 
-    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, parts=1, backward=True):
+    def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, parts=1, backward=True,
+                 forward_panels=None):
         T, B = int(seq_length), int(batch_size)
         if T < 1 or B < 1:
             raise ValueError(f"seq_length and batch_size must be positive, got {T} and {B}")
@@ -47,9 +49,10 @@ class StackWorkspace:
         self.first_backward_panel = cell_parts_kernels.panel_bounds(self.unit_bounds, 1, columns)
         z = lambda *shape: aligned_zeros(shape, dtype)  # noqa: E731
         self.layers = []
-        for _ in range(spec.num_layers):
+        for layer in range(spec.num_layers):
             a = dict(hs=z((T + 1) * B, H), gates=z(T * B, G * H), tmp=z(B, G * H),
-                     forward_panels=z(self.first_forward_panel[-1], H, columns))
+                     forward_panels=(z(self.first_forward_panel[-1], H, columns) if forward_panels is None
+                                     else forward_panels[layer]))
             if spec.cell == "lstm":
                 a["cs"] = z((T + 1) * B, H)
             if spec.cell == "gru":
