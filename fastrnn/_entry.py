@@ -28,7 +28,7 @@ import threading
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_OUTPUT_FAILED = 2  # as a usage error: the command's one-line errors share status 2
-COMMANDS = ("train", "sample", "eval", "prepare", "export", "plot")
+COMMANDS = ("train", "sample", "eval", "prepare", "export", "plot", "info", "visualize", "serve")  # fastrnn.cli.COMMANDS' names
 ANNOUNCE_ENV = "FASTRNN_TEST_ANNOUNCE_IMPORT"  # tests: say on stderr when the heavy imports begin
 
 

@@ -187,6 +187,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path, corpus_file):
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_every_command_is_named_in_its_interruption_line():
+    """The entry point names the command in "fastrnn NAME: interrupted" from its own list (it loads before
+    the command line): that list must be the command line's."""
+    from fastrnn import _entry, cli
+    assert _entry.COMMANDS == tuple(cli.COMMANDS)
+
+
 def test_stop_signals_first_stops_second_aborts_none_during_a_save(tmp_path, corpus_file):
     """The policy of the train loop's handler, called directly: no timing games."""
     from fastrnn._entry import Terminated
