@@ -77,12 +77,6 @@ class TrainConfig:
         return Optimizer(self.optimizer, self.learning_rate, self.alpha, self.beta1, self.beta2, self.eps)
 
     @property
-    def seed_exact(self) -> bool:
-        """The seed's model and update: a 1-layer rnn, Adagrad at a constant rate, clip by value, no dropout."""
-        return (self.cell == "rnn" and self.num_layers == 1 and self.optimizer == "adagrad"
-                and self.clip_norm is None and self.clip is not None and not self.scheduled and not self.dropout)
-
-    @property
     def scheduled(self) -> bool:
         """Whether the learning rate changes over the steps (warmup or a decay)."""
         return self.warmup_steps > 0 or self.lr_schedule != "constant"

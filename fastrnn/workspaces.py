@@ -103,9 +103,8 @@ class ParallelWorkspace:
     ``split="columns"``: one chunk of all B streams, a :class:`StackWorkspace` with
     ``parts=threads``: each recurrence's units are cut into ``threads`` parts
     run at once (every thread multiplies the whole batch's state by its own
-    slice of Whh, which stays in its core's cache from step to step; at
-    H = 512, B = 32 the recurrence ran ~1.2x the speed of two chunks of 16
-    streams), and the products over all T * B rows run as ``threads`` row
+    slice of Whh, which stays in its core's cache from step to step), and the
+    products over all T * B rows run as ``threads`` row
     blocks at once, BLAS at one thread, a weight gradient's blocks summed in
     block order: results depend on ``threads`` by rounding only, as for chunks.
 

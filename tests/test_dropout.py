@@ -172,8 +172,12 @@ def test_validation_never_drops():
     assert trainer.validation_loss().nats_per_char == twin.validation_loss().nats_per_char
 
 
-def test_dropout_leaves_the_seed_exact_path():
-    assert TrainConfig().seed_exact and not TrainConfig(dropout=0.1).seed_exact
+def test_dropout_leaves_the_seeds_compiled_steps():
+    from fastrnn.steps import compiled_steps
+    seed = TrainConfig()
+    spec = seed.spec(65)
+    assert compiled_steps(spec, seed.optimizer_settings, 1, seed.clip_norm, seed.dropout)
+    assert not compiled_steps(spec, seed.optimizer_settings, 1, seed.clip_norm, 0.1)
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5, True, float("nan")])
