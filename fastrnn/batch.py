@@ -33,17 +33,17 @@ from .workspaces import ParallelWorkspace
 __all__ = ["BatchWorkspace", "batch_loss_and_grads", "batch_train_step", "batch_train_steps"]
 
 
-SPLITS = ("auto", "streams", "columns")
+SPLITS = ("auto", "streams", "units")
 
 
 class BatchWorkspace:
     """Scratch arrays for batched steps of ``batch_size`` streams of ``seq_length`` ids, allocated once.
 
     ``split="streams"``: the streams cut into ``n_chunks = min(threads,
-    batch_size)`` contiguous chunks run at once; ``"columns"`` (threads >= 2):
+    batch_size)`` contiguous chunks run at once; ``"units"`` (threads >= 2):
     all streams together, each layer's hidden units cut into ``threads`` parts
-    run at once; ``"auto"``: the engine's choice (columns from
-    :data:`~fastrnn.workspaces.COLUMN_SPLIT_MIN_HIDDEN` hidden units on, with 2
+    run at once; ``"auto"``: the engine's choice ("units" from
+    :data:`~fastrnn.workspaces.UNIT_SPLIT_MIN_HIDDEN` hidden units on, with 2
     or more threads). ``grads`` (a :class:`Params`) holds the last step's
     clipped batch gradient. With ``batch_size`` 1, the seed's
     :class:`fastrnn.Workspace` instead (split "streams", one chunk).
@@ -59,8 +59,8 @@ class BatchWorkspace:
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        if split == "columns" and threads < 2:
-            raise ValueError(f"split='columns' needs threads >= 2, got threads={threads}")
+        if split == "units" and threads < 2:
+            raise ValueError(f"split='units' needs threads >= 2, got threads={threads}")
         self.vocab_size, self.hidden_size, self.seq_length, self.batch_size = V, H, T, B
         self.dtype, self.threads = dtype, threads
         if B == 1:

@@ -78,13 +78,13 @@ class StackWorkspace:
 
 
 #: Hidden size from which a step on several threads cuts each layer's units, not its streams (split
-#: "columns"): from here on the recurrence's products run faster with each thread on its own slice of Whh
+#: "units"): from here on the recurrence's products run faster with each thread on its own slice of Whh
 #: (see ParallelWorkspace).
-COLUMN_SPLIT_MIN_HIDDEN = 256
+UNIT_SPLIT_MIN_HIDDEN = 256
 
 
 class ParallelWorkspace:
-    """A training step's B streams on ``threads`` threads, split by streams or by columns (hidden units).
+    """A training step's B streams on ``threads`` threads, split by streams or by hidden units.
 
     ``split="streams"``: the B streams cut into ``n = min(threads, B)``
     contiguous chunks, one thread each. Chunk c holds streams
@@ -100,7 +100,7 @@ class ParallelWorkspace:
     loss divided by the whole B, so the chunks' sum is the batch's gradient
     (and an allreduce of the chunks' gradients across processes is the same sum).
 
-    ``split="columns"``: one chunk of all B streams, a :class:`StackWorkspace` with
+    ``split="units"``: one chunk of all B streams, a :class:`StackWorkspace` with
     ``parts=threads``: each recurrence's units are cut into ``threads`` parts
     run at once (every thread multiplies the whole batch's state by its own
     slice of Whh, which stays in its core's cache from step to step), and the
@@ -108,7 +108,7 @@ class ParallelWorkspace:
     blocks at once, BLAS at one thread, a weight gradient's blocks summed in
     block order: results depend on ``threads`` by rounding only, as for chunks.
 
-    ``split=None`` takes "columns" for ``threads`` > 1 and H >= ``COLUMN_SPLIT_MIN_HIDDEN``, else "streams".
+    ``split=None`` takes "units" for ``threads`` > 1 and H >= ``UNIT_SPLIT_MIN_HIDDEN``, else "streams".
     """
 
     def __init__(self, spec: ModelSpec, seq_length, batch_size, dtype=np.float64, threads=1, split=None):
@@ -116,13 +116,13 @@ class ParallelWorkspace:
         if threads < 1:
             raise ValueError(f"threads must be positive, got {threads}")
         if split is None:
-            split = "columns" if threads > 1 and spec.hidden_size >= COLUMN_SPLIT_MIN_HIDDEN else "streams"
-        if split not in ("streams", "columns"):
-            raise ValueError(f"split must be 'streams' or 'columns', got {split!r}")
+            split = "units" if threads > 1 and spec.hidden_size >= UNIT_SPLIT_MIN_HIDDEN else "streams"
+        if split not in ("streams", "units"):
+            raise ValueError(f"split must be 'streams' or 'units', got {split!r}")
         self.split = split
-        n = 1 if split == "columns" else min(threads, max(B, 1))
+        n = 1 if split == "units" else min(threads, max(B, 1))
         self.bounds = [c * B // n for c in range(n + 1)]
-        parts = threads if split == "columns" else 1
+        parts = threads if split == "units" else 1
         self.chunks = [StackWorkspace(spec, T, hi - lo, dtype, parts) for lo, hi in zip(self.bounds, self.bounds[1:])]
         self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, np.dtype(dtype)
         self.threads = threads
@@ -136,7 +136,7 @@ class ParallelWorkspace:
         self.spec, self.seq_length, self.batch_size, self.dtype = (workspace.spec, workspace.seq_length,
                                                                     workspace.batch_size, workspace.dtype)
         self.threads, self.bounds, self.chunks = workspace.parts, [0, workspace.batch_size], [workspace]
-        self.split = "columns" if workspace.parts > 1 else "streams"
+        self.split = "units" if workspace.parts > 1 else "streams"
         self.grads, self._pool = workspace.grads, None
         return self
 

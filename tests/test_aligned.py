@@ -68,7 +68,7 @@ def test_params_and_workspaces_are_aligned():
         assert all(line_aligned(a) for a in group)
     ws = rnn.Workspace(65, 100, 25)
     assert all(line_aligned(a) for a in (*ws.kernel_arrays(), *ws.grads))
-    for split in ("streams", "columns"):
+    for split in ("streams", "units"):
         bws = batch.BatchWorkspace(65, 100, 25, 8, threads=2, split=split)
         arrays = [a for chunk in bws.engine.chunks for layer in chunk.layers for a in layer.values()]
         assert all(line_aligned(a) for a in (*arrays, *bws.grads, bws.model.flat, bws.memory.flat))

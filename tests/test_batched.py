@@ -24,7 +24,7 @@ from conftest import GRAD_NAMES, allclose_report, make_params
 V, H, T = 11, 16, 25  # T = 25: long enough that the batch gradients of the "large" cases clip
 
 #: (threads, split) of every workspace the tests cut: one chunk, chunks of streams, parts of the units.
-SPLITS = [(1, "streams"), (2, "streams"), (2, "columns"), (3, "columns")]
+SPLITS = [(1, "streams"), (2, "streams"), (2, "units"), (3, "units")]
 SPLIT_IDS = [f"{split}-{threads}t" for threads, split in SPLITS]
 
 
@@ -206,11 +206,11 @@ def test_same_workspace_same_bits(threads, split):
 
 def test_split_choice_and_errors():
     auto = lambda H, B, threads: batch.BatchWorkspace(65, H, 25, B, np.float32, threads=threads).split  # noqa: E731
-    assert auto(512, 32, 2) == "columns" and auto(512, 128, 2) == "columns"  # the engine's rule: H >= 256
+    assert auto(512, 32, 2) == "units" and auto(512, 128, 2) == "units"  # the engine's rule: H >= 256
     assert auto(100, 32, 2) == "streams" and auto(512, 32, 1) == "streams"
     assert auto(512, 1, 2) == "streams"  # batch 1 stays the batch-1 path
-    with pytest.raises(ValueError, match="split='columns' needs threads"):
-        batch.BatchWorkspace(V, H, T, 4, threads=1, split="columns")
+    with pytest.raises(ValueError, match="split='units' needs threads"):
+        batch.BatchWorkspace(V, H, T, 4, threads=1, split="units")
     with pytest.raises(ValueError, match="split must be one of"):
         batch.BatchWorkspace(V, H, T, 4, threads=2, split="rows")
     params = make_params("tiny", V, H)
@@ -233,7 +233,7 @@ def test_openmp_threading_layer_preferred():
             has_omp = False
         p = init_params(5, 4, seed=0)
         ids = np.arange(4 * 3).reshape(4, 3) % 5
-        ws = batch.BatchWorkspace(5, 4, 3, 4, threads=2, split="columns")
+        ws = batch.BatchWorkspace(5, 4, 3, 4, threads=2, split="units")
         batch.batch_loss_and_grads(p, ids, ids, np.zeros((4, 4)), workspace=ws)
         print(has_omp, numba.threading_layer())
     """)
@@ -357,7 +357,7 @@ def test_train_steps_first_call_in_fresh_process():
         import fastrnn
         from fastrnn import batch
         for dtype in (np.float32, np.float64):
-            for threads, split in ((1, "streams"), (2, "columns")):
+            for threads, split in ((1, "streams"), (2, "units")):
                 p = fastrnn.init_params(7, 8, seed=0, dtype=dtype)
                 ws = batch.BatchWorkspace(7, 8, 5, 3, dtype, threads, split)
                 data = np.arange(100, dtype=np.int64) % 7

@@ -540,12 +540,12 @@ def test_an_lstm_streams_state_does_not_depend_on_its_batch(dtype):
         assert np.array_equal(h_one[:, 0], h_all[:, b]) and np.array_equal(c_one[:, 0], c_all[:, b]), b
 
 
-@pytest.mark.parametrize("split", ["streams", "columns"])
+@pytest.mark.parametrize("split", ["streams", "units"])
 @pytest.mark.parametrize("threads, B", [(2, 3), (3, 5), (4, 2)])  # uneven chunks; more threads than streams
 @pytest.mark.parametrize("cell,num_layers", CELL_LAYERS)
 def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B, split):
     """The trainer's step on threads: "streams" cuts the B streams into chunks run at once and sums their
-    gradients, "columns" cuts each recurrence's units (and the products' rows) into parts run at once. With
+    gradients, "units" cuts each recurrence's units (and the products' rows) into parts run at once. With
     saturated weights either is the twin's whole-batch loss, gradient and last state (float64, 1e-10); it
     is the same bit for bit from one run to the next, and (streams) when the chunks run one after another
     (no chunk reads another's arrays)."""

@@ -42,17 +42,17 @@ def _state(trainer):
     return (trainer.params.flat, *(s.flat for s in trainer.opt_state), *trainer.hidden)
 
 
-#: (threads, split): 2 "streams": the 3 streams run as chunks of 1 and 2 on two threads; 2 "columns": every
-#: recurrence's 6 units run as two parts of 3 (the split taken from COLUMN_SPLIT_MIN_HIDDEN units on).
-THREADS_SPLITS = [(1, "streams"), (2, "streams"), (2, "columns")]
-THREADS_IDS = ["1thread", "2threads-streams", "2threads-columns"]
+#: (threads, split): 2 "streams": the 3 streams run as chunks of 1 and 2 on two threads; 2 "units": every
+#: recurrence's 6 units run as two parts of 3 (the split taken from UNIT_SPLIT_MIN_HIDDEN units on).
+THREADS_SPLITS = [(1, "streams"), (2, "streams"), (2, "units")]
+THREADS_IDS = ["1thread", "2threads-streams", "2threads-units"]
 
 
 @pytest.fixture
 def split_for(monkeypatch):
     """Make the trainer's default split (a hidden size of 6) the one a case asks for."""
     def take(split):
-        monkeypatch.setattr(workspaces, "COLUMN_SPLIT_MIN_HIDDEN", 1 if split == "columns" else 1 << 30)
+        monkeypatch.setattr(workspaces, "UNIT_SPLIT_MIN_HIDDEN", 1 if split == "units" else 1 << 30)
     return take
 
 
@@ -67,7 +67,7 @@ def test_one_trainer_step_equals_the_twin(cell, layers, update, threads, split, 
     trainer = Trainer(corpus, _config(cell, layers, threads=threads, **update))
     assert trainer.workspace.split == split
     assert trainer.workspace.n_chunks == (threads if split == "streams" else 1)
-    assert trainer.workspace.chunks[0].parts == (threads if split == "columns" else 1)
+    assert trainer.workspace.chunks[0].parts == (threads if split == "units" else 1)
     params, opt_state = trainer.params.copy(), [s.copy() for s in trainer.opt_state]
     state = tuple(h.copy() for h in trainer.hidden)
     opt = trainer.optimizer

@@ -115,7 +115,7 @@ class Lines(Quiet):
                      f"appended to its {len(self.args.parent.vocab):,})")
         split = getattr(trainer.workspace, "split", "streams")
         batch = (f", batch-size {c.batch_size} (shards of {trainer.shard_length:,} {unit}), {c.threads} "
-                 f"thread{'s' if c.threads > 1 else ''}" + (" (split by hidden units)" if split == "columns" else "")
+                 f"thread{'s' if c.threads > 1 else ''}" + (" (split by hidden units)" if split == "units" else "")
                  if c.batch_size > 1 else "")
         if trainer.world is not None:
             batch += f" per rank x {trainer.world.size} MPI ranks of {c.batch_size // trainer.world.size} streams"
