@@ -55,6 +55,13 @@ def test_patience_stops_early_and_the_best_file_is_the_logs_best_row(folder):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "resume that run's checkpoint" in r.stderr
     r = fastrnn("train", "--resume", "m.npz", "--steps", "400", cwd=folder)  # out of patience: nothing to do
     assert r.returncode == 0 and "nothing to do (pass a larger --patience" in r.stdout, r.stdout + r.stderr
+    best_bytes = (folder / "m.best.npz").read_bytes()
+    r = fastrnn("train", "--resume", "m.npz", "--steps", "400", "--patience", "0", "--no-keep-best", "--quiet",
+                cwd=folder)  # both turned off: it trains on to the end and leaves the best file alone
+    assert r.returncode == 0, r.stderr
+    resumed = load_checkpoint(folder / "m.npz")
+    assert resumed.state.n == 400 and resumed.plan["patience"] is None and resumed.plan["keep_best"] is False
+    assert (folder / "m.best.npz").read_bytes() == best_bytes
 
 
 def test_keep_best_and_patience_survive_a_resume_exactly(folder):
@@ -76,7 +83,7 @@ def test_keep_best_and_patience_survive_a_resume_exactly(folder):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--patience", "0"], "--patience must be a positive integer"),
+    (["--patience", "-1"], "--patience must be 0 or more"),
     (["--keep-best", "--val-fraction", "0"], "--keep-best needs validations"),
     (["--keep-best", "--patience", "2", "--val-fraction", "0"], "--keep-best and --patience need validations"),
 ])

@@ -215,11 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-length", type=int_flag, metavar="N", help="characters per sample (200)")
     g.add_argument("--log-every", type=int_flag, metavar="N",
                    help="log line and metrics row every N steps (default: about 100 over the run, at most 1,000)")
-    g.add_argument("--keep-best", action="store_true", default=None,
+    g.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=None,
                    help="at every validation that improves on the best so far, also save the model to "
-                        "NAME.best.npz beside the checkpoint (for sample, eval, export, info; not resumable)")
+                        "NAME.best.npz beside the checkpoint (for sample, eval, export, info; not resumable); "
+                        "kept by --resume, which --no-keep-best turns off")
     g.add_argument("--patience", type=int_flag, metavar="N",
-                   help="stop (saving, exit 0) after N validations in a row without a new best")
+                   help="stop (saving, exit 0) after N validations in a row without a new best; "
+                        "0: never (turns off a resumed run's patience)")
     g = t.add_argument_group("checkpoints and output")
     g.add_argument("--checkpoint", metavar="PATH",
                    help="where to save (default: CORPUS-NAME.ckpt.npz in the current folder, or the --resume file)")

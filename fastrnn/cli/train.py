@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
@@ -45,16 +46,19 @@ def run_train(args) -> int:
 
 
 def plan_of(args, ckpt) -> Plan:
-    """The run's plan: the checkpoint's (a resume), else the defaults, with the flags given replacing fields."""
+    """The run's plan: the checkpoint's (a resume), else the defaults, with the flags given replacing fields
+    (``--patience 0``: none)."""
     given = {name: getattr(args, name) for name in ("steps", "time_budget", "log_every", "eval_every",
                                                     "sample_every", "checkpoint_every", "sample_length",
                                                     "keep_best", "patience")}
     if ckpt is None:
-        return Plan().updated(**given)
-    if ckpt.plan is not None:
-        return Plan.from_dict(ckpt.plan).updated(**given)
-    # A checkpoint from before plans were recorded: the cadences that were fixed defaults then.
-    return Plan(log_every=1_000, eval_every=10_000, sample_every=10_000, checkpoint_every=10_000).updated(**given)
+        plan = Plan()
+    elif ckpt.plan is not None:
+        plan = Plan.from_dict(ckpt.plan)
+    else:  # a checkpoint from before plans were recorded: the cadences that were fixed defaults then
+        plan = Plan(log_every=1_000, eval_every=10_000, sample_every=10_000, checkpoint_every=10_000)
+    plan = plan.updated(**given)
+    return replace(plan, patience=None) if args.patience == 0 else plan
 
 
 def fine_tune_config_of(args, given: dict, plan: Plan) -> TrainConfig:
@@ -151,7 +155,8 @@ def train(args, path: Path, metrics_file: Path) -> int:
     if plan.out_of_patience:
         report.close()
         report.line(f"the run stopped early at step {trainer.n:,}: {plan.since_best} validations without a new "
-                    f"best (--patience {plan.patience}); nothing to do (pass a larger --patience to train on)")
+                    f"best (--patience {plan.patience}); nothing to do (pass a larger --patience, or --patience 0, "
+                    f"to train on)")
         return report.output_status()
     # The one writer of the metrics log (under MPI: rank 0's, beside the checkpoint it saves).
     metrics = MetricsLog(metrics_file, resume_step=ckpt.state.n if ckpt is not None else None)

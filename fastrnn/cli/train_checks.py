@@ -38,9 +38,9 @@ def check_train_args(args):
             raise UsageError("--init-from starts a new run from a checkpoint's weights, --resume continues a run: "
                              "give one of them")
         args.parent = load_checkpoint(args.init_from)
-    positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length", "patience")
+    positive(args, "hidden_size", "seq_length", "batch_size", "threads", "steps", "sample_length")
     non_negative(args, "eval_every", "sample_every", "log_every", "checkpoint_every", "seed", "warmup_steps",
-                 "decay_steps")
+                 "decay_steps", "patience")
     f = args.min_lr_fraction
     if f is not None and not (0 <= f <= 1):
         raise UsageError(f"--min-lr-fraction must be in [0, 1], got {f}")
