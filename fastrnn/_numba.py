@@ -26,7 +26,7 @@ from numba.core import caching
 
 #: the package's modules that define compiled functions (any of them may be compiled into another's)
 KERNEL_MODULES = ("_numba.py", "gate_math.py", "microkernel.py", "kernels.py", "stream_kernels.py",
-                  "cell_kernels.py", "cell_parts_kernels.py", "stack_kernels.py", "optim_kernels.py")
+                  "cell_kernels.py", "cell_parts_kernels.py", "stack_kernels.py", "optim_kernels.py", "chunk_kernels.py")
 PACKAGE_FOLDER = os.path.dirname(os.path.abspath(__file__))
 _CHECKOUT = os.path.dirname(PACKAGE_FOLDER)  # the tests and benchmarks beside the package, in a source checkout
 _KEYED_FOLDERS = tuple(os.path.join(folder, "") for folder in (

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import engine, optim, optim_kernels, rnn
+from . import chunks, optim, optim_kernels, rnn
 from ._validate import check_params, check_positive
 from .model import ModelParams, ModelSpec
 from .params import ADAGRAD_EPS, CLIP, Params
@@ -185,7 +185,7 @@ def _step(params, memory, inputs, targets, hprev, learning_rate, clip, workspace
     model, mem = ws.load(params, memory if update else None)
     state = (h.reshape(1, B, params.hidden_size),)
     with step_threads(ws.engine, ws.threads):
-        loss, grads = engine.chunked_loss_and_grads(model, ws.engine, inputs, targets, state)
+        loss, grads = chunks.chunked_loss_and_grads(model, ws.engine, inputs, targets, state)
         if update:
             optim.apply(adagrad, model.flat, grads.flat, [mem.flat], 1, limit, threads=ws.threads)
         else:

@@ -61,14 +61,20 @@ class Dropout(NamedTuple):
         return self._replace(first_stream=self.first_stream + int(offset))
 
 
-def _apply_dropout(a, dropout, layer, spec, B, T, dtype):
-    """a["xd"] = a's outputs times this layer's mask (written into a["mask"])."""
+def dropout_counters(dropout, spec, T, dtype):
+    """``(key, first, streams, threshold, scale)`` of :func:`fastrnn.stack_kernels.dropout_forward` for this
+    step's dropout: ``first`` (L,) uint64, each layer's first counter."""
     L, H, S = spec.num_layers, spec.hidden_size, dropout.total_streams
     key = np.uint64(stack_kernels.splitmix64(np.uint64(dropout.seed)))  # returned as a Python int
-    first = np.uint64((dropout.step * L + layer) * T * S * H & _U64)
-    stack_kernels.dropout_forward(a["xd"], a["mask"], a["hs"][B:], B, key, first, np.uint64(dropout.first_stream),
-                                  np.uint64(S), np.uint64(int(dropout.p * 2.0 ** 53)),
-                                  dtype.type(1.0 / (1.0 - dropout.p)))
+    first = np.array([(dropout.step * L + layer) * T * S * H & _U64 for layer in range(L)], np.uint64)
+    return (key, first, np.uint64(S), np.uint64(int(dropout.p * 2.0 ** 53)), dtype.type(1.0 / (1.0 - dropout.p)))
+
+
+def _apply_dropout(a, dropout, layer, spec, B, T, dtype):
+    """a["xd"] = a's outputs times this layer's mask (written into a["mask"])."""
+    key, first, streams, threshold, scale = dropout_counters(dropout, spec, T, dtype)
+    stack_kernels.dropout_forward(a["xd"], a["mask"], a["hs"][B:], B, key, first[layer],
+                                  np.uint64(dropout.first_stream), streams, threshold, scale)
 
 
 def _outputs(ws, layer, B, dropout):
@@ -79,7 +85,7 @@ def _outputs(ws, layer, B, dropout):
 
 # --- forward and backward of the stack (arrays already validated) -------------------
 
-def _pack(ws, panels, Whh, first_panel, forward):
+def pack_recurrent(ws, panels, Whh, first_panel, forward):
     """Whh into the micro-kernel's panels for the recurrence forward (or backward): by a
     :class:`StackWorkspace` with parts, its parts at once on Numba's threads."""
     if ws.parts > 1:
@@ -99,7 +105,7 @@ def recurrence_forward(cell, ws, a, Whh, bhn=None, weights_packed=False):
     bounds, first = ws.unit_bounds, ws.first_forward_panel
     panels = a["forward_panels"]
     if not weights_packed:
-        _pack(ws, panels, Whh, first, True)
+        pack_recurrent(ws, panels, Whh, first, True)
     if ws.parts == 1:
         if cell == "rnn":
             cell_kernels.rnn_forward(a["hs"], a["gates"], a["tmp"], panels)
@@ -120,7 +126,7 @@ def _recurrence_backward(cell, ws, a, Whh):
     into a["dgx"] (and a GRU's a["dgh"]) and dL/dh_0 (and dL/dc_0) into a["dh"] (a["dc"])."""
     bounds, first = ws.unit_bounds, ws.first_backward_panel
     panels = a["backward_panels"]
-    _pack(ws, panels, Whh, first, False)
+    pack_recurrent(ws, panels, Whh, first, False)
     if ws.parts == 1:
         if cell == "rnn":
             cell_kernels.rnn_backward(a["dgx"], a["dh"], a["dhs"], a["hs"], panels)
@@ -170,7 +176,7 @@ def forward(params, ws, inputs, targets, state, dropout=None, weights_packed=Fal
     return stack_kernels.head_forward(ws.probs, top, targets, params["Why"], params["by"])
 
 
-def _backward(params, ws, inputs, targets, grads, total_batch=None, dropout=None):
+def backward(params, ws, inputs, targets, grads, total_batch=None, dropout=None):
     """Backward pass after :func:`forward`; *overwrites* ``grads`` with the gradient of loss / B.
 
     ``total_batch`` (default B): the divisor, when these B streams are one share of a larger batch
@@ -216,7 +222,7 @@ def _backward(params, ws, inputs, targets, grads, total_batch=None, dropout=None
                 stack_kernels.multiply_into(below["dhs"], below["mask"])
 
 
-def _parts_blas(ws):
+def parts_blas(ws):
     """BLAS at one thread while a workspace with parts > 1 runs (its parts are the threads); else nothing."""
     return blas_threads(1) if ws.parts > 1 else contextlib.nullcontext()
 
@@ -264,10 +270,10 @@ def stack_loss_and_grads(params, inputs, targets, state=None, clip=CLIP, workspa
     ws = workspace if workspace is not None else StackWorkspace(params.spec, T, B, params.dtype)
     if not ws.fits(params, B, T):
         raise ValueError("workspace does not fit these parameters, batch size and sequence length")
-    with _parts_blas(ws):
+    with parts_blas(ws):
         loss = forward(params, ws, inputs, targets, state, dropout)
         grads = ws.grads
-        _backward(params, ws, inputs, targets, grads, dropout=dropout)
+        backward(params, ws, inputs, targets, grads, dropout=dropout)
     limit = optim.clip_value(clip, params.dtype)
     optim_kernels.clip_inplace(grads.flat, limit)
     last_state(ws, params.spec, B, T, state)
@@ -333,39 +339,3 @@ def _seed_loss_and_grads(params, inputs, targets, state, clip, workspace):
     # PyTorch's (L, H) for no state; the layout given otherwise; the seed's (H,) for (H,) or (H, 1).
     out_shape = (1, H) if shape is None else (H,) if shape in ((H,), (H, 1)) else shape
     return loss, g, h_last.reshape(out_shape)
-
-
-def chunked_loss_and_grads(params, ws, inputs, targets, state, total_batch=None, dropout=None):
-    """``(loss, grads)`` of B streams over the chunks of ``ws`` (a :class:`ParallelWorkspace`), unclipped.
-
-    inputs, targets (B, T) int64 ids (validated by the caller); ``state`` a tuple
-    of (L, B, H) arrays, read as the initial state and overwritten with the last.
-    ``loss``: the cross-entropy summed over the B * T characters (the chunks'
-    sums added in chunk order); ``grads`` (``ws.grads``, reused by the next
-    call): the gradient of that loss divided by ``total_batch`` (default B),
-    the chunks' gradients summed in chunk order. The chunks run on ``ws``'s
-    threads; BLAS threads are the caller's to set. ``dropout``: None, or the
-    step's :class:`Dropout` for these B streams (each chunk draws its streams' masks).
-    """
-    spec = params.spec
-    B, T = inputs.shape
-    divisor = B if total_batch is None else total_batch
-    bounds = ws.bounds
-
-    def chunk_step(c):
-        lo, hi = bounds[c], bounds[c + 1]
-        cw, part = ws.chunks[c], tuple(h[:, lo:hi] for h in state)
-        cw.inputs[:] = inputs[lo:hi]
-        cw.targets[:] = targets[lo:hi]
-        drop = None if dropout is None else dropout.from_stream(lo)
-        with _parts_blas(cw):
-            loss = forward(params, cw, cw.inputs, cw.targets, part, drop)
-            _backward(params, cw, cw.inputs, cw.targets, cw.grads, divisor, drop)
-        last_state(cw, spec, hi - lo, T, part)
-        return loss
-
-    chunk_losses = ws.map(chunk_step)
-    total = chunk_losses[0]
-    for x in chunk_losses[1:]:
-        total += x
-    return total, ws.sum_grads()

@@ -1,7 +1,7 @@
 """Training steps on the engine: a step's thread settings, blocks of steps with the optimizer (the trainer's
 loop), and one process's share of a data-parallel step.
 
-A step is :func:`fastrnn.engine.chunked_loss_and_grads` over a
+A step is :func:`fastrnn.chunks.chunked_loss_and_grads` over a
 :class:`~fastrnn.workspaces.ParallelWorkspace` (chunks of streams, or parts of the hidden units, on
 threads), then :func:`fastrnn.optim.apply`. One stream of the seed's model runs whole blocks of steps in
 one compiled call instead (:mod:`fastrnn.stream_kernels`): its steps are too short for a Python loop.
@@ -14,7 +14,8 @@ import numpy as np
 
 from . import optim, stream_kernels
 from ._threads import blas_threads, numba_threads
-from .engine import Dropout, chunked_loss_and_grads
+from .chunks import chunked_loss_and_grads
+from .engine import Dropout
 from .model import ModelSpec
 from .params import CLIP
 from .workspaces import ParallelWorkspace, StackWorkspace
@@ -24,9 +25,9 @@ from .workspaces import ParallelWorkspace, StackWorkspace
 def step_threads(ws: ParallelWorkspace, threads):
     """The thread counts while steps of ``ws`` run: BLAS at ``threads`` for one chunk of streams (its products
     are the step's only parallelism), else at one (chunks and parts run on threads of their own); Numba's
-    at least the parts."""
+    at least the chunks or the parts."""
     blas = threads if ws.split == "streams" and ws.n_chunks == 1 else 1
-    with blas_threads(blas), numba_threads(ws.chunks[0].parts):
+    with blas_threads(blas), numba_threads(max(ws.n_chunks, ws.chunks[0].parts)):
         yield
 
 

@@ -90,8 +90,9 @@ class ParallelWorkspace:
     contiguous chunks, one thread each. Chunk c holds streams
     ``bounds[c]:bounds[c + 1]`` (``bounds[c] = c * B // n``, as
     :class:`fastrnn.batch.BatchWorkspace` cuts them) in a :class:`StackWorkspace`
-    of its own; :func:`fastrnn.steps.train_steps` runs the chunks' forward and backward on n
-    Python threads at once (the kernels release the GIL) with BLAS held to one
+    of its own; :func:`fastrnn.chunks.chunked_loss_and_grads` runs the chunks' forward and backward at once
+    on n of Numba's threads (:mod:`fastrnn.chunk_kernels`, reading the weights the first chunk's arrays
+    hold transposed and packed) with BLAS held to one
     thread, then sums their gradients in chunk order into ``grads``. With one
     chunk ``grads`` is the chunk's own and the step is that of one
     :class:`StackWorkspace`, bit for bit. Results depend on n (rounding only:
@@ -127,7 +128,6 @@ class ParallelWorkspace:
         self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, np.dtype(dtype)
         self.threads = threads
         self.grads = self.chunks[0].grads if n == 1 else ModelParams(spec, dtype, is_gradient=True)
-        self._pool = None
 
     @classmethod
     def of(cls, workspace: StackWorkspace) -> "ParallelWorkspace":
@@ -137,7 +137,7 @@ class ParallelWorkspace:
                                                                     workspace.batch_size, workspace.dtype)
         self.threads, self.bounds, self.chunks = workspace.parts, [0, workspace.batch_size], [workspace]
         self.split = "units" if workspace.parts > 1 else "streams"
-        self.grads, self._pool = workspace.grads, None
+        self.grads = workspace.grads
         return self
 
     @property
@@ -148,17 +148,6 @@ class ParallelWorkspace:
         return (params.spec == self.spec and params.dtype == self.dtype and batch_size == self.batch_size
                 and length == self.seq_length)
 
-    def map(self, fn):
-        """``[fn(c) for c in range(n_chunks)]``, chunk 0 on the calling thread and the others on the pool's."""
-        if self.n_chunks == 1:
-            return [fn(0)]
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(self.n_chunks - 1, thread_name_prefix="fastrnn-chunk")
-        futures = [self._pool.submit(fn, c) for c in range(1, self.n_chunks)]
-        first = fn(0)
-        return [first] + [f.result() for f in futures]
-
     def sum_grads(self):
         """``grads`` = the chunks' gradients summed in chunk order (nothing to do for one chunk)."""
         if self.n_chunks == 1:
@@ -168,13 +157,3 @@ class ParallelWorkspace:
         for ws in self.chunks[2:]:
             np.add(out, ws.grads.flat, out=out)
         return self.grads
-
-    def close(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def __del__(self):
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False)

@@ -159,7 +159,7 @@ def test_batch_of_one_is_bit_identical_to_train_step(kind, dtype):
 @pytest.mark.parametrize("threads, split", SPLITS[1:], ids=SPLIT_IDS[1:])
 def test_batch_is_the_engine_bit_for_bit(threads, split):
     """B > 1 is the engine's step on the same ParallelWorkspace, bit for bit (the trainer's path)."""
-    from fastrnn import engine, steps
+    from fastrnn import chunks, steps
     from fastrnn.model import ModelParams
     from fastrnn.workspaces import ParallelWorkspace
 
@@ -172,7 +172,7 @@ def test_batch_is_the_engine_bit_for_bit(threads, split):
     pws = ParallelWorkspace(model.spec, T, B, np.float64, threads, split)
     state = (hprev.reshape(1, B, H).copy(),)
     with steps.step_threads(pws, threads):
-        summed, g = engine.chunked_loss_and_grads(model, pws, inputs, targets, state)
+        summed, g = chunks.chunked_loss_and_grads(model, pws, inputs, targets, state)
     assert loss == summed / B
     assert np.array_equal(h_last, state[0][0])
     assert_bit_identical(grads, g.as_seed(), "grads")

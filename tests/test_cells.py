@@ -25,7 +25,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import fastrnn
-from fastrnn import engine, inference, workspaces
+from fastrnn import chunks, engine, inference, workspaces
 from fastrnn import reference as ref
 from fastrnn.model import CELLS, ModelParams, ModelSpec, init_model
 
@@ -547,8 +547,8 @@ def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B, split
     """The trainer's step on threads: "streams" cuts the B streams into chunks run at once and sums their
     gradients, "units" cuts each recurrence's units (and the products' rows) into parts run at once. With
     saturated weights either is the twin's whole-batch loss, gradient and last state (float64, 1e-10); it
-    is the same bit for bit from one run to the next, and (streams) when the chunks run one after another
-    (no chunk reads another's arrays)."""
+    is the same bit for bit from one run to the next, and (streams) the same as each chunk's streams run one
+    after another as steps of their own, their sums added in chunk order (as MPI ranks add theirs)."""
     seed = case_seed(cell, num_layers, B, salt=13)
     params = make_model(cell, num_layers, "large", seed=seed)
     inputs, targets, state = make_data(params.spec, B, seed=seed)
@@ -558,19 +558,37 @@ def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B, split
     else:
         assert ws.n_chunks == 1 and ws.chunks[0].parts == min(threads, H)
     runs = []
-    for sequential in (False, False, True):
-        if sequential:
-            ws.map = lambda fn: [fn(c) for c in range(ws.n_chunks)]
+    for _ in range(2):
         st = tuple(h.copy() for h in state)
-        loss, grads = engine.chunked_loss_and_grads(params, ws, inputs, targets, st)
+        loss, grads = chunks.chunked_loss_and_grads(params, ws, inputs, targets, st)
         runs.append((loss / B, grads.copy(), st))  # the twin's loss is divided by B
+    if split == "streams":
+        runs.append(chunks_one_after_another(params, ws.bounds, inputs, targets, state))
     twin = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None)
     failures = compare_stack(runs[0], twin, **TOL[np.float64])
     assert not failures, failures
     for loss, grads, st in runs[1:]:
         assert loss == runs[0][0] and np.array_equal(grads.flat, runs[0][1].flat)
         assert all(np.array_equal(a, b) for a, b in zip(st, runs[0][2]))
-    ws.close()
+
+
+def chunks_one_after_another(params, bounds, inputs, targets, state):
+    """``(loss / B, grads, last state)`` of the streams of each chunk ``bounds[c]:bounds[c + 1]`` as a step of
+    its own (one chunk, the divisor the whole B), the losses and gradients added in chunk order."""
+    B = inputs.shape[0]
+    loss, grads, last = 0.0, None, tuple(h.copy() for h in state)
+    for lo, hi in zip(bounds, bounds[1:]):
+        one = workspaces.ParallelWorkspace(params.spec, inputs.shape[1], hi - lo, params.dtype)
+        part = tuple(h[:, lo:hi].copy() for h in state)
+        chunk_loss, chunk_grads = chunks.chunked_loss_and_grads(params, one, inputs[lo:hi], targets[lo:hi], part,
+                                                                total_batch=B)
+        loss = chunk_loss if grads is None else loss + chunk_loss
+        grads = chunk_grads.copy() if grads is None else grads
+        if lo > 0:
+            np.add(grads.flat, chunk_grads.flat, out=grads.flat)
+        for h, p in zip(last, part):
+            h[:, lo:hi] = p
+    return loss / B, grads, last
 
 
 # --- 9. scoring and sampling ---------------------------------------------------------------------------
@@ -643,8 +661,9 @@ def test_sample_is_seeded_and_argmax_is_greedy(cell, num_layers):
 # --- 10. the same bits in every process ------------------------------------------------------------
 
 def every_kernel_case():
-    """Gradients (flat) of every cell, dtype and split (whole, 2 unit parts) at H = 40, enough units for the
-    gate loops' SIMD code (at H = 5 the difference below did not show), with dropout: a dict."""
+    """Gradients (flat) of every cell, dtype and split (whole, 2 unit parts, 2 chunks of streams) at H = 40,
+    enough units for the gate loops' SIMD code (at H = 5 the difference below did not show), with dropout:
+    a dict."""
     out = {}
     for cell in CELLS:
         for dtype in (np.float32, np.float64):
@@ -656,6 +675,10 @@ def every_kernel_case():
                 _, grads, _ = engine.stack_loss_and_grads(params, inputs, targets, state, clip=None, workspace=ws,
                                                           dropout=DROPOUT._replace(total_streams=3, first_stream=0))
                 out[f"{cell}-{np.dtype(dtype).name}-{parts}"] = grads.flat.copy()
+            two = workspaces.ParallelWorkspace(params.spec, T, 3, dtype, threads=2, split="streams")
+            _, grads = chunks.chunked_loss_and_grads(params, two, inputs, targets, state,
+                                                     dropout=DROPOUT._replace(total_streams=3, first_stream=0))
+            out[f"{cell}-{np.dtype(dtype).name}-chunks"] = grads.flat.copy()
     return out
 
 

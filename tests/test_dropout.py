@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import engine, workspaces
+from fastrnn import chunks, engine, workspaces
 from fastrnn import reference as ref
 from fastrnn.checkpoint import load_checkpoint, save_checkpoint
 from fastrnn.corpus import Corpus
@@ -133,11 +133,10 @@ def test_chunks_draw_each_streams_own_masks(cell, num_layers, threads):
     params = make_model(cell, num_layers, "large", seed=61)
     inputs, targets, state = make_data(params.spec, B, seed=61)
     ws = workspaces.ParallelWorkspace(params.spec, T, B, np.float64, threads=threads)
-    loss, grads = engine.chunked_loss_and_grads(params, ws, inputs, targets, [s.copy() for s in state],
+    loss, grads = chunks.chunked_loss_and_grads(params, ws, inputs, targets, [s.copy() for s in state],
                                                 dropout=engine.Dropout(P, SEED, 7, B))
     twin = ref.stack_loss_and_grads(params, inputs, targets, state, clip=None, masks=masks_of(params.spec, B))
     assert not compare_stack((loss / B, grads, twin[2]), twin)
-    ws.close()
 
 
 # --- training -------------------------------------------------------------------------------------
