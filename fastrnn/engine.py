@@ -56,10 +56,6 @@ class Dropout(NamedTuple):
     total_streams: int
     first_stream: int = 0
 
-    def from_stream(self, offset) -> "Dropout":
-        """The same step's dropout for streams starting ``offset`` further on."""
-        return self._replace(first_stream=self.first_stream + int(offset))
-
 
 def dropout_counters(dropout, spec, T, dtype):
     """``(key, first, streams, threshold, scale)`` of :func:`fastrnn.stack_kernels.dropout_forward` for this
