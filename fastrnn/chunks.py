@@ -59,13 +59,16 @@ def _chunk_steps(params, ws, inputs, targets, state, divisor, dropout):
             a["hs"][:hi - lo] = state[0][layer, lo:hi]
             if spec.cell == "lstm":
                 a["cs"][:hi - lo] = state[1][layer, lo:hi]
-    names = [spec.layer_names(layer) for layer in range(L)]  # (Wxh, Whh, bh[, bhn]); bh stands in for bhn
+    names = [spec.layer_names(layer) for layer in range(L)]  # (Wxh, Whh, bh[, bhn])
+
+    def per_layer(arrays, i):  # each layer's i-th array (Wxh, Whh, bh, bhn; bh stands in for a missing bhn)
+        return tuple(arrays[n[i] if i < len(n) else n[2]] for n in names)
 
     def layers(key):  # a per-layer array of every chunk, chunk-major
         return tuple(a[key] for cw in chunks for a in cw.layers)
 
-    def grads(i):  # the gradient of each layer's i-th array (Wxh, Whh, bh, bhn) of every chunk, chunk-major
-        return tuple(cw.grads[n[i] if i < len(n) else n[2]] for cw in chunks for n in names)
+    def grads(i):  # per_layer of every chunk's gradients, chunk-major
+        return tuple(g for cw in chunks for g in per_layer(cw.grads, i))
 
     def chunk(get):
         return tuple(get(cw) for cw in chunks)
@@ -84,9 +87,8 @@ def _chunk_steps(params, ws, inputs, targets, state, divisor, dropout):
         layers("cs") if lstm else None, layers("gates"), layers("tmp"), layers("hn") if gru else None,
         layers("dgx"), layers("dgh"), layers("dhs"), layers("dh"), layers("dc"),
         None if dropout is None else layers("xd"), None if dropout is None else layers("mask"),
-        chunk(lambda cw: cw.probs), first.WxhT, chunk(lambda cw: cw.dWxhT), tuple(params[n[0]] for n in names),
-        tuple(params[n[2]] for n in names), tuple(params[n[3] if gru else n[2]] for n in names),
-        params["Why"], params["by"],
+        chunk(lambda cw: cw.probs), first.WxhT, chunk(lambda cw: cw.dWxhT), per_layer(params, 0), per_layer(params, 2),
+        per_layer(params, 3), params["Why"], params["by"],
         tuple(a["forward_panels"] for a in first.layers), tuple(a["backward_panels"] for a in first.layers),
         grads(0), grads(1), grads(2), grads(3), chunk(lambda cw: cw.grads["Why"]), chunk(lambda cw: cw.grads["by"]),
         dtype.type(1) / dtype.type(divisor), *drop)

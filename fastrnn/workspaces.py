@@ -124,7 +124,10 @@ class ParallelWorkspace:
         n = 1 if split == "units" else min(threads, max(B, 1))
         self.bounds = [c * B // n for c in range(n + 1)]
         parts = threads if split == "units" else 1
-        self.chunks = [StackWorkspace(spec, T, hi - lo, dtype, parts) for lo, hi in zip(self.bounds, self.bounds[1:])]
+        first = StackWorkspace(spec, T, self.bounds[1], dtype, parts)
+        shared = [a["forward_panels"] for a in first.layers]  # the chunks' step reads the first chunk's packing
+        self.chunks = [first] + [StackWorkspace(spec, T, hi - lo, dtype, parts, forward_panels=shared)
+                                 for lo, hi in zip(self.bounds[1:], self.bounds[2:])]
         self.spec, self.seq_length, self.batch_size, self.dtype = spec, T, B, np.dtype(dtype)
         self.threads = threads
         self.grads = self.chunks[0].grads if n == 1 else ModelParams(spec, dtype, is_gradient=True)

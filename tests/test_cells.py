@@ -555,6 +555,8 @@ def test_stream_chunks_on_threads_match_twin(cell, num_layers, threads, B, split
     ws = workspaces.ParallelWorkspace(params.spec, T, B, np.float64, threads=threads, split=split)
     if split == "streams":
         assert ws.n_chunks == min(threads, B)
+        assert all(cw.layers[i]["forward_panels"] is a["forward_panels"]  # packed once, read by every chunk
+                   for cw in ws.chunks[1:] for i, a in enumerate(ws.chunks[0].layers))
     else:
         assert ws.n_chunks == 1 and ws.chunks[0].parts == min(threads, H)
     runs = []
@@ -582,9 +584,10 @@ def chunks_one_after_another(params, bounds, inputs, targets, state):
         part = tuple(h[:, lo:hi].copy() for h in state)
         chunk_loss, chunk_grads = chunks.chunked_loss_and_grads(params, one, inputs[lo:hi], targets[lo:hi], part,
                                                                 total_batch=B)
-        loss = chunk_loss if grads is None else loss + chunk_loss
-        grads = chunk_grads.copy() if grads is None else grads
-        if lo > 0:
+        if grads is None:
+            loss, grads = chunk_loss, chunk_grads.copy()
+        else:
+            loss += chunk_loss
             np.add(grads.flat, chunk_grads.flat, out=grads.flat)
         for h, p in zip(last, part):
             h[:, lo:hi] = p
